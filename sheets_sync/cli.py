@@ -1,0 +1,142 @@
+"""The ``sheets-sync`` command.
+
+Every subcommand is a thin shell over the engine; errors a person can act on are printed
+as one line on stderr with a non-zero exit, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+
+from .config import Settings, load_settings
+from .errors import InvalidInput, SyncError
+
+
+def _client_factories(settings: Settings) -> tuple[Callable, Callable]:
+    from .instantly import InstantlyClient
+    from .retry import RetryPolicy
+    from .sheets import make_sheets_client
+
+    retry = RetryPolicy(max_total_wait=settings.retry_max_wait)
+
+    def instantly(api_key: str) -> InstantlyClient:
+        return InstantlyClient(
+            api_key,
+            base_url=settings.instantly_api_url,
+            timeout=settings.http_timeout,
+            retry=retry,
+        )
+
+    def sheets():  # type: ignore[no-untyped-def]
+        return make_sheets_client(
+            settings.google_application_credentials,
+            api_url=settings.sheets_api_url,
+            timeout=settings.http_timeout,
+            retry=retry,
+        )
+
+    return instantly, sheets
+
+
+def _adhoc_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from .engine import SyncSpec, run_sync
+    from .links import parse_spreadsheet_url
+
+    api_key = os.environ.get("INSTANTLY_API_KEY", "")
+    if not api_key.strip():
+        raise InvalidInput("Set INSTANTLY_API_KEY to the Instantly API key to read from.")
+    spreadsheet_id, _gid = parse_spreadsheet_url(args.spreadsheet)
+    if (args.start is None) != (args.end is None):
+        raise InvalidInput("Give both --start and --end, or neither (all time).")
+    date_range = (
+        {"start": args.start.isoformat(), "end": args.end.isoformat()}
+        if args.start
+        else {"preset": "all_time"}
+    )
+    spec = SyncSpec(
+        spreadsheet_id=spreadsheet_id,
+        worksheet_title=args.worksheet,
+        campaign_ids=tuple(args.campaign or ()),
+        date_range=date_range,
+        include_opportunities=args.opportunities,
+    )
+    make_instantly, make_sheets = _client_factories(settings)
+    outcome = run_sync(spec, instantly=make_instantly(api_key), sheets=make_sheets())
+    print(
+        f"Wrote {outcome.rows_written} rows to tab {outcome.sheet_title!r}"
+        f"{' (created)' if outcome.tab_created else ''}: {outcome.sheet_url}"
+    )
+    print(
+        f"HTTP calls: {outcome.instantly_calls} to Instantly, {outcome.sheets_calls} to Google Sheets"
+    )
+    return 0
+
+
+def _stored_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from .service import run_connection_now
+
+    result = run_connection_now(settings, int(args.connection_id))
+    print(result.summary)
+    return 0 if result.ok else 1
+
+
+def _cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    if args.spreadsheet:
+        if args.connection_id:
+            raise InvalidInput("Give either CONNECTION_ID or --spreadsheet, not both.")
+        return _adhoc_sync(args, settings)
+    if not args.connection_id:
+        raise InvalidInput("Give a CONNECTION_ID, or --spreadsheet URL for a one-off sync.")
+    if not args.connection_id.isdigit():
+        raise InvalidInput("CONNECTION_ID is the number shown on the connection's page.")
+    return _stored_sync(args, settings)
+
+
+def _iso_day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use YYYY-MM-DD") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sheets-sync",
+        description="Keep Instantly campaign step analytics in a Google Sheets tab.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sync", help="run one sync in the foreground")
+    p.add_argument("connection_id", nargs="?", help="a stored connection's id")
+    p.add_argument("--spreadsheet", help="one-off sync to this Google Sheets link")
+    p.add_argument("--worksheet", default="Instantly steps", help="tab title")
+    p.add_argument("--campaign", action="append", help="campaign id (repeatable); none = all")
+    p.add_argument("--start", type=_iso_day, help="first day, YYYY-MM-DD (UTC)")
+    p.add_argument("--end", type=_iso_day, help="last day, YYYY-MM-DD (UTC, inclusive)")
+    p.add_argument("--opportunities", action="store_true", help="include opportunity counts")
+    p.set_defaults(func=_cmd_sync)
+
+    from . import cli_admin
+
+    cli_admin.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return int(args.func(args, settings) or 0)
+    except SyncError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2 if exc.code in ("configuration", "invalid_input") else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

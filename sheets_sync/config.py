@@ -1,0 +1,86 @@
+"""Settings from the environment, parsed strictly.
+
+Every variable is optional for the embedded default; a value that is present but wrong
+stops the program with one line naming the variable, instead of a stack trace later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+DEFAULT_INSTANTLY_API_URL = "https://api.instantly.ai/api/v2"
+DEFAULT_SHEETS_API_URL = "https://sheets.googleapis.com"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHEETS_SYNC_", extra="ignore")
+
+    data_dir: Path = Path("instance")
+    database_url: str | None = None
+    secret_key: str | None = None
+    encryption_keys: str | None = None
+    google_application_credentials: Path | None = Field(
+        default=None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS"
+    )
+    instantly_api_url: str = DEFAULT_INSTANTLY_API_URL
+    sheets_api_url: str = DEFAULT_SHEETS_API_URL
+    cron_token: str | None = None
+    sheets_writes_per_minute: int = Field(default=60, ge=1, le=10_000)
+    smtp_url: str | None = None
+    # Seconds; the network is the only slow part of a sync, so bound it explicitly.
+    http_connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    http_read_timeout: float = Field(default=30.0, gt=0, le=600)
+    # Upper bound on the time a single call may spend waiting between retries.
+    retry_max_wait: float = Field(default=60.0, ge=0, le=3600)
+
+    @field_validator("instantly_api_url", "sheets_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if "://" not in value:
+            raise ValueError("must be a SQLAlchemy URL such as postgresql+psycopg://user@host/db")
+        return value
+
+    @field_validator("encryption_keys", "secret_key", "cron_token", "smtp_url")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'sheets-sync.sqlite3').resolve()}"
+
+    @property
+    def http_timeout(self) -> tuple[float, float]:
+        return (self.http_connect_timeout, self.http_read_timeout)
+
+
+_ENV_NAMES = {
+    "google_application_credentials": "GOOGLE_APPLICATION_CREDENTIALS",
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (plus explicit overrides); raise a one-line error on bad values."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        name = _ENV_NAMES.get(field, f"SHEETS_SYNC_{field.upper()}")
+        raise ConfigurationError(f"{name}: {first['msg']}") from None

@@ -1,0 +1,100 @@
+"""Errors a person can act on.
+
+Every failure that can reach a user is one of these: a stable ``code`` for programs
+(the JSON API, the run record), a ``message`` written for a non-engineer that says what
+happened and what to do, and ``retryable`` so the worker knows whether trying again at
+the next slot can help or whether only the user can fix it. Messages never contain a
+secret: they are built from fixed text plus identifiers we chose or the user typed.
+"""
+
+from __future__ import annotations
+
+
+class SyncError(Exception):
+    """Base class: something the user should see in the run record and on the page."""
+
+    code: str = "sync_failed"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class ConfigurationError(SyncError):
+    code = "configuration"
+
+
+class InvalidInput(SyncError):
+    """The connection's own settings are wrong (bad link, bad date range)."""
+
+    code = "invalid_input"
+
+
+# --- Instantly -------------------------------------------------------------------------
+
+
+class InstantlyKeyRejected(SyncError):
+    code = "instantly_key_rejected"
+
+
+class InstantlyPaymentRequired(SyncError):
+    code = "instantly_payment_required"
+
+
+class InstantlyRateLimited(SyncError):
+    code = "instantly_rate_limited"
+    retryable = True
+
+
+class InstantlyUnavailable(SyncError):
+    code = "instantly_unavailable"
+    retryable = True
+
+
+class InstantlyMalformedResponse(SyncError):
+    code = "instantly_malformed_response"
+    # A schema change on Instantly's side will not fix itself in five minutes, but it is
+    # not the user's fault either; retrying at the next slot is cheap and harmless.
+    retryable = True
+
+
+class InstantlyNotFound(SyncError):
+    code = "instantly_campaign_not_found"
+
+
+# --- Google Sheets ---------------------------------------------------------------------
+
+
+class SheetNotShared(SyncError):
+    code = "sheet_not_shared"
+
+
+class SpreadsheetNotFound(SyncError):
+    code = "spreadsheet_not_found"
+
+
+class SheetsQuotaExhausted(SyncError):
+    code = "sheets_quota_exhausted"
+    retryable = True
+
+
+class SheetsUnavailable(SyncError):
+    code = "sheets_unavailable"
+    retryable = True
+
+
+class SheetsRequestRejected(SyncError):
+    code = "sheets_request_rejected"
+
+
+class ReportTooLarge(SyncError):
+    code = "report_too_large"
+
+
+class GoogleCredentialsMissing(ConfigurationError):
+    code = "google_credentials_missing"

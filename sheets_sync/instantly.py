@@ -1,0 +1,308 @@
+"""Instantly API v2 client: fetch functions only, no saving and no formatting.
+
+Parsing is tolerant of new fields (Instantly adds them over time) and strict about the
+ones we use: a missing or mistyped metric is a ``InstantlyMalformedResponse`` raised
+before anything is written, so a bad payload can never reach the sheet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from . import USER_AGENT
+from .config import DEFAULT_INSTANTLY_API_URL
+from .errors import (
+    InstantlyKeyRejected,
+    InstantlyMalformedResponse,
+    InstantlyNotFound,
+    InstantlyPaymentRequired,
+    InstantlyRateLimited,
+    InstantlyUnavailable,
+    InvalidInput,
+    SyncError,
+)
+from .retry import RetryPolicy, call_with_retry, parse_retry_after
+
+# --- response models -------------------------------------------------------------------
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def _index(value: Any) -> int | None:
+    """Instantly documents step and variant as ``string | null`` ("0", "1"…); accept ints."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("must be a number as text or null")
+    if isinstance(value, int):
+        index = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        index = int(value.strip())
+    else:
+        raise ValueError("must be a number as text or null")
+    return index
+
+
+class StepStats(_Tolerant):
+    step: int | None
+    variant: int | None
+    sent: int = Field(ge=0)
+    opened: int
+    unique_opened: int
+    replies: int
+    unique_replies: int
+    replies_automatic: int
+    unique_replies_automatic: int
+    clicks: int
+    unique_clicks: int
+    opportunities: int | None = None
+    unique_opportunities: int | None = None
+    meetings_booked: int | None = None
+    won: int | None = None
+
+    _parse_step = field_validator("step", "variant", mode="before")(
+        lambda cls, v: _index(v)  # noqa: ARG005
+    )
+
+
+class Variant(_Tolerant):
+    subject: str = ""
+    v_disabled: bool = False
+
+
+class SequenceStep(_Tolerant):
+    variants: list[Variant] = []
+
+
+class Sequence(_Tolerant):
+    steps: list[SequenceStep] = []
+
+
+class CampaignSummary(_Tolerant):
+    id: str
+    name: str
+    status: int | float | None = None
+
+
+class Campaign(_Tolerant):
+    id: str
+    name: str
+    status: int | float | None = None
+    sequences: list[Sequence] = []
+
+    @property
+    def main_steps(self) -> list[SequenceStep]:
+        # Instantly uses only the first sequence; the rest of the array is ignored.
+        return self.sequences[0].steps if self.sequences else []
+
+
+class _CampaignPage(_Tolerant):
+    items: list[CampaignSummary]
+    next_starting_after: str | None = None
+
+
+_STEP_LIST = TypeAdapter(list[StepStats])
+
+
+# --- client ----------------------------------------------------------------------------
+
+KEY_REJECTED = (
+    "The Instantly API key was rejected. Create a new API key in Instantly "
+    "(Settings → Integrations → API Keys) with access to campaigns and analytics, "
+    "then paste it into this connection."
+)
+SCOPE_MISSING = (
+    "The Instantly API key is not allowed to read campaign analytics. Create a key with "
+    "the campaigns:read (or all:read) scope in Instantly and paste it into this connection."
+)
+PAYMENT_REQUIRED = (
+    "Instantly refused the request because the workspace has no paid plan that includes "
+    "API access. Check the workspace's billing in Instantly."
+)
+RATE_LIMITED = (
+    "Instantly is rate-limiting this workspace right now. The refresh will be tried again "
+    "shortly; no action is needed unless this keeps happening."
+)
+UNAVAILABLE = (
+    "Instantly could not be reached or answered with an error ({detail}). "
+    "The refresh will be tried again shortly."
+)
+MALFORMED = (
+    "Instantly sent analytics this tool cannot read ({detail}). The sheet was left as it "
+    "was. If this persists, Instantly may have changed its API: contact support."
+)
+
+
+def _format_date(value: date | datetime | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value.isoformat()
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+class InstantlyClient:
+    """A small, typed view of the three Instantly endpoints the product needs."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = DEFAULT_INSTANTLY_API_URL,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        retry: RetryPolicy | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not api_key or not api_key.strip():
+            raise InvalidInput("No Instantly API key is stored for this connection.")
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+        self._retry = retry or RetryPolicy()
+        self._session = session or requests.Session()
+        self._session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key.strip()}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            }
+        )
+        self.calls = 0
+
+    # -- endpoints --
+
+    def step_analytics(
+        self,
+        campaign_id: str | None = None,
+        *,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+        include_opportunities: bool = False,
+    ) -> list[StepStats]:
+        """``GET /campaigns/analytics/steps``; no campaign means all campaigns combined."""
+        params: dict[str, str] = {}
+        if campaign_id:
+            params["campaign_id"] = campaign_id
+        if start is not None:
+            params["start_date"] = _format_date(start) or ""
+        if end is not None:
+            params["end_date"] = _format_date(end) or ""
+        if include_opportunities:
+            params["include_opportunities_count"] = "true"
+        payload = self._get_json("/campaigns/analytics/steps", params)
+        try:
+            rows = _STEP_LIST.validate_python(payload)
+        except ValidationError as exc:
+            raise InstantlyMalformedResponse(
+                MALFORMED.format(detail=f"step analytics row {_describe_validation(exc)}")
+            ) from None
+        if include_opportunities and any(r.opportunities is None for r in rows):
+            raise InstantlyMalformedResponse(
+                MALFORMED.format(detail="opportunity counts were asked for but not sent")
+            )
+        return rows
+
+    def iter_campaigns(self, search: str | None = None) -> Iterator[CampaignSummary]:
+        """Every campaign of the workspace, following ``next_starting_after`` to the end."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            params = {"limit": "100"}
+            if cursor:
+                params["starting_after"] = cursor
+            if search:
+                params["search"] = search
+            page = self._parse(_CampaignPage, self._get_json("/campaigns", params), "campaign list")
+            yield from page.items
+            cursor = page.next_starting_after
+            # A cursor we have already followed would loop forever: treat it as the end.
+            if not cursor or not page.items or cursor in seen:
+                return
+            seen.add(cursor)
+
+    def list_campaigns(self, search: str | None = None) -> list[CampaignSummary]:
+        return list(self.iter_campaigns(search))
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        """``GET /campaigns/{id}``: name and the sequence (steps, variants, subjects)."""
+        payload = self._get_json(f"/campaigns/{requests.utils.quote(campaign_id, safe='')}", {})
+        return self._parse(Campaign, payload, "campaign")
+
+    # -- plumbing --
+
+    @staticmethod
+    def _parse(model: type[Any], payload: Any, what: str) -> Any:
+        try:
+            return model.model_validate(payload)
+        except ValidationError as exc:
+            raise InstantlyMalformedResponse(
+                MALFORMED.format(detail=f"{what} {_describe_validation(exc)}")
+            ) from None
+
+    def _get_json(self, path: str, params: dict[str, str]) -> Any:
+        return call_with_retry(lambda: self._get_once(path, params), self._retry)
+
+    def _get_once(self, path: str, params: dict[str, str]) -> Any:
+        self.calls += 1
+        try:
+            response = self._session.get(self._base + path, params=params, timeout=self._timeout)
+        except requests.Timeout:
+            raise InstantlyUnavailable(UNAVAILABLE.format(detail="timed out")) from None
+        except requests.RequestException:
+            raise InstantlyUnavailable(UNAVAILABLE.format(detail="connection failed")) from None
+        _raise_for_status(response, path)
+        try:
+            return response.json()
+        except (json.JSONDecodeError, ValueError):
+            raise InstantlyMalformedResponse(MALFORMED.format(detail="not valid JSON")) from None
+
+
+def _server_message(response: requests.Response) -> str:
+    """Instantly's own error text, shortened; never echoes request headers."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message)[:200] if message else ""
+
+
+def _raise_for_status(response: requests.Response, path: str) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    if status == 401:
+        raise InstantlyKeyRejected(KEY_REJECTED)
+    if status == 402:
+        raise InstantlyPaymentRequired(PAYMENT_REQUIRED)
+    if status == 403:
+        raise InstantlyKeyRejected(SCOPE_MISSING)
+    if status == 404 and path.startswith("/campaigns"):
+        raise InstantlyNotFound(
+            "Instantly has no campaign with the selected id in this workspace. "
+            "It may have been deleted: pick the campaigns again for this connection."
+        )
+    if status == 429:
+        raise InstantlyRateLimited(
+            RATE_LIMITED, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+        )
+    if status >= 500 or status == 408:
+        raise InstantlyUnavailable(UNAVAILABLE.format(detail=f"HTTP {status}"))
+    detail = _server_message(response)
+    raise SyncError(
+        f"Instantly rejected the request (HTTP {status}{': ' + detail if detail else ''}). "
+        "Check the connection's campaigns and date range."
+    )

@@ -1,0 +1,287 @@
+"""The stored data: users, their API keys, their connections and the runs of each sync.
+
+Rules that hold for every table:
+
+* Every datetime is timezone-aware UTC in Python (``UTCDateTime`` below), whatever the
+  database. A naive datetime is refused on write: mixing naive and aware values is the
+  classic source of "the schedule is off by two hours" bugs.
+* Enumerations are short strings guarded by CHECK constraints (portable, readable in a
+  SQL shell, and adding a value is a one-line migration).
+* The schema here is the truth the migrations are checked against
+  (``tests/test_store.py`` asserts that alembic sees no difference).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    text,
+)
+from sqlalchemy.ext.mutable import MutableDict, MutableList
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# --- vocabularies ----------------------------------------------------------------------
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted")
+ACTIVE_RUN_STATUSES = ("queued", "running")
+FINISHED_RUN_STATUSES = ("succeeded", "failed", "interrupted")
+RUN_TRIGGERS = ("manual", "api", "schedule", "cli")
+SCHEDULES = ("off", "hourly", "every_6_hours", "daily", "weekly")
+DEFAULT_WORKSHEET_TITLE = "Instantly steps"
+
+# Deterministic constraint names: SQLite batch migrations (copy-and-move) can only drop or
+# alter constraints that have a name, and identical names on both databases keep future
+# migrations portable.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sql_in(values: tuple[str, ...]) -> str:
+    # Only ever called with the constant vocabularies above, never with user input.
+    return ", ".join(f"'{v}'" for v in values)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A ``DateTime(timezone=True)`` that always gives back aware UTC datetimes.
+
+    PostgreSQL stores ``timestamptz`` and returns it in the session's time zone; SQLite has
+    no datetime type at all and SQLAlchemy stores ISO text without an offset. So: convert
+    to UTC on the way in (and drop the offset for SQLite, where every stored value is UTC by
+    this rule, so text comparison orders correctly), and attach/convert to UTC on the way
+    out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                "naive datetime given to a UTC column; use datetime.now(UTC) or an aware value"
+            )
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# --- users and their API keys ----------------------------------------------------------
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Always stored lower-cased (store.create_user), so the unique constraint is
+    # case-insensitive in effect on every database without citext or functional indexes.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+    connections: Mapped[list[Connection]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"<User id={self.id} email={self.email!r}>"
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    # The first 8 characters ("ssk_" + 4), shown in lists so a person can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    # sha256 hex of the whole key. The keys are 256-bit random tokens we generate, so a
+    # fast unsalted hash is the right tool: there is nothing to brute-force or look up in
+    # a dictionary, and a slow password hash would cost ~50 ms on every API request.
+    # Unique + indexed: the lookup is by hash, never by comparing plaintext.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(back_populates="api_keys")
+
+    def __repr__(self) -> str:
+        return f"<ApiKey id={self.id} prefix={self.prefix!r}>"
+
+
+# --- connections -----------------------------------------------------------------------
+
+
+class Connection(Base):
+    """One Instantly workspace key + one Google Sheet tab, refreshed on click or schedule."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        CheckConstraint(f"schedule IN ({_sql_in(SCHEDULES)})", name="schedule"),
+        CheckConstraint(
+            "schedule_weekday IS NULL OR (schedule_weekday >= 0 AND schedule_weekday <= 6)",
+            name="schedule_weekday",
+        ),
+        CheckConstraint("consecutive_failures >= 0", name="consecutive_failures"),
+        # The scheduler asks "which connections are due" on every tick.
+        Index("ix_connections_next_run_at", "next_run_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    # Fernet token (sheets_sync.secrets); the plaintext never touches the database.
+    instantly_api_key_encrypted: Mapped[str] = mapped_column(Text)
+    # "…3f9a": enough for a person to recognise which key is stored, useless to anyone else.
+    instantly_api_key_hint: Mapped[str] = mapped_column(String(16))
+    spreadsheet_id: Mapped[str] = mapped_column(String(200))
+    spreadsheet_url: Mapped[str] = mapped_column(String(2048))
+    worksheet_title: Mapped[str] = mapped_column(
+        String(100), default=DEFAULT_WORKSHEET_TITLE, server_default=DEFAULT_WORKSHEET_TITLE
+    )
+    # The managed tab's sheetId once created/found. Sheet ids survive renames, so this is
+    # how the tab is found again; None means "find by title or create".
+    sheet_id: Mapped[int | None] = mapped_column(Integer)
+    # Empty list = all campaigns combined (Instantly's own default when campaign_id is
+    # omitted). Mutable* so in-place edits (``c.options["x"] = 1``) are saved too.
+    campaign_ids: Mapped[list[str]] = mapped_column(
+        MutableList.as_mutable(JSON()), default=list
+    )
+    # {"preset": "last_30_days"} or {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}.
+    date_range: Mapped[dict[str, str]] = mapped_column(
+        MutableDict.as_mutable(JSON()), default=lambda: {"preset": "all_time"}
+    )
+    include_opportunities: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    schedule: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    schedule_time: Mapped[str | None] = mapped_column(String(5))  # "HH:MM", local time
+    schedule_weekday: Mapped[int | None] = mapped_column(Integer)  # Monday = 0
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    # None with a schedule other than "off" means "the scheduler must compute it".
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Why scheduled syncs stopped (e.g. the key was rejected); None = not paused.
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Per-connection feature switches, so a new option needs no migration.
+    options: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="connections")
+    runs: Mapped[list[SyncRun]] = relationship(
+        back_populates="connection",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="SyncRun.id",
+    )
+
+    def __repr__(self) -> str:
+        # Deliberately no key material, not even the encrypted token.
+        return f"<Connection id={self.id} name={self.name!r} user_id={self.user_id}>"
+
+
+# --- runs ------------------------------------------------------------------------------
+
+_ACTIVE_WHERE = text(f"status IN ({_sql_in(ACTIVE_RUN_STATUSES)})")
+
+
+class SyncRun(Base):
+    """One attempt to refresh a connection's tab, from queued to a final status."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_sql_in(RUN_STATUSES)})", name="status"),
+        CheckConstraint(f"trigger IN ({_sql_in(RUN_TRIGGERS)})", name="trigger"),
+        CheckConstraint("attempt >= 1", name="attempt"),
+        # At most one queued-or-running run per connection, enforced by the database
+        # itself: two clicks, an API call and the scheduler racing each other still yield
+        # one run, and two workers can never write the same tab at once.
+        Index(
+            "uq_sync_runs_one_active_per_connection",
+            "connection_id",
+            unique=True,
+            sqlite_where=_ACTIVE_WHERE,
+            postgresql_where=_ACTIVE_WHERE,
+        ),
+        # Workers look for the oldest queued run.
+        Index("ix_sync_runs_status_queued_at", "status", "queued_at"),
+        # Run history of one connection, newest first.
+        Index("ix_sync_runs_connection_id_queued_at", "connection_id", "queued_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    trigger: Mapped[str] = mapped_column(String(16))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    rows_written: Mapped[int | None] = mapped_column(Integer)
+    http_calls: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    # A running run whose lease passes is presumed orphaned (worker crashed or was killed)
+    # and is re-queued by store.expire_leases.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    sheet_url: Mapped[str | None] = mapped_column(String(2048))
+
+    connection: Mapped[Connection] = relationship(back_populates="runs")
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_RUN_STATUSES
+
+    def __repr__(self) -> str:
+        return (
+            f"<SyncRun id={self.id} connection_id={self.connection_id} "
+            f"status={self.status!r} attempt={self.attempt}>"
+        )

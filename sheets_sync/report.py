@@ -1,0 +1,203 @@
+"""Step statistics to labelled, ordered rows for people (pure: no I/O).
+
+A report is plain data: columns with a kind (text, integer, percent) and rows of values.
+The sheet renderer decides how it looks; this module decides what it says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .instantly import Campaign, StepStats
+
+ColumnKind = Literal["text", "int", "percent"]
+RowKind = Literal["data", "unattributed", "total"]
+
+UNATTRIBUTED_STEP = "No step (not attributed)"
+UNATTRIBUTED_VARIANT = "No variant (not attributed)"
+ALL_CAMPAIGNS = "All campaigns combined"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    kind: ColumnKind
+    width: int = 110
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: RowKind
+    # (campaign id or "", step index or None, variant index or None): stable across
+    # refreshes, so later features can find "the same row" after rows move.
+    key: tuple[str, int | None, int | None]
+    values: tuple[str | int | float | None, ...]
+
+
+@dataclass(frozen=True)
+class CampaignSection:
+    """The stats of one campaign (or of all combined, ``campaign_id`` None)."""
+
+    campaign_id: str | None
+    name: str
+    stats: Sequence[StepStats]
+    campaign: Campaign | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    date_label: str
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    total: Row
+    campaign_names: tuple[str, ...] = field(default=())
+
+    @property
+    def all_rows(self) -> tuple[Row, ...]:
+        return (*self.rows, self.total)
+
+
+def variant_letter(index: int) -> str:
+    """0 → A, 25 → Z, 26 → AA, 27 → AB, as spreadsheet columns are lettered."""
+    if index < 0:
+        raise ValueError("variant index must be >= 0")
+    letters = ""
+    n = index + 1
+    while n:
+        n, rem = divmod(n - 1, 26)
+        letters = chr(ord("A") + rem) + letters
+    return letters
+
+
+def step_label(index: int | None, campaign: Campaign | None = None) -> str:
+    if index is None:
+        return UNATTRIBUTED_STEP
+    main = len(campaign.main_steps) if campaign else None
+    if main is not None and index >= main:
+        # Past the main sequence: Instantly counts subsequence emails on from there.
+        return f"Subsequence step {index - main + 1}"
+    return f"Step {index + 1}"
+
+
+def variant_label(index: int | None) -> str:
+    return UNATTRIBUTED_VARIANT if index is None else variant_letter(index)
+
+
+_COUNTS: tuple[tuple[str, str], ...] = (
+    ("sent", "Sent"),
+    ("opened", "Opens"),
+    ("unique_opened", "Unique opens"),
+    ("replies", "Replies"),
+    ("unique_replies", "Unique replies"),
+    ("replies_automatic", "Automatic replies"),
+    ("unique_replies_automatic", "Unique automatic replies"),
+    ("clicks", "Link clicks"),
+    ("unique_clicks", "Unique link clicks"),
+)
+_OPPORTUNITY_COUNTS: tuple[tuple[str, str], ...] = (
+    ("opportunities", "Opportunities"),
+    ("unique_opportunities", "Unique opportunities"),
+    ("meetings_booked", "Meetings booked"),
+    ("won", "Won"),
+)
+# Rates are unique events per email sent: what a person means by "reply rate".
+_RATES: tuple[tuple[str, str, str], ...] = (
+    ("open_rate", "Open rate (unique opens / sent)", "unique_opened"),
+    ("reply_rate", "Reply rate (unique replies / sent)", "unique_replies"),
+    ("click_rate", "Click rate (unique clicks / sent)", "unique_clicks"),
+)
+_OPPORTUNITY_RATE = (
+    "opportunity_rate",
+    "Opportunity rate (unique opportunities / sent)",
+    "unique_opportunities",
+)
+
+
+def columns_for(*, multi_campaign: bool, include_opportunities: bool) -> tuple[Column, ...]:
+    cols: list[Column] = []
+    if multi_campaign:
+        cols.append(Column("campaign", "Campaign", "text", 220))
+    cols += [Column("step", "Step", "text", 150), Column("variant", "Variant", "text", 110)]
+    counts = list(_COUNTS) + (list(_OPPORTUNITY_COUNTS) if include_opportunities else [])
+    cols += [Column(key, header, "int", 100) for key, header in counts]
+    rates = list(_RATES) + ([_OPPORTUNITY_RATE] if include_opportunities else [])
+    cols += [Column(key, header, "percent", 130) for key, header, _ in rates]
+    return tuple(cols)
+
+
+def _rate(numerator: int | None, sent: int) -> float | None:
+    if not sent or numerator is None:
+        return None
+    return numerator / sent
+
+
+def _metric_values(
+    columns: Sequence[Column], totals: dict[str, int]
+) -> list[str | int | float | None]:
+    rate_source = {key: source for key, _, source in (*_RATES, _OPPORTUNITY_RATE)}
+    values: list[str | int | float | None] = []
+    for col in columns:
+        if col.kind == "int":
+            values.append(totals.get(col.key, 0))
+        elif col.kind == "percent":
+            values.append(_rate(totals.get(rate_source[col.key]), totals.get("sent", 0)))
+    return values
+
+
+def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int]:
+    return {key: int(getattr(stat, key) or 0) for key in keys}
+
+
+def _sort_key(stat: StepStats) -> tuple[bool, int, bool, int]:
+    return (stat.step is None, stat.step or 0, stat.variant is None, stat.variant or 0)
+
+
+def build_report(
+    sections: Sequence[CampaignSection],
+    *,
+    include_opportunities: bool,
+    date_label: str,
+) -> Report:
+    """Rows ordered campaign (as selected), step, variant; unattributed rows last."""
+    multi = len(sections) > 1
+    columns = columns_for(multi_campaign=multi, include_opportunities=include_opportunities)
+    count_keys = [c.key for c in columns if c.kind == "int"]
+    rows: list[Row] = []
+    grand: dict[str, int] = dict.fromkeys(count_keys, 0)
+    for section in sections:
+        for stat in sorted(section.stats, key=_sort_key):
+            counts = _counts_of(stat, count_keys)
+            for key, value in counts.items():
+                grand[key] += value
+            labels: list[str | int | float | None] = []
+            if multi:
+                labels.append(section.name)
+            labels += [step_label(stat.step, section.campaign), variant_label(stat.variant)]
+            kind: RowKind = "unattributed" if stat.step is None or stat.variant is None else "data"
+            rows.append(
+                Row(
+                    kind,
+                    (section.campaign_id or "", stat.step, stat.variant),
+                    tuple(labels + _metric_values(columns, counts)),
+                )
+            )
+    total_labels: list[str | int | float | None] = ["Total"] + [""] * (2 if multi else 1)
+    total = Row("total", ("", None, None), tuple(total_labels + _metric_values(columns, grand)))
+    names = tuple(s.name for s in sections)
+    title = (
+        "Instantly step analytics: " + ", ".join(names)
+        if names and sections[0].campaign_id is not None
+        else f"Instantly step analytics: {ALL_CAMPAIGNS.lower()}"
+    )
+    return Report(
+        title=title,
+        date_label=date_label,
+        columns=columns,
+        rows=tuple(rows),
+        total=total,
+        campaign_names=names,
+    )

@@ -1,0 +1,296 @@
+"""Google Sheets writer: gspread over a session we control.
+
+gspread 6 sets no timeout and its back-off client retries forever, so this module gives
+it a session with explicit timeouts, rewrites the API root when a local Sheets endpoint
+is configured, and retries under ``retry.RetryPolicy``. A refresh of a tab whose id we
+know is exactly one HTTP call: the ``batchUpdate`` that carries the whole tab.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import google.auth.exceptions
+import gspread
+import requests
+from google.auth.transport.requests import AuthorizedSession
+from google.oauth2 import service_account
+from gspread.exceptions import APIError
+
+from . import USER_AGENT
+from .config import DEFAULT_SHEETS_API_URL
+from .errors import (
+    ConfigurationError,
+    GoogleCredentialsMissing,
+    SheetNotShared,
+    SheetsQuotaExhausted,
+    SheetsRequestRejected,
+    SheetsUnavailable,
+    SpreadsheetNotFound,
+    SyncError,
+)
+from .links import spreadsheet_link
+from .retry import RetryPolicy, call_with_retry, parse_retry_after
+
+SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
+_GOOGLE_ROOT = DEFAULT_SHEETS_API_URL
+_METADATA_FIELDS = "sheets.properties(sheetId,title,index)"
+
+CREDENTIALS_MISSING = (
+    "Google credentials are not configured. Set GOOGLE_APPLICATION_CREDENTIALS to the path "
+    "of a service-account JSON key file, then share each sheet with that service account."
+)
+
+
+class _TabGone(Exception):
+    """The stored tab id no longer exists (someone deleted the tab)."""
+
+
+class _RebasedSession(AuthorizedSession):
+    """An AuthorizedSession that sends Sheets calls to another root (emulator, tests)."""
+
+    def __init__(self, credentials: Any, api_root: str, counter: Callable[[], None]) -> None:
+        super().__init__(credentials)
+        self._api_root = api_root.rstrip("/")
+        self._count = counter
+        self.headers["User-Agent"] = USER_AGENT
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        if self._api_root != _GOOGLE_ROOT and url.startswith(_GOOGLE_ROOT):
+            url = self._api_root + url[len(_GOOGLE_ROOT) :]
+        self._count()
+        return super().request(method, url, *args, **kwargs)
+
+
+_credentials_lock = threading.Lock()
+_credentials_cache: dict[tuple[str, float], service_account.Credentials] = {}
+
+
+def load_credentials(path: Path | None) -> service_account.Credentials:
+    """Service-account credentials, cached per file so the access token is reused."""
+    if path is None:
+        raise GoogleCredentialsMissing(CREDENTIALS_MISSING)
+    try:
+        stamp = path.stat().st_mtime
+    except OSError:
+        raise GoogleCredentialsMissing(
+            f"GOOGLE_APPLICATION_CREDENTIALS points to {path}, which cannot be read."
+        ) from None
+    key = (str(path.resolve()), stamp)
+    with _credentials_lock:
+        cached = _credentials_cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            info = json.loads(path.read_text())
+            creds = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+        except (ValueError, KeyError) as exc:
+            raise GoogleCredentialsMissing(
+                f"GOOGLE_APPLICATION_CREDENTIALS ({path}) is not a service-account key file "
+                f"({type(exc).__name__})."
+            ) from None
+        _credentials_cache[key] = creds
+        return creds
+
+
+def service_account_email(path: Path | None) -> str | None:
+    """The address users must share their sheet with, or None when not configured."""
+    try:
+        return load_credentials(path).service_account_email
+    except SyncError:
+        return None
+
+
+@dataclass(frozen=True)
+class TabWrite:
+    sheet_id: int
+    title: str
+    created: bool
+    url: str
+
+
+def new_sheet_id() -> int:
+    # Google sheet ids are positive int32; a random one avoids colliding with 0, 1, 2…
+    # that the UI hands out.
+    return random.randint(10_000_000, 2_147_483_647)
+
+
+class SheetsClient:
+    def __init__(
+        self,
+        credentials: service_account.Credentials,
+        *,
+        api_url: str = DEFAULT_SHEETS_API_URL,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.calls = 0
+        self._credentials = credentials
+        self._session = _RebasedSession(credentials, api_url, self._count_call)
+        self._client = gspread.Client(auth=credentials, session=self._session)
+        self._client.set_timeout(timeout)
+        self._retry = retry or RetryPolicy()
+
+    def _count_call(self) -> None:
+        self.calls += 1
+
+    @property
+    def service_account_email(self) -> str:
+        return str(self._credentials.service_account_email)
+
+    # -- reads --
+
+    def sheet_properties(self, spreadsheet_id: str) -> list[dict[str, Any]]:
+        """``[{sheetId, title, index}, …]`` of every tab: one metadata read."""
+        meta = self._call(
+            spreadsheet_id,
+            lambda: self._client.http_client.fetch_sheet_metadata(
+                spreadsheet_id, params={"fields": _METADATA_FIELDS}
+            ),
+        )
+        return [s["properties"] for s in meta.get("sheets", [])]
+
+    def check_access(self, spreadsheet_id: str) -> list[str]:
+        """Tab titles, proving the service account can read the spreadsheet."""
+        return [p["title"] for p in self.sheet_properties(spreadsheet_id)]
+
+    # -- the write --
+
+    def batch_update(self, spreadsheet_id: str, requests_: list[dict[str, Any]]) -> Any:
+        return self._call(
+            spreadsheet_id,
+            lambda: self._client.http_client.batch_update(spreadsheet_id, {"requests": requests_}),
+        )
+
+    def write_tab(
+        self,
+        spreadsheet_id: str,
+        *,
+        title: str,
+        sheet_id: int | None,
+        tab_requests: Callable[[int], list[dict[str, Any]]],
+        add_sheet: Callable[[int, str], dict[str, Any]],
+    ) -> TabWrite:
+        """Write the managed tab in one atomic ``batchUpdate``.
+
+        With a known ``sheet_id`` this is one call. Otherwise one metadata read finds the
+        tab by title (or a fresh id is chosen and ``addSheet`` joins the same batch). A
+        stored id whose tab was deleted fails the whole batch, so nothing was written:
+        re-read, then find-or-create as on a first sync.
+        """
+        if sheet_id is not None:
+            try:
+                self._write(spreadsheet_id, tab_requests(sheet_id))
+                return TabWrite(sheet_id, title, False, spreadsheet_link(spreadsheet_id, sheet_id))
+            except _TabGone:
+                pass
+        tabs = self.sheet_properties(spreadsheet_id)
+        found = next((t for t in tabs if t["title"].casefold() == title.casefold()), None)
+        if found is not None:
+            found_id = int(found["sheetId"])
+            self._write(spreadsheet_id, tab_requests(found_id))
+            return TabWrite(found_id, found["title"], False, spreadsheet_link(spreadsheet_id, found_id))
+        taken = {int(t["sheetId"]) for t in tabs}
+        new_id = new_sheet_id()
+        while new_id in taken:
+            new_id = new_sheet_id()
+        self._write(spreadsheet_id, [add_sheet(new_id, title), *tab_requests(new_id)])
+        return TabWrite(new_id, title, True, spreadsheet_link(spreadsheet_id, new_id))
+
+    def _write(self, spreadsheet_id: str, requests_: list[dict[str, Any]]) -> None:
+        try:
+            self.batch_update(spreadsheet_id, requests_)
+        except SheetsRequestRejected as exc:
+            if "No grid with id" in exc.message:
+                raise _TabGone() from None
+            raise
+
+    # -- plumbing --
+
+    def _call(self, spreadsheet_id: str, fn: Callable[[], Any]) -> Any:
+        def once() -> Any:
+            try:
+                return fn()
+            except APIError as exc:
+                raise self._translate(exc, spreadsheet_id) from None
+            except google.auth.exceptions.RefreshError:
+                raise ConfigurationError(
+                    "Google did not accept the service-account credentials in "
+                    "GOOGLE_APPLICATION_CREDENTIALS. Create a new key for the service account."
+                ) from None
+            except google.auth.exceptions.TransportError:
+                raise SheetsUnavailable(
+                    "Google's sign-in service could not be reached. The refresh will be tried "
+                    "again shortly."
+                ) from None
+            except requests.Timeout:
+                raise SheetsUnavailable(
+                    "Google Sheets did not answer in time. The refresh will be tried again "
+                    "shortly; the sheet was not changed."
+                ) from None
+            except requests.RequestException:
+                raise SheetsUnavailable(
+                    "Google Sheets could not be reached. The refresh will be tried again "
+                    "shortly; the sheet was not changed."
+                ) from None
+
+        return call_with_retry(once, self._retry)
+
+    def _translate(self, exc: APIError, spreadsheet_id: str) -> SyncError:
+        response = exc.response
+        status = response.status_code
+        message = str(exc.error.get("message", "")) if isinstance(exc.error, dict) else ""
+        if status == 403:
+            return SheetNotShared(
+                f"The service account cannot open this spreadsheet. Share the sheet with "
+                f"{self.service_account_email} as Editor (Share button in Google Sheets), "
+                "then refresh again."
+            )
+        if status == 404:
+            return SpreadsheetNotFound(
+                "Google Sheets has no spreadsheet at this link. It may have been deleted, or "
+                "the link is incomplete: paste the sheet's address again."
+            )
+        if status == 429:
+            return SheetsQuotaExhausted(
+                "Google Sheets' write quota is used up for this minute. The refresh will be "
+                "tried again shortly; the sheet was not changed.",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status >= 500:
+            return SheetsUnavailable(
+                f"Google Sheets had an internal error (HTTP {status}). The refresh will be "
+                "tried again shortly; the sheet was not changed."
+            )
+        if status == 401:
+            return ConfigurationError(
+                "Google rejected the service account's sign-in. Check "
+                "GOOGLE_APPLICATION_CREDENTIALS."
+            )
+        if "above the limit of 10000000 cells" in message:
+            return SheetsRequestRejected(
+                "The spreadsheet is full (Google allows 10 million cells). Delete unused tabs "
+                "or use another spreadsheet; the sheet was not changed."
+            )
+        return SheetsRequestRejected(
+            f"Google Sheets rejected the update: {message[:300] or f'HTTP {status}'}. "
+            "The sheet was not changed."
+        )
+
+
+def make_sheets_client(
+    credentials_path: Path | None,
+    *,
+    api_url: str = DEFAULT_SHEETS_API_URL,
+    timeout: tuple[float, float] = (5.0, 30.0),
+    retry: RetryPolicy | None = None,
+) -> SheetsClient:
+    return SheetsClient(
+        load_credentials(credentials_path), api_url=api_url, timeout=timeout, retry=retry
+    )

@@ -1,0 +1,81 @@
+"""The renderer's requests, checked as data (the Sheets fake checks them as HTTP)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from sheets_sync.errors import ReportTooLarge
+from sheets_sync.instantly import StepStats
+from sheets_sync.render import FIRST_DATA_ROW, MAX_TAB_CELLS, render
+from sheets_sync.report import CampaignSection, build_report
+
+NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
+
+
+def stat(step, variant, sent):
+    return StepStats(step=step, variant=variant, sent=sent, opened=1, unique_opened=1,
+                     replies=0, unique_replies=0, replies_automatic=0,
+                     unique_replies_automatic=0, clicks=0, unique_clicks=0)
+
+
+def report_of(sections):
+    return build_report(sections, include_opportunities=False, date_label="All time")
+
+
+def cells(requests):
+    update = next(r["updateCells"] for r in requests if "updateCells" in r)
+    return update
+
+
+def test_formula_looking_names_are_written_as_text():
+    evil = '=IMPORTXML("http://x","//a")'
+    report = report_of([CampaignSection("c1", evil, [stat(0, 0, 5)]),
+                        CampaignSection("c2", "+SUM(1)", [stat(0, 0, 5)])])
+    update = cells(render(report, sheet_id=7, synced_at=NOW))
+    first_data = update["rows"][FIRST_DATA_ROW]["values"][0]
+    assert first_data["userEnteredValue"] == {"stringValue": evil}
+    assert "formulaValue" not in str(update)
+
+
+def test_grid_is_sized_to_the_report_and_header_frozen():
+    report = report_of([CampaignSection(None, "All", [stat(0, 0, 5), stat(0, 1, 5)])])
+    reqs = render(report, sheet_id=7, synced_at=NOW)
+    props = reqs[0]["updateSheetProperties"]["properties"]["gridProperties"]
+    assert props["rowCount"] == FIRST_DATA_ROW + 3  # two rows and the total
+    assert props["columnCount"] == len(report.columns)
+    assert props["frozenRowCount"] == FIRST_DATA_ROW
+    update = cells(reqs)
+    assert update["range"]["endRowIndex"] == props["rowCount"]
+    assert len(update["rows"]) == props["rowCount"]
+    assert all(len(r["values"]) == props["columnCount"] for r in update["rows"])
+
+
+def test_numbers_are_numbers_and_rates_percentages():
+    report = report_of([CampaignSection(None, "All", [stat(0, 0, 10), stat(0, 1, 0)])])
+    update = cells(render(report, sheet_id=7, synced_at=NOW))
+    keys = [c.key for c in report.columns]
+    row_a = update["rows"][FIRST_DATA_ROW]["values"]
+    row_b = update["rows"][FIRST_DATA_ROW + 1]["values"]
+    assert row_a[keys.index("sent")]["userEnteredValue"] == {"numberValue": 10}
+    rate = row_a[keys.index("open_rate")]
+    assert rate["userEnteredValue"] == {"numberValue": 0.1}
+    assert rate["userEnteredFormat"]["numberFormat"]["type"] == "PERCENT"
+    assert "userEnteredValue" not in row_b[keys.index("open_rate")]
+
+
+def test_last_synced_time_is_visible_in_utc():
+    report = report_of([CampaignSection(None, "All", [])])
+    update = cells(render(report, sheet_id=7, synced_at=NOW))
+    info = update["rows"][1]["values"][0]["userEnteredValue"]["stringValue"]
+    assert "Last synced: 2026-11-27 09:30 UTC" in info
+    assert "All time (UTC)" in info
+
+
+def test_oversized_report_is_refused_before_any_write():
+    many = [stat(s, v, 1) for s in range(400) for v in range(400)]
+    report = report_of([CampaignSection(None, "All", many)])
+    assert len(report.rows) * len(report.columns) > MAX_TAB_CELLS
+    with pytest.raises(ReportTooLarge):
+        render(report, sheet_id=7, synced_at=NOW)
