@@ -71,15 +71,17 @@ def _adhoc_sync(args: argparse.Namespace, settings: Settings) -> int:
         f"{' (created)' if outcome.tab_created else ''}: {outcome.sheet_url}"
     )
     print(
-        f"HTTP calls: {outcome.instantly_calls} to Instantly, {outcome.sheets_calls} to Google Sheets"
+        f"HTTP calls: {outcome.instantly_calls} to Instantly, "
+        f"{outcome.sheets_calls} to Google Sheets"
     )
     return 0
 
 
 def _stored_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from .service import run_connection_now
+    from .cli_admin import _runtime
+    from .sync import run_connection_now
 
-    result = run_connection_now(settings, int(args.connection_id))
+    result = run_connection_now(_runtime(settings, migrate=True), int(args.connection_id))
     print(result.summary)
     return 0 if result.ok else 1
 

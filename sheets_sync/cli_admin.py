@@ -1,9 +1,183 @@
-"""Administrative subcommands (store, server, worker); filled in with the store."""
+"""Subcommands that run the service or administer the store."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from .config import Settings
+from .errors import InvalidInput
+
+
+def _runtime(settings: Settings, *, migrate: bool = False) -> Any:
+    from .migrate import upgrade
+    from .runtime import build_runtime
+
+    if migrate:
+        upgrade(settings.resolved_database_url)
+    return build_runtime(settings)
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    # The one place the engine package touches Flask: the command that starts the server.
+    from werkzeug.serving import make_server
+
+    from web import create_app
+
+    from .worker import EmbeddedWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    rt = _runtime(settings, migrate=True)
+    app = create_app({"SETTINGS": settings, "RUNTIME": rt})
+    worker = EmbeddedWorker(rt)
+    worker.start()
+    server = make_server(args.host, args.port, app, threaded=True)
+    print(f"sheets-sync is running on http://{args.host}:{server.port}/ (Ctrl+C to stop)")
+    if rt.service_account_email is None:
+        print("Note: GOOGLE_APPLICATION_CREDENTIALS is not set; syncs will say how to set it.")
+    stop = threading.Event()
+
+    def _terminate(*_: object) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from .scheduler import enqueue_due
+    from .worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    rt = _runtime(settings)
+    worker = Worker(
+        rt,
+        concurrency=args.concurrency,
+        idle_poll=args.poll,
+        before_claim=lambda: enqueue_due(rt),
+    )
+    if args.once:
+        done = worker.run_once()
+        print(f"Ran {done} sync(s).")
+        return 0
+    stopped = threading.Event()
+
+    def _terminate(*_: object) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    worker.start()
+    print(f"worker {worker.worker_id} started with {worker.concurrency} thread(s)")
+    stopped.wait()
+    print("stopping: finishing in-flight syncs")
+    worker.stop(timeout=args.grace)
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from .migrate import upgrade
+
+    upgrade(settings.resolved_database_url)
+    print("Database is up to date.")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            raise InvalidInput("The passwords do not match.")
+    return password
+
+
+def _cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
+    from . import store
+
+    rt = _runtime(settings, migrate=True)
+    password = _read_password(args)
+    with rt.session_factory() as s, s.begin():
+        user = store.create_user(s, args.email, password)
+        email = user.email
+    print(f"Created user {email}.")
+    return 0
+
+
+def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from . import store
+
+    rt = _runtime(settings, migrate=True)
+    with rt.session_factory() as s, s.begin():
+        user = store.get_user_by_email(s, args.email)
+        if user is None:
+            raise InvalidInput(f"There is no user {args.email!r}; create it with 'users create'.")
+        _key, plaintext = store.create_api_key(s, user, args.name)
+    print("New API key (shown once; store it now):")
+    print(plaintext)
+    return 0
+
+
+def _cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from .secrets import rotate
+
+    rt = _runtime(settings, migrate=True)
+    with rt.session_factory() as s, s.begin():
+        count = rotate(s, rt.fernet)
+    print(f"Re-encrypted {count} stored Instantly key(s) with the first encryption key.")
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    return None
+    p = sub.add_parser("serve", help="web app and an embedded worker (SQLite by default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("worker", help="run scheduled and queued syncs")
+    p.add_argument("--once", action="store_true", help="run what is due now, then exit")
+    p.add_argument("--concurrency", type=int, default=4, help="syncs at once (threads)")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between queue checks")
+    p.add_argument("--grace", type=float, default=60.0, help="seconds to finish on SIGTERM")
+    p.set_defaults(func=_cmd_worker)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True
+    )
+    db.add_parser("upgrade", help="apply migrations").set_defaults(func=_cmd_db_upgrade)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(
+        dest="users_command", required=True
+    )
+    p = users.add_parser("create", help="create a user")
+    p.add_argument("email")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=_cmd_users_create)
+
+    keys = sub.add_parser("api-keys", help="manage JSON API keys").add_subparsers(
+        dest="api_keys_command", required=True
+    )
+    p = keys.add_parser("create", help="create an API key; prints it as the last line")
+    p.add_argument("email")
+    p.add_argument("--name", default="cli")
+    p.set_defaults(func=_cmd_api_keys_create)
+
+    enc = sub.add_parser("keys", help="encryption keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    enc.add_parser(
+        "rotate", help="re-encrypt stored Instantly keys with the newest key"
+    ).set_defaults(func=_cmd_keys_rotate)

@@ -18,7 +18,9 @@ DEFAULT_SHEETS_API_URL = "https://sheets.googleapis.com"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHEETS_SYNC_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SHEETS_SYNC_", extra="ignore", populate_by_name=True
+    )
 
     data_dir: Path = Path("instance")
     database_url: str | None = None
@@ -32,6 +34,8 @@ class Settings(BaseSettings):
     cron_token: str | None = None
     sheets_writes_per_minute: int = Field(default=60, ge=1, le=10_000)
     smtp_url: str | None = None
+    # Set when the app is served over HTTPS, so session cookies are marked Secure.
+    secure_cookies: bool = False
     # Seconds; the network is the only slow part of a sync, so bound it explicitly.
     http_connect_timeout: float = Field(default=5.0, gt=0, le=120)
     http_read_timeout: float = Field(default=30.0, gt=0, le=600)

@@ -112,7 +112,10 @@ def _data_row(report: Report, row: Row, position: int) -> dict[str, Any]:
         row_format = _base_format(_TOTAL_BG, bold=True)
     else:
         row_format = _base_format(_BAND if position % 2 else _WHITE)
-    cells = [_value_cell(col, val, row_format) for col, val in zip(report.columns, row.values)]
+    cells = [
+        _value_cell(col, val, row_format)
+        for col, val in zip(report.columns, row.values, strict=True)
+    ]
     return {"values": cells}
 
 

@@ -195,7 +195,9 @@ class SheetsClient:
         if found is not None:
             found_id = int(found["sheetId"])
             self._write(spreadsheet_id, tab_requests(found_id))
-            return TabWrite(found_id, found["title"], False, spreadsheet_link(spreadsheet_id, found_id))
+            return TabWrite(
+                found_id, found["title"], False, spreadsheet_link(spreadsheet_id, found_id)
+            )
         taken = {int(t["sheetId"]) for t in tabs}
         new_id = new_sheet_id()
         while new_id in taken:

@@ -34,8 +34,12 @@ def test_inclusive_end_is_sent_as_the_last_moment_of_the_day():
 
 @pytest.mark.parametrize(
     "spec",
-    [{"preset": "fortnight"}, {"start": "2026-02-01", "end": "2026-01-01"},
-     {"start": "2026-13-01", "end": "2026-12-01"}, {"start": "2026-01-01"}],
+    [
+        {"preset": "fortnight"},
+        {"start": "2026-02-01", "end": "2026-01-01"},
+        {"start": "2026-13-01", "end": "2026-12-01"},
+        {"start": "2026-01-01"},
+    ],
 )
 def test_bad_ranges_are_refused_with_a_reason(spec):
     with pytest.raises(InvalidInput) as err:

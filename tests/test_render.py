@@ -15,9 +15,19 @@ NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 
 
 def stat(step, variant, sent):
-    return StepStats(step=step, variant=variant, sent=sent, opened=1, unique_opened=1,
-                     replies=0, unique_replies=0, replies_automatic=0,
-                     unique_replies_automatic=0, clicks=0, unique_clicks=0)
+    return StepStats(
+        step=step,
+        variant=variant,
+        sent=sent,
+        opened=1,
+        unique_opened=1,
+        replies=0,
+        unique_replies=0,
+        replies_automatic=0,
+        unique_replies_automatic=0,
+        clicks=0,
+        unique_clicks=0,
+    )
 
 
 def report_of(sections):
@@ -31,8 +41,12 @@ def cells(requests):
 
 def test_formula_looking_names_are_written_as_text():
     evil = '=IMPORTXML("http://x","//a")'
-    report = report_of([CampaignSection("c1", evil, [stat(0, 0, 5)]),
-                        CampaignSection("c2", "+SUM(1)", [stat(0, 0, 5)])])
+    report = report_of(
+        [
+            CampaignSection("c1", evil, [stat(0, 0, 5)]),
+            CampaignSection("c2", "+SUM(1)", [stat(0, 0, 5)]),
+        ]
+    )
     update = cells(render(report, sheet_id=7, synced_at=NOW))
     first_data = update["rows"][FIRST_DATA_ROW]["values"][0]
     assert first_data["userEnteredValue"] == {"stringValue": evil}

@@ -17,8 +17,16 @@ from sheets_sync.report import (
 
 def stat(step, variant, sent=100, **kw):
     base = dict(
-        step=step, variant=variant, sent=sent, opened=0, unique_opened=0, replies=0,
-        unique_replies=0, replies_automatic=0, unique_replies_automatic=0, clicks=0,
+        step=step,
+        variant=variant,
+        sent=sent,
+        opened=0,
+        unique_opened=0,
+        replies=0,
+        unique_replies=0,
+        replies_automatic=0,
+        unique_replies_automatic=0,
+        clicks=0,
         unique_clicks=0,
     )
     base.update(kw)
@@ -31,8 +39,17 @@ def col(report, key):
 
 @pytest.mark.parametrize(
     ("index", "letters"),
-    [(0, "A"), (1, "B"), (25, "Z"), (26, "AA"), (27, "AB"), (51, "AZ"), (52, "BA"), (701, "ZZ"),
-     (702, "AAA")],
+    [
+        (0, "A"),
+        (1, "B"),
+        (25, "Z"),
+        (26, "AA"),
+        (27, "AB"),
+        (51, "AZ"),
+        (52, "BA"),
+        (701, "ZZ"),
+        (702, "AAA"),
+    ],
 )
 def test_variant_letters_follow_spreadsheet_columns(index, letters):
     assert variant_letter(index) == letters
@@ -56,15 +73,21 @@ def test_rows_ordered_by_step_then_variant_unattributed_last():
     )
     labels = [(r.values[0], r.values[1]) for r in report.rows]
     assert labels == [
-        ("Step 1", "A"), ("Step 1", "B"), ("Step 1", UNATTRIBUTED_VARIANT),
-        ("Step 2", "A"), ("Step 2", "B"), (UNATTRIBUTED_STEP, UNATTRIBUTED_VARIANT),
+        ("Step 1", "A"),
+        ("Step 1", "B"),
+        ("Step 1", UNATTRIBUTED_VARIANT),
+        ("Step 2", "A"),
+        ("Step 2", "B"),
+        (UNATTRIBUTED_STEP, UNATTRIBUTED_VARIANT),
     ]
     assert [r.kind for r in report.rows][-1] == "unattributed"
 
 
 def test_rates_are_unique_events_over_sent_and_blank_when_nothing_sent():
-    stats = [stat(0, 0, sent=200, unique_replies=5, unique_opened=50, unique_clicks=2),
-             stat(0, 1, sent=0, unique_replies=0)]
+    stats = [
+        stat(0, 0, sent=200, unique_replies=5, unique_opened=50, unique_clicks=2),
+        stat(0, 1, sent=0, unique_replies=0),
+    ]
     report = build_report(
         [CampaignSection(None, "All", stats)], include_opportunities=False, date_label="x"
     )
@@ -87,10 +110,12 @@ def test_unattributed_numbers_are_kept_in_rows_and_total():
 
 def test_opportunity_columns_only_when_requested():
     s = stat(0, 0, sent=50, opportunities=3, unique_opportunities=2, meetings_booked=1, won=1)
-    without = build_report([CampaignSection(None, "All", [s])], include_opportunities=False,
-                           date_label="x")
-    with_ = build_report([CampaignSection(None, "All", [s])], include_opportunities=True,
-                         date_label="x")
+    without = build_report(
+        [CampaignSection(None, "All", [s])], include_opportunities=False, date_label="x"
+    )
+    with_ = build_report(
+        [CampaignSection(None, "All", [s])], include_opportunities=True, date_label="x"
+    )
     assert "opportunities" not in [c.key for c in without.columns]
     row = with_.rows[0]
     assert row.values[col(with_, "won")] == 1
@@ -108,8 +133,9 @@ def test_several_campaigns_get_a_campaign_column_in_selection_order():
 
 
 def test_headers_spell_metrics_out():
-    report = build_report([CampaignSection(None, "All", [])], include_opportunities=True,
-                          date_label="x")
+    report = build_report(
+        [CampaignSection(None, "All", [])], include_opportunities=True, date_label="x"
+    )
     headers = [c.header for c in report.columns]
     assert headers[:4] == ["Step", "Variant", "Sent", "Opens"]
     assert "Reply rate (unique replies / sent)" in headers

@@ -566,7 +566,7 @@ class FakeInstantlyServer:
         )
         thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},  # bounds how long stop() waits
             name=f"fake-instantly-{server.server_port}",
             daemon=True,
         )

@@ -1,0 +1,102 @@
+"""When a connection is due, and queueing the due ones.
+
+The arithmetic is pure and done in the connection's own time zone with zoneinfo, so
+"daily at 09:00 Europe/Berlin" stays at 09:00 local across daylight-saving changes. A
+per-connection offset of up to ``SPREAD_SECONDS`` keeps a thousand "09:00" connections
+from reaching Google in the same second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from . import store
+from .models import Connection
+from .runtime import Runtime
+
+SPREAD_SECONDS = 300
+
+
+def spread_for(connection_id: int, limit: int = SPREAD_SECONDS) -> timedelta:
+    digest = hashlib.sha256(str(connection_id).encode()).digest()
+    return timedelta(seconds=int.from_bytes(digest[:4], "big") % max(1, limit))
+
+
+def _local_at(day: datetime, hh: int, mm: int, zone: ZoneInfo) -> datetime:
+    # fold=0: in the repeated hour of a fall-back change, take the first occurrence; a
+    # time inside a spring-forward gap resolves to the same wall-clock time + 1 hour.
+    return datetime(day.year, day.month, day.day, hh, mm, tzinfo=zone, fold=0)
+
+
+def next_run_at(
+    schedule: str,
+    *,
+    after: datetime,
+    schedule_time: str | None = None,
+    weekday: int | None = None,
+    timezone: str = "UTC",
+) -> datetime | None:
+    """The first scheduled moment strictly after ``after`` (UTC), without the spread."""
+    if schedule == "off":
+        return None
+    zone = ZoneInfo(timezone or "UTC")
+    local = after.astimezone(zone)
+    if schedule in ("hourly", "every_6_hours"):
+        step = 1 if schedule == "hourly" else 6
+        # Count in UTC so a DST change never yields a 0- or 2-hour gap between runs;
+        # align 6-hourly runs to local midnight, 06:00, 12:00, 18:00 where possible.
+        base = local.replace(minute=0, second=0, microsecond=0)
+        candidate = base
+        while candidate.astimezone(UTC) <= after or candidate.hour % step:
+            candidate = (candidate.astimezone(UTC) + timedelta(hours=1)).astimezone(zone)
+        return candidate.astimezone(UTC)
+    hh, mm = (int(x) for x in (schedule_time or "09:00").split(":"))
+    for days_ahead in range(0, 9):
+        day = local + timedelta(days=days_ahead)
+        if schedule == "weekly" and day.weekday() != (weekday or 0):
+            continue
+        candidate = _local_at(day, hh, mm, zone)
+        # Normalise through UTC so gap times land on a real instant.
+        candidate_utc = candidate.astimezone(UTC)
+        if candidate_utc > after:
+            return candidate_utc
+    raise ValueError(f"no next run for schedule {schedule!r}")
+
+
+def connection_next_run(connection: Connection, after: datetime) -> datetime | None:
+    base = next_run_at(
+        connection.schedule,
+        after=after,
+        schedule_time=connection.schedule_time,
+        weekday=connection.schedule_weekday,
+        timezone=connection.timezone or "UTC",
+    )
+    return None if base is None else base + spread_for(connection.id)
+
+
+def enqueue_due(rt: Runtime, limit: int = 500) -> int:
+    """Queue a scheduled run for each due connection and move its next_run_at on."""
+    now = rt.clock()
+    queued = 0
+    with rt.session_factory() as s, s.begin():
+        query = (
+            select(Connection)
+            .where(Connection.schedule != "off", Connection.paused_reason.is_(None))
+            .where((Connection.next_run_at.is_(None)) | (Connection.next_run_at <= now))
+            .order_by(Connection.next_run_at)
+            .limit(limit)
+        )
+        if s.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        for connection in s.scalars(query):
+            if connection.next_run_at is not None:
+                _run, created = store.enqueue_run(s, connection, "schedule")
+                queued += int(created)
+            connection.next_run_at = connection_next_run(connection, now)
+    if queued:
+        rt.notify_enqueued()
+    return queued

@@ -1,0 +1,209 @@
+"""Run the engine for one stored connection and record the outcome on its run.
+
+The run row is written (queued, then claimed as running) before any outbound call, so a
+crash mid-sync leaves a trace. Database sessions are never held open across network
+calls: load what the sync needs, close, call out, then record in a fresh session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import store
+from .engine import SyncSpec, run_sync
+from .errors import SyncError
+from .instantly import Campaign
+from .models import Connection, SyncRun
+from .runtime import Runtime
+
+log = logging.getLogger("sheets_sync.sync")
+
+# Campaign names and sequences change rarely; re-reading them once a day keeps the
+# steady-state refresh at one Instantly call per campaign.
+CAMPAIGN_CACHE_TTL = timedelta(hours=24)
+INTERNAL_ERROR = (
+    "Something went wrong inside sheets-sync while refreshing. The sheet was not changed. "
+    "Try again; if it keeps failing, contact support with the run number."
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: int
+    ok: bool
+    status: str
+    rows_written: int | None
+    error_code: str | None
+    error_message: str | None
+    sheet_url: str | None
+
+    @property
+    def summary(self) -> str:
+        if self.ok:
+            return (
+                f"Run {self.run_id} succeeded: wrote {self.rows_written} rows to {self.sheet_url}"
+            )
+        return f"Run {self.run_id} failed ({self.error_code}): {self.error_message}"
+
+
+def _known_campaigns(connection: Connection, now: datetime) -> dict[str, Campaign]:
+    cache = (connection.options or {}).get("campaign_cache") or {}
+    known: dict[str, Campaign] = {}
+    for campaign_id, entry in cache.items():
+        try:
+            fetched = datetime.fromisoformat(entry["fetched_at"])
+            if now - fetched < CAMPAIGN_CACHE_TTL:
+                known[campaign_id] = Campaign.model_validate(entry["campaign"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return known
+
+
+def spec_for(connection: Connection, now: datetime) -> SyncSpec:
+    return SyncSpec(
+        spreadsheet_id=connection.spreadsheet_id,
+        worksheet_title=connection.worksheet_title,
+        sheet_id=connection.sheet_id,
+        campaign_ids=tuple(connection.campaign_ids or ()),
+        date_range=dict(connection.date_range or {}),
+        include_opportunities=bool(connection.include_opportunities),
+        known_campaigns=_known_campaigns(connection, now),
+    )
+
+
+def _cache_campaigns(
+    options: dict[str, Any], campaigns: dict[str, Campaign], now: datetime
+) -> dict[str, Any]:
+    cache = dict(options.get("campaign_cache") or {})
+    for campaign_id, campaign in campaigns.items():
+        entry = cache.get(campaign_id)
+        if entry and entry.get("campaign") == campaign.model_dump(mode="json"):
+            continue
+        cache[campaign_id] = {
+            "fetched_at": now.isoformat(),
+            "campaign": campaign.model_dump(mode="json"),
+        }
+    return {**options, "campaign_cache": cache}
+
+
+def execute_run(rt: Runtime, run_id: int) -> RunResult:
+    """Carry out a run already claimed as ``running``; record success or failure."""
+    started = time.monotonic()
+    with rt.session_factory() as s:
+        run = s.get(SyncRun, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} does not exist")
+        connection = run.connection
+        connection_id = connection.id
+        now = rt.clock()
+        spec = spec_for(connection, now)
+        try:
+            api_key = store.decrypted_api_key(rt.fernet, connection)
+        except SyncError as exc:
+            api_key, key_error = "", exc
+        else:
+            key_error = None
+
+    instantly = sheets = None
+    try:
+        if key_error is not None:
+            raise key_error
+        instantly = rt.instantly(api_key)
+        sheets = rt.sheets()
+        outcome = run_sync(spec, instantly=instantly, sheets=sheets, now=now)
+    except SyncError as exc:
+        return _record_failure(
+            rt, run_id, connection_id, exc.code, exc.message, instantly, sheets, started
+        )
+    except Exception:
+        log.exception("run %s of connection %s crashed", run_id, connection_id)
+        return _record_failure(
+            rt, run_id, connection_id, "internal_error", INTERNAL_ERROR, instantly, sheets, started
+        )
+
+    calls = outcome.instantly_calls + outcome.sheets_calls
+    with rt.session_factory() as s, s.begin():
+        connection = s.get(Connection, connection_id)
+        if connection is not None:
+            connection.sheet_id = outcome.sheet_id
+            connection.consecutive_failures = 0
+            if outcome.campaigns:
+                connection.options = _cache_campaigns(
+                    dict(connection.options or {}), dict(outcome.campaigns), now
+                )
+        store.finish_run(
+            s,
+            run_id,
+            status="succeeded",
+            rows_written=outcome.rows_written,
+            http_calls=calls,
+            sheet_url=outcome.sheet_url,
+        )
+    log.info(
+        "run finished connection_id=%s run_id=%s outcome=succeeded rows=%s http_calls=%s "
+        "instantly_calls=%s sheets_calls=%s seconds=%.3f",
+        connection_id,
+        run_id,
+        outcome.rows_written,
+        calls,
+        outcome.instantly_calls,
+        outcome.sheets_calls,
+        time.monotonic() - started,
+    )
+    return RunResult(run_id, True, "succeeded", outcome.rows_written, None, None, outcome.sheet_url)
+
+
+def _record_failure(
+    rt: Runtime,
+    run_id: int,
+    connection_id: int,
+    code: str,
+    message: str,
+    instantly: Any,
+    sheets: Any,
+    started: float,
+) -> RunResult:
+    calls = (getattr(instantly, "calls", 0) or 0) + (getattr(sheets, "calls", 0) or 0)
+    with rt.session_factory() as s, s.begin():
+        connection = s.get(Connection, connection_id)
+        if connection is not None:
+            connection.consecutive_failures = (connection.consecutive_failures or 0) + 1
+        store.finish_run(
+            s, run_id, status="failed", http_calls=calls, error_code=code, error_message=message
+        )
+    log.info(
+        "run finished connection_id=%s run_id=%s outcome=failed error_code=%s http_calls=%s "
+        "seconds=%.3f",
+        connection_id,
+        run_id,
+        code,
+        calls,
+        time.monotonic() - started,
+    )
+    return RunResult(run_id, False, "failed", None, code, message, None)
+
+
+def run_connection_now(
+    rt: Runtime, connection_id: int, *, trigger: str = "cli", worker_id: str = "cli"
+) -> RunResult:
+    """Queue, claim and carry out one run in the foreground (``sheets-sync sync ID``)."""
+    with rt.session_factory() as s, s.begin():
+        connection = s.get(Connection, connection_id)
+        if connection is None:
+            raise SyncError(f"There is no connection {connection_id}.")
+        run, created = store.enqueue_run(s, connection, trigger)
+        run_id = run.id
+    if not created:
+        raise SyncError(
+            f"Connection {connection_id} already has run {run_id} queued or running; "
+            "wait for it to finish."
+        )
+    with rt.session_factory() as s, s.begin():
+        claimed = store.claim_run(s, run_id, worker_id, lease_seconds=600)
+    if claimed is None:
+        raise SyncError(f"Run {run_id} was taken by a worker; see its result on the page.")
+    return execute_run(rt, run_id)

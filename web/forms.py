@@ -1,0 +1,199 @@
+"""Forms of the pages. WTForms renders fields and checks the CSRF token; the rules for a
+connection's fields live in ``sheets_sync.connection_input`` (shared with the JSON API),
+so ``connection_input_from_form`` hands the posted values to those pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask_wtf import FlaskForm
+from pydantic import ValidationError
+from wtforms import (
+    BooleanField,
+    EmailField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+)
+from wtforms.validators import DataRequired, EqualTo, Length, Optional
+
+from sheets_sync.connection_input import (
+    SCHEDULES,
+    WEEKDAYS,
+    ConnectionCreate,
+    ConnectionFields,
+    common_timezones,
+)
+from sheets_sync.date_ranges import PRESETS
+from sheets_sync.models import DEFAULT_WORKSHEET_TITLE, Connection
+
+MIN_PASSWORD_LENGTH = 10
+
+
+class CsrfForm(FlaskForm):
+    """A form with nothing but the CSRF token: buttons that change state."""
+
+
+class SignupForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired(),
+            Length(
+                min=MIN_PASSWORD_LENGTH,
+                max=1000,
+                message=f"Use at least {MIN_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+    )
+    confirm = PasswordField(
+        "Repeat the password",
+        validators=[DataRequired(), EqualTo("password", message="The passwords do not match.")],
+    )
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])
+
+
+class ApiKeyForm(FlaskForm):
+    name = StringField("Name", validators=[Optional(), Length(max=200)])
+
+
+class TestKeyForm(FlaskForm):
+    instantly_api_key = PasswordField("Instantly API key", validators=[Optional(), Length(max=500)])
+    connection_id = HiddenField()
+
+
+CUSTOM_RANGE = "custom"
+
+
+def _timezone_choices() -> list[tuple[str, str]]:
+    return [("UTC", "UTC")] + [(z, z.replace("_", " ")) for z in common_timezones()]
+
+
+class ConnectionForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    instantly_api_key = PasswordField("Instantly API key", validators=[Optional(), Length(max=500)])
+    spreadsheet_url = StringField("Google Sheet link", validators=[DataRequired(), Length(max=2000)])
+    worksheet_title = StringField("Tab name", validators=[Optional(), Length(max=100)])
+    campaign_ids = StringField("Campaign ids", validators=[Optional(), Length(max=30_000)])
+    date_preset = SelectField("Date range")
+    date_start = StringField("From (UTC)", validators=[Optional()])
+    date_end = StringField("To (UTC, inclusive)", validators=[Optional()])
+    include_opportunities = BooleanField("Include opportunities, meetings booked and won")
+    schedule = SelectField("Refresh automatically", choices=list(SCHEDULES.items()))
+    schedule_time = StringField("At", validators=[Optional()])
+    schedule_weekday = SelectField(
+        "On", choices=[(str(i), day) for i, day in enumerate(WEEKDAYS)], default="0"
+    )
+    timezone = SelectField("Time zone", default="UTC")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.date_preset.choices = [*PRESETS.items(), (CUSTOM_RANGE, "Custom dates…")]
+        self.timezone.choices = _timezone_choices()
+
+    # -- between the form and the shared input models --
+
+    @classmethod
+    def data_for(cls, connection: Connection) -> dict[str, Any]:
+        """Initial values of the edit form (never the key: it is write-only)."""
+        date_range = connection.date_range or {"preset": "all_time"}
+        return {
+            "name": connection.name,
+            "spreadsheet_url": connection.spreadsheet_url,
+            "worksheet_title": connection.worksheet_title,
+            "campaign_ids": ", ".join(connection.campaign_ids or []),
+            "date_preset": date_range.get("preset", CUSTOM_RANGE),
+            "date_start": date_range.get("start", ""),
+            "date_end": date_range.get("end", ""),
+            "include_opportunities": bool(connection.include_opportunities),
+            "schedule": connection.schedule,
+            "schedule_time": connection.schedule_time or "",
+            "schedule_weekday": str(connection.schedule_weekday or 0),
+            "timezone": connection.timezone or "UTC",
+        }
+
+    def input_data(self, *, creating: bool) -> dict[str, Any]:
+        """The posted values shaped for ``ConnectionCreate``/``ConnectionFields``."""
+        data: dict[str, Any] = {
+            "name": self.name.data or "",
+            "spreadsheet_url": (self.spreadsheet_url.data or "").strip(),
+            "worksheet_title": (self.worksheet_title.data or "").strip() or DEFAULT_WORKSHEET_TITLE,
+            "campaign_ids": split_campaign_ids(self.campaign_ids.data or ""),
+            "include_opportunities": bool(self.include_opportunities.data),
+            "schedule": self.schedule.data,
+            "timezone": self.timezone.data or "UTC",
+        }
+        key = (self.instantly_api_key.data or "").strip()
+        if key or creating:
+            data["instantly_api_key"] = key
+        if self.date_preset.data == CUSTOM_RANGE:
+            data["date_range"] = {
+                "start": (self.date_start.data or "").strip() or None,
+                "end": (self.date_end.data or "").strip() or None,
+            }
+        else:
+            data["date_range"] = {"preset": self.date_preset.data}
+        schedule = self.schedule.data
+        time = (self.schedule_time.data or "").strip()
+        if schedule in ("daily", "weekly"):
+            data["schedule_time"] = time or "09:00"
+        else:
+            data["schedule_time"] = None
+        if schedule == "weekly":
+            data["schedule_weekday"] = int(self.schedule_weekday.data or 0)
+        else:
+            data["schedule_weekday"] = None
+        return data
+
+    def validate_input(self, *, creating: bool) -> dict[str, Any] | None:
+        """Store keyword arguments, or None after putting the messages on the fields."""
+        if not self.validate():
+            return None
+        if self.date_preset.data == CUSTOM_RANGE and not (
+            (self.date_start.data or "").strip() and (self.date_end.data or "").strip()
+        ):
+            self.date_start.errors = [
+                *self.date_start.errors,
+                "Pick a start and an end date for a custom range.",
+            ]
+            return None
+        data = self.input_data(creating=creating)
+        try:
+            if creating:
+                return ConnectionCreate.model_validate(data).as_store_kwargs()
+            return ConnectionFields.model_validate(data).changes()
+        except ValidationError as exc:
+            self._show(exc)
+            return None
+
+    _FIELD_FOR = {"date_range": "date_preset"}
+
+    def _show(self, exc: ValidationError) -> None:
+        for error in exc.errors():
+            message = str(error.get("msg", "This value is not valid."))
+            message = message.removeprefix("Value error, ")
+            loc = error.get("loc") or ()
+            name = self._FIELD_FOR.get(str(loc[0]), str(loc[0])) if loc else ""
+            if name == "instantly_api_key" and error.get("type") == "string_too_short":
+                message = (
+                    "Enter the Instantly API key (Instantly: Settings, Integrations, API Keys)."
+                )
+            field = getattr(self, name, None) if name in self._fields else None
+            if field is None:
+                self.form_errors.append(message)
+            else:
+                field.errors = [*field.errors, message]
+
+
+_SPLIT = re.compile(r"[\s,;]+")
+
+
+def split_campaign_ids(text: str) -> list[str]:
+    return [part for part in _SPLIT.split(text) if part]

@@ -1,0 +1,78 @@
+"""The signed-in person as Flask-Login sees them, and the way back to the database row.
+
+Only the id and the email live on ``current_user``: ORM objects are bound to a session
+that ends with the request, so every view loads the row again in its own session with
+``current_db_user``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import abort, current_app, flash, jsonify, redirect, request, url_for
+from flask_login import UserMixin, current_user
+from sqlalchemy.orm import Session
+
+from sheets_sync import store
+from sheets_sync.db import session_scope
+from sheets_sync.models import User
+from sheets_sync.runtime import Runtime
+
+from .extensions import login_manager
+
+
+class LoginUser(UserMixin):
+    def __init__(self, user_id: int, email: str) -> None:
+        self.id = user_id
+        self.email = email
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    @classmethod
+    def from_user(cls, user: User) -> LoginUser:
+        return cls(user.id, user.email)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["sheets_sync"]
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    """One short transaction (commit on success). Never hold it across a network call."""
+    with session_scope(runtime().session_factory) as s:
+        yield s
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> LoginUser | None:
+    with runtime().session_factory() as s:
+        user = store.get_user(s, user_id)  # type: ignore[arg-type]
+        return LoginUser.from_user(user) if user is not None else None
+
+
+def wants_json() -> bool:
+    """A fetch() from app.js (or any client asking for JSON) rather than a form post."""
+    if request.headers.get("X-Requested-With") == "fetch":
+        return True
+    return request.accept_mimetypes.best == "application/json"
+
+
+@login_manager.unauthorized_handler
+def unauthorized() -> Any:
+    if wants_json():
+        body = {"error": {"code": "unauthorized", "message": "Sign in again."}}
+        return jsonify(body), 401
+    flash(login_manager.login_message, "info")
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def current_db_user(s: Session) -> User:
+    """The signed-in user's row in session ``s`` (gone since sign-in: sign in again)."""
+    user = store.get_user(s, current_user.id) if current_user.is_authenticated else None
+    if user is None:
+        abort(401)
+    return user
