@@ -8,6 +8,7 @@ session left open during a 10-second Instantly call would stall every other writ
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +56,7 @@ def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
         # One shared connection, else every pooled connection sees its own empty database.
         kwargs["poolclass"] = StaticPool
     elif not parsed.query.get("uri"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _create_private_file(Path(database).expanduser())
 
     engine = create_engine(url, **kwargs)
 
@@ -84,6 +85,22 @@ def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file owner-only (0600) before SQLite does it with 0644.
+
+    It holds password hashes and encrypted keys; SQLite gives its -wal and -shm files
+    the database file's permissions. The data directory is created 0700 for the same
+    reason. Existing files and directories are left as the operator set them up.
+    """
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # another process created it first
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -18,7 +18,7 @@ NOT_A_SHEETS_LINK = (
     "it starts with https://docs.google.com/spreadsheets/d/"
 )
 PUBLISHED_LINK = (
-    "That is a \"Publish to the web\" link, which is read-only. Open the sheet itself and "
+    'That is a "Publish to the web" link, which is read-only. Open the sheet itself and '
     "copy the address from your browser; it starts with https://docs.google.com/spreadsheets/d/"
 )
 

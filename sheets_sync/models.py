@@ -130,9 +130,7 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     # The first 8 characters ("ssk_" + 4), shown in lists so a person can tell keys apart.
     prefix: Mapped[str] = mapped_column(String(16))
@@ -170,9 +168,7 @@ class Connection(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     # Fernet token (sheets_sync.secrets); the plaintext never touches the database.
     instantly_api_key_encrypted: Mapped[str] = mapped_column(Text)
@@ -188,9 +184,7 @@ class Connection(Base):
     sheet_id: Mapped[int | None] = mapped_column(Integer)
     # Empty list = all campaigns combined (Instantly's own default when campaign_id is
     # omitted). Mutable* so in-place edits (``c.options["x"] = 1``) are saved too.
-    campaign_ids: Mapped[list[str]] = mapped_column(
-        MutableList.as_mutable(JSON()), default=list
-    )
+    campaign_ids: Mapped[list[str]] = mapped_column(MutableList.as_mutable(JSON()), default=list)
     # {"preset": "last_30_days"} or {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}.
     date_range: Mapped[dict[str, str]] = mapped_column(
         MutableDict.as_mutable(JSON()), default=lambda: {"preset": "all_time"}
@@ -255,9 +249,7 @@ class SyncRun(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    connection_id: Mapped[int] = mapped_column(
-        ForeignKey("connections.id", ondelete="CASCADE")
-    )
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     trigger: Mapped[str] = mapped_column(String(16))
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -49,30 +49,33 @@ def _text(value: str, fmt: dict[str, Any]) -> dict[str, Any]:
 
 
 def _blank(fmt: dict[str, Any] | None = None) -> dict[str, Any]:
+    # With "userEnteredValue,userEnteredFormat" in the field mask, an empty cell object
+    # clears whatever the cell held before.
     return {"userEnteredFormat": fmt} if fmt else {}
 
 
-def _base_format(background: dict[str, float], *, bold: bool = False) -> dict[str, Any]:
-    return {
-        "backgroundColor": background,
-        "textFormat": {"fontFamily": _FONT, "fontSize": 10, "bold": bold},
-        "verticalAlignment": "MIDDLE",
-    }
+def _row_format(background: dict[str, float] | None, *, bold: bool = False) -> dict[str, Any]:
+    # Only what differs from Google's defaults: a 1,000-row refresh is one request, and
+    # every byte of a cell's format is repeated 16 times per row.
+    fmt: dict[str, Any] = {}
+    if background is not None:
+        fmt["backgroundColor"] = background
+    if bold:
+        fmt["textFormat"] = {"bold": True}
+    return fmt
 
 
 def _value_cell(column: Column, value: Any, row_format: dict[str, Any]) -> dict[str, Any]:
     if column.kind == "text":
-        fmt = dict(row_format, horizontalAlignment="LEFT")
-        return _text("" if value is None else str(value), fmt)
-    fmt = dict(
-        row_format,
-        horizontalAlignment="RIGHT",
-        numberFormat=INT_FORMAT if column.kind == "int" else PERCENT_FORMAT,
-    )
+        return _blank(row_format) if value in (None, "") else _text(str(value), row_format)
+    # Number formats are applied per column block by ``_number_formats``.
     if value is None or value == "":
         # A rate over zero emails sent is undefined: an empty cell, not 0%.
-        return _blank(fmt)
-    return {"userEnteredValue": {"numberValue": value}, "userEnteredFormat": fmt}
+        return _blank(row_format)
+    cell: dict[str, Any] = {"userEnteredValue": {"numberValue": value}}
+    if row_format:
+        cell["userEnteredFormat"] = row_format
+    return cell
 
 
 def _title_rows(report: Report, synced_at: datetime, width: int) -> list[dict[str, Any]]:
@@ -109,14 +112,53 @@ def _header_row(report: Report) -> dict[str, Any]:
 
 def _data_row(report: Report, row: Row, position: int) -> dict[str, Any]:
     if row.kind == "total":
-        row_format = _base_format(_TOTAL_BG, bold=True)
+        row_format = _row_format(_TOTAL_BG, bold=True)
     else:
-        row_format = _base_format(_BAND if position % 2 else _WHITE)
+        row_format = _row_format(_BAND if position % 2 else None)
     cells = [
         _value_cell(col, val, row_format)
         for col, val in zip(report.columns, row.values, strict=True)
     ]
     return {"values": cells}
+
+
+def _number_formats(report: Report, sheet_id: int, rows: int) -> list[dict[str, Any]]:
+    """One ``repeatCell`` per run of integer or percent columns, over the data rows.
+
+    Sent after ``updateCells`` (which resets each cell's whole format) and masked to
+    ``numberFormat`` alone, so it merges with the row shading instead of replacing it.
+    """
+    requests: list[dict[str, Any]] = []
+    kinds = [c.kind for c in report.columns]
+    start = 0
+    while start < len(kinds):
+        end = start
+        while end < len(kinds) and kinds[end] == kinds[start]:
+            end += 1
+        if kinds[start] != "text":
+            fmt = INT_FORMAT if kinds[start] == "int" else PERCENT_FORMAT
+            requests.append(
+                {
+                    "repeatCell": {
+                        "range": {
+                            "sheetId": sheet_id,
+                            "startRowIndex": FIRST_DATA_ROW,
+                            "endRowIndex": rows,
+                            "startColumnIndex": start,
+                            "endColumnIndex": end,
+                        },
+                        "cell": {
+                            "userEnteredFormat": {
+                                "numberFormat": fmt,
+                                "horizontalAlignment": "RIGHT",
+                            }
+                        },
+                        "fields": "userEnteredFormat(numberFormat,horizontalAlignment)",
+                    }
+                }
+            )
+        start = end
+    return requests
 
 
 def render(report: Report, *, sheet_id: int, synced_at: datetime) -> list[dict[str, Any]]:
@@ -160,6 +202,7 @@ def render(report: Report, *, sheet_id: int, synced_at: datetime) -> list[dict[s
             }
         },
     ]
+    requests += _number_formats(report, sheet_id, rows)
     for index, col in enumerate(report.columns):
         requests.append(
             {

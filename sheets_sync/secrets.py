@@ -28,9 +28,9 @@ from .models import Connection
 log = logging.getLogger(__name__)
 
 ENCRYPTION_KEYS_VARIABLE = "SHEETS_SYNC_ENCRYPTION_KEYS"
-SECRET_KEY_VARIABLE = "SHEETS_SYNC_SECRET_KEY"
+SECRET_KEY_VARIABLE = "SHEETS_SYNC_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 ENCRYPTION_KEY_FILE = "encryption.key"
-SECRET_KEY_FILE = "secret.key"
+SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 
 UNDECRYPTABLE = (
     "A stored Instantly key cannot be decrypted with SHEETS_SYNC_ENCRYPTION_KEYS "
@@ -143,7 +143,7 @@ def decrypt(fernet: MultiFernet, token: str) -> str:
 
 
 def key_hint(plaintext: str) -> str:
-    """"…" plus the last 4 characters, so a person can tell which key is stored.
+    """An ellipsis plus the last 4 characters, so a person can tell which key is stored.
 
     A very short value (a typo, a test) gets no characters at all: 4 characters of a
     10-character secret is too much of it.

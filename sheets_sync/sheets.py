@@ -48,10 +48,6 @@ CREDENTIALS_MISSING = (
 )
 
 
-class _TabGone(Exception):
-    """The stored tab id no longer exists (someone deleted the tab)."""
-
-
 class _RebasedSession(AuthorizedSession):
     """An AuthorizedSession that sends Sheets calls to another root (emulator, tests)."""
 
@@ -184,17 +180,23 @@ class SheetsClient:
         stored id whose tab was deleted fails the whole batch, so nothing was written:
         re-read, then find-or-create as on a first sync.
         """
+        tabs: list[dict[str, Any]] | None = None
         if sheet_id is not None:
             try:
-                self._write(spreadsheet_id, tab_requests(sheet_id))
+                self.batch_update(spreadsheet_id, tab_requests(sheet_id))
                 return TabWrite(sheet_id, title, False, spreadsheet_link(spreadsheet_id, sheet_id))
-            except _TabGone:
-                pass
-        tabs = self.sheet_properties(spreadsheet_id)
+            except SheetsRequestRejected:
+                # Google words a missing tab differently per request kind, so ask the
+                # spreadsheet rather than parse the message: is our tab still there?
+                tabs = self.sheet_properties(spreadsheet_id)
+                if any(int(t["sheetId"]) == sheet_id for t in tabs):
+                    raise
+        if tabs is None:
+            tabs = self.sheet_properties(spreadsheet_id)
         found = next((t for t in tabs if t["title"].casefold() == title.casefold()), None)
         if found is not None:
             found_id = int(found["sheetId"])
-            self._write(spreadsheet_id, tab_requests(found_id))
+            self.batch_update(spreadsheet_id, tab_requests(found_id))
             return TabWrite(
                 found_id, found["title"], False, spreadsheet_link(spreadsheet_id, found_id)
             )
@@ -202,16 +204,8 @@ class SheetsClient:
         new_id = new_sheet_id()
         while new_id in taken:
             new_id = new_sheet_id()
-        self._write(spreadsheet_id, [add_sheet(new_id, title), *tab_requests(new_id)])
+        self.batch_update(spreadsheet_id, [add_sheet(new_id, title), *tab_requests(new_id)])
         return TabWrite(new_id, title, True, spreadsheet_link(spreadsheet_id, new_id))
-
-    def _write(self, spreadsheet_id: str, requests_: list[dict[str, Any]]) -> None:
-        try:
-            self.batch_update(spreadsheet_id, requests_)
-        except SheetsRequestRejected as exc:
-            if "No grid with id" in exc.message:
-                raise _TabGone() from None
-            raise
 
     # -- plumbing --
 

@@ -17,7 +17,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import secrets as crypto
+from .date_ranges import validate_date_range
 from .errors import InvalidInput
 from .links import parse_spreadsheet_url, spreadsheet_link
 from .models import (
@@ -72,7 +73,7 @@ def _valid_id(value: object) -> int | None:
 # --- users -----------------------------------------------------------------------------
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
-_PASSWORD_METHOD = "scrypt"
+_PASSWORD_METHOD = "scrypt"  # noqa: S105 - the hash algorithm, not a password
 _DUMMY_HASH: str | None = None
 
 
@@ -164,9 +165,7 @@ def create_api_key(s: Session, user: User, name: str) -> tuple[ApiKey, str]:
 
 
 def list_api_keys(s: Session, user: User) -> list[ApiKey]:
-    return list(
-        s.scalars(select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.id))
-    )
+    return list(s.scalars(select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.id)))
 
 
 def revoke_api_key(s: Session, user: User, key_id: int) -> ApiKey:
@@ -194,7 +193,9 @@ def user_for_api_key(s: Session, plaintext: str) -> User | None:
     if len(plaintext) > 200:
         return None
     key = s.scalar(
-        select(ApiKey).where(ApiKey.key_hash == _hash_api_key(plaintext), ApiKey.revoked_at.is_(None))
+        select(ApiKey).where(
+            ApiKey.key_hash == _hash_api_key(plaintext), ApiKey.revoked_at.is_(None)
+        )
     )
     if key is None:
         return None
@@ -207,7 +208,6 @@ def user_for_api_key(s: Session, plaintext: str) -> User | None:
 
 # --- connections -----------------------------------------------------------------------
 
-_PRESET_RE = re.compile(r"^[a-z0-9_]{1,40}$")
 _ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -246,9 +246,7 @@ def get_connection(s: Session, user: User, connection_id: int) -> Connection:
 
 def list_connections(s: Session, user: User) -> list[Connection]:
     return list(
-        s.scalars(
-            select(Connection).where(Connection.user_id == user.id).order_by(Connection.id)
-        )
+        s.scalars(select(Connection).where(Connection.user_id == user.id).order_by(Connection.id))
     )
 
 
@@ -446,32 +444,18 @@ def _clean_campaign_ids(value: Any) -> list[str]:
 
 
 def _clean_date_range(value: Any) -> dict[str, str]:
+    shape = 'date_range must be {"preset": ...} or {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}.'
     if value is None:
         return {"preset": "all_time"}
-    if not isinstance(value, Mapping):
-        raise InvalidInput('date_range must be {"preset": ...} or {"start": ..., "end": ...}.')
-    keys = set(value)
-    if keys == {"preset"}:
-        preset = value["preset"]
-        if not isinstance(preset, str) or not _PRESET_RE.match(preset):
-            raise InvalidInput("Unknown date range preset.")
-        return {"preset": preset}
-    if keys == {"start", "end"}:
-        start = _parse_date(value["start"], "start")
-        end = _parse_date(value["end"], "end")
-        if start > end:
-            raise InvalidInput("The date range starts after it ends.")
-        return {"start": start.isoformat(), "end": end.isoformat()}
-    raise InvalidInput('date_range must be {"preset": ...} or {"start": ..., "end": ...}.')
-
-
-def _parse_date(value: Any, which: str) -> date:
-    if isinstance(value, str) and _ISO_DATE_RE.match(value):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise InvalidInput(f"The {which} date must be a date written YYYY-MM-DD.")
+    if not isinstance(value, Mapping) or set(value) not in ({"preset"}, {"start", "end"}):
+        raise InvalidInput(shape)
+    for field in ("start", "end"):
+        if field in value and not (
+            isinstance(value[field], str) and _ISO_DATE_RE.match(value[field])
+        ):
+            raise InvalidInput(f"The {field} date must be written YYYY-MM-DD.")
+    # One rule for presets and ordering, shared with the sync (sheets_sync.date_ranges).
+    return validate_date_range(dict(value))
 
 
 def _clean_bool(value: Any, field: str) -> bool:
@@ -523,13 +507,19 @@ def _clean_options(value: Any) -> dict[str, Any]:
 
 
 # --- runs ------------------------------------------------------------------------------
+#
+# Every run function takes an optional aware ``now``: the worker passes its runtime clock,
+# so leases, queue times and expiry are all measured on the same clock (a test with a
+# fake clock cannot get a lease stamped in real time and expired in fake time).
 
 DEFAULT_MAX_ATTEMPTS = 3
 _MAX_ERROR_MESSAGE = 4000
 WORKER_LOST = "worker_lost"
 
 
-def enqueue_run(s: Session, connection: Connection, trigger: str) -> tuple[SyncRun, bool]:
+def enqueue_run(
+    s: Session, connection: Connection, trigger: str, *, now: datetime | None = None
+) -> tuple[SyncRun, bool]:
     """Queue a sync: ``(new run, True)``, or ``(the queued/running run, False)`` if any.
 
     Race-safe without locks: the partial unique index allows one active run per
@@ -538,7 +528,7 @@ def enqueue_run(s: Session, connection: Connection, trigger: str) -> tuple[SyncR
     """
     if trigger not in RUN_TRIGGERS:
         raise ValueError(f"trigger must be one of {RUN_TRIGGERS}")
-    return _enqueue(s, connection.id, trigger, attempt=1)
+    return _enqueue(s, connection.id, trigger, attempt=1, now=now or _now())
 
 
 def _find_active_run(s: Session, connection_id: int) -> SyncRun | None:
@@ -549,7 +539,9 @@ def _find_active_run(s: Session, connection_id: int) -> SyncRun | None:
     )
 
 
-def _enqueue(s: Session, connection_id: int, trigger: str, *, attempt: int) -> tuple[SyncRun, bool]:
+def _enqueue(
+    s: Session, connection_id: int, trigger: str, *, attempt: int, now: datetime
+) -> tuple[SyncRun, bool]:
     existing = _find_active_run(s, connection_id)
     if existing is not None:
         return existing, False
@@ -557,7 +549,7 @@ def _enqueue(s: Session, connection_id: int, trigger: str, *, attempt: int) -> t
         connection_id=connection_id,
         status="queued",
         trigger=trigger,
-        queued_at=_now(),
+        queued_at=now,
         attempt=attempt,
     )
     try:
@@ -573,7 +565,9 @@ def _enqueue(s: Session, connection_id: int, trigger: str, *, attempt: int) -> t
     return run, True
 
 
-def claim_next_run(s: Session, worker_id: str, lease_seconds: float) -> SyncRun | None:
+def claim_next_run(
+    s: Session, worker_id: str, lease_seconds: float, *, now: datetime | None = None
+) -> SyncRun | None:
     """Take the oldest queued run for this worker (status running + lease), or None.
 
     Correct under any concurrency: the conditional UPDATE only succeeds while the run is
@@ -593,18 +587,25 @@ def claim_next_run(s: Session, worker_id: str, lease_seconds: float) -> SyncRun 
         candidate = s.scalar(query)
         if candidate is None:
             return None
-        run = claim_run(s, candidate, worker_id, lease_seconds)
+        run = claim_run(s, candidate, worker_id, lease_seconds, now=now)
         if run is not None:
             return run
         # Lost the race for this one (only possible without row locks); try the next.
     return None
 
 
-def claim_run(s: Session, run_id: int, worker_id: str, lease_seconds: float) -> SyncRun | None:
+def claim_run(
+    s: Session,
+    run_id: int,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+) -> SyncRun | None:
     """Claim a specific queued run (e.g. the CLI's foreground sync); None if not queued."""
     if not worker_id:
         raise ValueError("worker_id is required")
-    now = _now()
+    now = now or _now()
     result = s.execute(
         update(SyncRun)
         .where(SyncRun.id == run_id, SyncRun.status == "queued")
@@ -621,7 +622,14 @@ def claim_run(s: Session, run_id: int, worker_id: str, lease_seconds: float) -> 
     return s.get(SyncRun, run_id, populate_existing=True)
 
 
-def renew_lease(s: Session, run_id: int, worker_id: str, lease_seconds: float) -> bool:
+def renew_lease(
+    s: Session,
+    run_id: int,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+) -> bool:
     """Extend the lease of a run this worker holds; False if it no longer holds it."""
     result = s.execute(
         update(SyncRun)
@@ -630,7 +638,7 @@ def renew_lease(s: Session, run_id: int, worker_id: str, lease_seconds: float) -
             SyncRun.worker_id == worker_id,
             SyncRun.status == "running",
         )
-        .values(lease_expires_at=_now() + timedelta(seconds=lease_seconds))
+        .values(lease_expires_at=(now or _now()) + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
@@ -647,6 +655,7 @@ def finish_run(
     error_message: str | None = None,
     sheet_url: str | None = None,
     worker_id: str | None = None,
+    now: datetime | None = None,
 ) -> bool:
     """Record a running run's outcome. False (nothing written) if it is not running any
     more, e.g. its lease expired and it was already marked interrupted and re-queued;
@@ -663,7 +672,7 @@ def finish_run(
         .where(*conditions)
         .values(
             status=status,
-            finished_at=_now(),
+            finished_at=now or _now(),
             lease_expires_at=None,
             rows_written=rows_written,
             http_calls=http_calls,
@@ -726,7 +735,7 @@ def expire_leases(
         count += 1
         s.get(SyncRun, run_id, populate_existing=True)
         if requeue:
-            _enqueue(s, connection_id, trigger, attempt=attempt + 1)
+            _enqueue(s, connection_id, trigger, attempt=attempt + 1, now=now)
     return count
 
 

@@ -83,7 +83,7 @@ def test_first_sync_creates_a_labelled_tab_in_at_most_two_calls(
     labels = [tuple(r[:2]) for r in grid[FIRST_DATA_ROW:]]
     assert labels == [
         ("Step 1", "A"), ("Step 1", "B"), ("Step 2", "A"), ("Subsequence step 1", "A"),
-        ("No step (not attributed)", "No variant (not attributed)"), ("Total", ""),
+        ("No step (not attributed)", "No variant (not attributed)"), ("Total", None),
     ]
     sent_col = header.index("Sent")
     assert grid[FIRST_DATA_ROW][sent_col] == 200
@@ -142,7 +142,7 @@ def test_rows_left_over_from_a_longer_report_are_cleared(
     sync(instantly, sheets, spreadsheet_id, campaign_ids=(cid,), sheet_id=first.sheet_id,
          date_range={"start": "2026-11-26", "end": "2026-11-26"})
     grid = table(fake_sheets, spreadsheet_id)
-    assert [r[:2] for r in grid[FIRST_DATA_ROW:]] == [["Step 1", "A"], ["Total", ""]]
+    assert [r[:2] for r in grid[FIRST_DATA_ROW:]] == [["Step 1", "A"], ["Total", None]]
     assert grid[FIRST_DATA_ROW][2] == 5
 
 

@@ -75,8 +75,16 @@ def test_numbers_are_numbers_and_rates_percentages():
     assert row_a[keys.index("sent")]["userEnteredValue"] == {"numberValue": 10}
     rate = row_a[keys.index("open_rate")]
     assert rate["userEnteredValue"] == {"numberValue": 0.1}
-    assert rate["userEnteredFormat"]["numberFormat"]["type"] == "PERCENT"
     assert "userEnteredValue" not in row_b[keys.index("open_rate")]
+    reqs = render(report, sheet_id=7, synced_at=NOW)
+    repeats = [r["repeatCell"] for r in reqs if "repeatCell" in r]
+    by_type = {
+        r["cell"]["userEnteredFormat"]["numberFormat"]["type"]: r["range"] for r in repeats
+    }
+    assert by_type["PERCENT"]["startColumnIndex"] == keys.index("open_rate")
+    assert by_type["PERCENT"]["endColumnIndex"] == len(keys)
+    assert by_type["NUMBER"]["startColumnIndex"] == keys.index("sent")
+    assert by_type["NUMBER"]["startRowIndex"] == FIRST_DATA_ROW
 
 
 def test_last_synced_time_is_visible_in_utc():
@@ -87,9 +95,11 @@ def test_last_synced_time_is_visible_in_utc():
     assert "All time (UTC)" in info
 
 
-def test_oversized_report_is_refused_before_any_write():
-    many = [stat(s, v, 1) for s in range(400) for v in range(400)]
+def test_oversized_report_is_refused_before_any_write(monkeypatch):
+    assert MAX_TAB_CELLS < 10_000_000  # room left for the user's other tabs
+    monkeypatch.setattr("sheets_sync.render.MAX_TAB_CELLS", 1_000)
+    many = [stat(s, v, 1) for s in range(10) for v in range(10)]
     report = report_of([CampaignSection(None, "All", many)])
-    assert len(report.rows) * len(report.columns) > MAX_TAB_CELLS
-    with pytest.raises(ReportTooLarge):
+    with pytest.raises(ReportTooLarge) as err:
         render(report, sheet_id=7, synced_at=NOW)
+    assert "fewer campaigns or a shorter date range" in err.value.message

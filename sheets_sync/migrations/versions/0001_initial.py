@@ -76,9 +76,7 @@ def upgrade() -> None:
         sa.Column("date_range", sa.JSON(), nullable=False),
         # sa.false() renders FALSE on PostgreSQL and 0 on SQLite (a literal '0' would be
         # an integer default for a boolean column on PostgreSQL, which it refuses).
-        sa.Column(
-            "include_opportunities", sa.Boolean(), server_default=sa.false(), nullable=False
-        ),
+        sa.Column("include_opportunities", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("schedule", sa.String(length=16), server_default="off", nullable=False),
         sa.Column("schedule_time", sa.String(length=5), nullable=True),
         sa.Column("schedule_weekday", sa.Integer(), nullable=True),
@@ -97,9 +95,7 @@ def upgrade() -> None:
             "schedule_weekday IS NULL OR (schedule_weekday >= 0 AND schedule_weekday <= 6)",
             name="ck_connections_schedule_weekday",
         ),
-        sa.CheckConstraint(
-            "consecutive_failures >= 0", name="ck_connections_consecutive_failures"
-        ),
+        sa.CheckConstraint("consecutive_failures >= 0", name="ck_connections_consecutive_failures"),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name="fk_connections_user_id_users", ondelete="CASCADE"
         ),
