@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 
 from .config import Settings, load_settings
-from .errors import InvalidInput, SyncError
+from .errors import ConfigurationError, InvalidInput, SyncError
 
 
 def _client_factories(settings: Settings) -> tuple[Callable, Callable]:
@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, settings) or 0)
     except SyncError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 2 if exc.code in ("configuration", "invalid_input") else 1
+        # 2: the command or its configuration must change; 1: this sync failed.
+        return 2 if isinstance(exc, (ConfigurationError, InvalidInput)) else 1
     except KeyboardInterrupt:
         return 130
 

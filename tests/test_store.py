@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,30 @@ from sqlalchemy.orm import Session, sessionmaker
 from sheets_sync import migrate, store
 from sheets_sync import secrets as crypto
 from sheets_sync.config import load_settings
-from sheets_sync.db import make_engine, session_scope
+from sheets_sync.db import make_engine, make_session_factory, session_scope
 from sheets_sync.errors import ConfigurationError, InvalidInput
 from sheets_sync.models import Base, Connection, SyncRun, User
 from sheets_sync.store import NotFound
 
 SHEET_KEY = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
 SHEET_URL = f"https://docs.google.com/spreadsheets/d/{SHEET_KEY}/edit?gid=0#gid=0"
-OTHER_SHEET_URL = "https://docs.google.com/spreadsheets/d/2CyjNWt1YSB6oGNeLwCeCakhnVVrqumct85PhwF3vqnt/edit"
+OTHER_SHEET_URL = (
+    "https://docs.google.com/spreadsheets/d/2CyjNWt1YSB6oGNeLwCeCakhnVVrqumct85PhwF3vqnt/edit"
+)
 INSTANTLY_KEY = "instantly-PLAINTEXT-c2VjcmV0LWtleS1mb3ItdGVzdHM6OTk5-3f9a"
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+_REAL_PASSWORD_HASHING = {"test_users_and_authentication"}
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt costs ~0.1 s a user by design; tests that only need *a* user use a cheap hash."""
+    if request.node.originalname not in _REAL_PASSWORD_HASHING:
+        monkeypatch.setattr(store, "_PASSWORD_METHOD", "pbkdf2:sha256:1000")
+        monkeypatch.setattr(store, "_DUMMY_HASH", None)
 
 
 def make_user(s: Session, email: str = "a@example.com") -> User:
@@ -138,11 +151,24 @@ def test_migrations_are_idempotent_and_reversible(db_url: str) -> None:
         engine.dispose()
 
 
+def test_concurrent_upgrades_on_a_fresh_database(db_url: str) -> None:
+    """serve and several workers start together; each migrates; none may fail."""
+    run_concurrently(3, lambda _: migrate.upgrade(db_url))
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
+                ("0001",)
+            ]
+    finally:
+        engine.dispose()
+
+
 def test_datetimes_come_back_aware_utc(
     session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
 ) -> None:
     _, connection_id = owner_and_connection
-    berlin_time = datetime(2026, 1, 15, 9, 30, tzinfo=timedelta_tz(hours=1))
+    berlin_time = datetime(2026, 1, 15, 9, 30, tzinfo=timezone(timedelta(hours=1)))
     with session_scope(session_factory) as s:
         s.get(Connection, connection_id).next_run_at = berlin_time  # type: ignore[union-attr]
     with session_scope(session_factory) as s:
@@ -158,12 +184,6 @@ def test_datetimes_come_back_aware_utc(
         s.rollback()
 
 
-def timedelta_tz(hours: int) -> Any:
-    from datetime import timezone
-
-    return timezone(timedelta(hours=hours))
-
-
 def test_sqlite_engine_settings(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nested' / 'dir' / 'x.sqlite3'}"
     engine = make_engine(url)  # creates the parent directory
@@ -172,6 +192,13 @@ def test_sqlite_engine_settings(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.commit()
+            # Password hashes and encrypted keys live here: owner-only, -wal included.
+            db_dir = tmp_path / "nested" / "dir"
+            assert stat.S_IMODE(db_dir.stat().st_mode) == 0o700
+            for name in ("x.sqlite3", "x.sqlite3-wal"):
+                assert stat.S_IMODE((db_dir / name).stat().st_mode) == 0o600, name
     finally:
         engine.dispose()
 
@@ -183,6 +210,7 @@ def test_users_and_authentication(session_factory: sessionmaker[Session]) -> Non
     with session_scope(session_factory) as s:
         user = store.create_user(s, "  Alice@Example.COM ", "s3cret-pass")
         assert user.email == "alice@example.com"
+        assert user.password_hash.startswith("scrypt:")
         assert "s3cret-pass" not in user.password_hash
     with session_scope(session_factory) as s:
         assert store.authenticate(s, "ALICE@example.com", "s3cret-pass") is not None
@@ -435,7 +463,7 @@ def test_delete_cascades(session_factory: sessionmaker[Session], fernet: MultiFe
 
 
 def test_instantly_key_is_encrypted_at_rest(
-    db_url: str, session_factory: sessionmaker[Session], fernet: MultiFernet
+    db_url: str, db_engine: Engine, session_factory: sessionmaker[Session], fernet: MultiFernet
 ) -> None:
     with session_scope(session_factory) as s:
         user = make_user(s)
@@ -454,7 +482,7 @@ def test_instantly_key_is_encrypted_at_rest(
         assert store.decrypted_api_key(fernet, connection) == INSTANTLY_KEY
 
     if db_url.startswith("sqlite"):
-        session_factory.kw["bind"].dispose()
+        db_engine.dispose()
         db_dir = Path(db_url.removeprefix("sqlite:///")).parent
         files = list(db_dir.iterdir())
         assert files
@@ -669,7 +697,7 @@ def test_claim_race_has_exactly_one_winner(
             run, created = store.enqueue_run(s, connection, "schedule")
             assert created
 
-        def claim(i: int) -> int | None:
+        def claim(i: int, round_: int = round_) -> int | None:
             with session_scope(session_factory) as s:
                 claimed = store.claim_next_run(s, f"worker-{round_}-{i}", 60)
                 return None if claimed is None else claimed.id
@@ -690,32 +718,78 @@ def test_claim_race_has_exactly_one_winner(
             assert store.finish_run(s, run.id, status="succeeded")
 
 
-def test_claim_skips_a_run_another_worker_is_claiming(
-    db_url: str, session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
-) -> None:
-    """PostgreSQL interleaving: B runs while A holds the row lock and has not committed."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE); covered by the race test")
-    _, connection_id = owner_and_connection
-    with session_scope(session_factory) as s:
-        store.enqueue_run(s, s.get(Connection, connection_id), "manual")  # type: ignore[arg-type]
+def _migrated_factory(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    return engine, make_session_factory(engine)
 
-    a = session_factory()
-    b = session_factory()
+
+def _queue_one_run(factory: sessionmaker[Session], fernet: MultiFernet) -> int:
+    with session_scope(factory) as s:
+        connection = make_connection(s, make_user(s), fernet)
+        run, _ = store.enqueue_run(s, connection, "manual")
+        return run.id
+
+
+@pytest.mark.postgres
+def test_postgresql_claim_skips_a_row_another_worker_holds(
+    postgres_url: str, fernet: MultiFernet
+) -> None:
+    """Interleaved: B claims while A holds the row lock and has not committed yet."""
+    engine, factory = _migrated_factory(postgres_url)
+    a, b = factory(), factory()
     try:
+        run_id = _queue_one_run(factory, fernet)
         run_a = store.claim_next_run(a, "worker-a", 60)
-        assert run_a is not None
+        assert run_a is not None and run_a.id == run_id
         assert store.claim_next_run(b, "worker-b", 60) is None  # skipped, not blocked
         a.commit()
         b.rollback()
-        assert store.claim_run(b, run_a.id, "worker-b", 60) is None  # no longer queued
+        assert store.claim_run(b, run_id, "worker-b", 60) is None  # no longer queued
         assert store.claim_next_run(b, "worker-b", 60) is None
     finally:
         a.close()
         b.close()
+        engine.dispose()
 
 
-def test_leases(session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]) -> None:
+def test_sqlite_claim_waits_for_the_writer_instead_of_failing(
+    tmp_path: Path, fernet: MultiFernet
+) -> None:
+    """Interleaved: B starts while A's claim is uncommitted; B waits, then finds nothing."""
+    engine, factory = _migrated_factory(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    a = factory()
+    try:
+        run_id = _queue_one_run(factory, fernet)
+        run_a = store.claim_next_run(a, "worker-a", 60)
+        assert run_a is not None and run_a.id == run_id
+        outcome: dict[str, Any] = {}
+
+        def worker_b() -> None:
+            started = time.monotonic()
+            try:
+                with session_scope(factory) as b:
+                    outcome["run"] = store.claim_next_run(b, "worker-b", 60)
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                outcome["error"] = exc
+            outcome["waited"] = time.monotonic() - started
+
+        thread = threading.Thread(target=worker_b)
+        thread.start()
+        time.sleep(0.3)
+        a.commit()
+        thread.join(timeout=10)
+        assert "error" not in outcome, outcome
+        assert outcome["run"] is None
+        assert outcome["waited"] >= 0.25
+    finally:
+        a.close()
+        engine.dispose()
+
+
+def test_leases(
+    session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
+) -> None:
     _, connection_id = owner_and_connection
     with session_scope(session_factory) as s:
         run, _ = store.enqueue_run(s, s.get(Connection, connection_id), "cli")  # type: ignore[arg-type]
@@ -791,4 +865,5 @@ def test_expire_leases_requeues_with_the_next_attempt(
     with session_scope(session_factory) as s:
         statuses = [r.status for r in s.scalars(select(SyncRun).order_by(SyncRun.id))]
         assert statuses == ["interrupted", "interrupted", "interrupted"]
-        assert "Gave up" in (s.scalars(select(SyncRun).order_by(SyncRun.id.desc())).first().error_message or "")  # type: ignore[union-attr]
+        last = s.scalars(select(SyncRun).order_by(SyncRun.id.desc())).first()
+        assert last is not None and "Gave up" in (last.error_message or "")
