@@ -36,13 +36,17 @@ from typing import Any
 from googleapiclient import discovery_cache
 
 __all__ = [
+    "FieldMaskSyntaxError",
     "FieldTree",
+    "Method",
     "ValidationError",
     "Violation",
     "check",
     "document",
     "filter_fields",
+    "global_parameters",
     "mask_paths",
+    "methods",
     "parse",
     "parse_field_mask",
     "schema",
@@ -137,10 +141,12 @@ def parse(schema_name: str, body: Any, *, root: str = "") -> Any:
     return normalised
 
 
+@functools.cache
 def _snake(name: str) -> str:
     return re.sub(r"([A-Z])", r"_\1", name).lower()
 
 
+@functools.cache
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)

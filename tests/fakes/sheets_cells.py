@@ -13,8 +13,8 @@ its result.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -374,19 +374,41 @@ def formatted_value(cell: dict[str, Any]) -> str | None:
     return str(value.get("stringValue", ""))
 
 
+def json_copy(value: Any) -> Any:
+    """Deep copy of JSON-shaped data; ~10x faster than copy.deepcopy on big grids."""
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_copy(item) for item in value]
+    return value
+
+
 def merge_format(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, item in override.items():
-        if isinstance(item, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_format(out[key], item)
-        else:
-            out[key] = copy.deepcopy(item)
+    """``base`` overlaid with ``override`` (a fresh structure; neither input is shared)."""
+    out = json_copy(base)
+    _overlay(out, override)
     return out
 
 
-def render_cell(stored: dict[str, Any]) -> dict[str, Any]:
-    """Stored (client-written) CellData -> the CellData Google would return."""
-    out = copy.deepcopy(stored)
+def _overlay(target: dict[str, Any], override: dict[str, Any]) -> None:
+    for key, item in override.items():
+        if isinstance(item, dict) and isinstance(target.get(key), dict):
+            _overlay(target[key], item)
+        else:
+            target[key] = json_copy(item)
+
+
+def render_cell(
+    stored: dict[str, Any], formats: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Stored (client-written) CellData -> the CellData Google would return.
+
+    ``formats`` memoises ``effectiveFormat`` by the user format's JSON when rendering a
+    whole grid that goes straight to ``json.dumps``: cells then *share* that dict, which
+    turns a 20k-cell read from seconds into a fraction of one. Without it every call
+    returns a fully independent structure.
+    """
+    out = json_copy(stored)
     value = effective_value(stored)
     if value is not None:
         out["effectiveValue"] = value
@@ -394,7 +416,14 @@ def render_cell(stored: dict[str, Any]) -> dict[str, Any]:
         if "numberValue" in out.get("userEnteredValue", {}):
             out["userEnteredValue"]["numberValue"] = _tidy(out["userEnteredValue"]["numberValue"])
     if value is not None or "userEnteredFormat" in stored:
-        out["effectiveFormat"] = merge_format(DEFAULT_FORMAT, stored.get("userEnteredFormat", {}))
+        user_format = stored.get("userEnteredFormat", {})
+        if formats is None:
+            out["effectiveFormat"] = merge_format(DEFAULT_FORMAT, user_format)
+        else:
+            key = json.dumps(user_format, sort_keys=True)
+            if key not in formats:
+                formats[key] = merge_format(DEFAULT_FORMAT, user_format)
+            out["effectiveFormat"] = formats[key]
     return out
 
 

@@ -1,0 +1,1035 @@
+"""A stateful fake of the Google Sheets API v4 (and Google's OAuth token endpoint) served
+over real HTTP on 127.0.0.1, for tests that drive real gspread + google-auth.
+
+Usage::
+
+    with FakeSheetsServer() as server:
+        info = make_service_account_info(server.token_uri)
+        server.register_service_account(info)
+        ssid = server.create_spreadsheet(shared_with=(info["client_email"],))
+        # production code: rewrite https://sheets.googleapis.com -> server.url
+
+What it models, beyond storing cells:
+
+* the token exchange (RS256 JWT signed with the registered key) and bearer tokens;
+* sharing (403 "The caller does not have permission"), unknown ids (404);
+* per-user and per-project read/write quotas over a rolling 60 s window (429);
+* request validation against Google's discovery document (unknown fields, enums, types,
+  unknown query parameters, ``fields`` masks), see :mod:`tests.fakes.discovery`;
+* the batchUpdate / values semantics in :mod:`tests.fakes.sheets_state`;
+* fault injection (``fail_next``), latency, and a call log for assertions.
+
+Routes come from the discovery document too, matched against the raw request path so an
+encoded ``%3A`` inside a range never collides with the ``:append`` / ``:clear`` verbs.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import exceptions as auth_exceptions
+from google.auth import jwt
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from . import discovery
+from .sheets_cells import a1, json_copy, parse_a1, render_cell
+from .sheets_state import (
+    Json,
+    Sheet,
+    SheetsError,
+    Spreadsheet,
+    bad_request,
+    batch_update,
+    make_spreadsheet,
+    new_sheet_id,
+    new_spreadsheet_id,
+    set_user_value,
+    sheet_properties,
+    spreadsheet_json,
+    values_append,
+    values_clear,
+    values_get,
+    values_write,
+)
+
+__all__ = [
+    "DEFAULT_EMAIL",
+    "SCOPE_SPREADSHEETS",
+    "Call",
+    "FakeSheetsServer",
+    "make_service_account_info",
+    "write_service_account_file",
+]
+
+DEFAULT_EMAIL = "sheets-sync@test-project.iam.gserviceaccount.com"
+SCOPE_SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# google-auth always signs for Google's endpoint, whatever token_uri says, so the fake
+# accepts that audience as well as its own URL (Google also takes the legacy ones).
+GOOGLE_TOKEN_AUDIENCES = (
+    "https://oauth2.googleapis.com/token",
+    "https://accounts.google.com/o/oauth2/token",
+    "https://www.googleapis.com/oauth2/v4/token",
+)
+_READ_SCOPES = {
+    SCOPE_SPREADSHEETS,
+    "https://www.googleapis.com/auth/spreadsheets.readonly",
+    "https://www.googleapis.com/auth/drive",
+    "https://www.googleapis.com/auth/drive.readonly",
+    "https://www.googleapis.com/auth/drive.file",
+}
+_WRITE_SCOPES = {
+    SCOPE_SPREADSHEETS,
+    "https://www.googleapis.com/auth/drive",
+    "https://www.googleapis.com/auth/drive.file",
+}
+_MISSING_CREDENTIALS = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, "
+    "login cookie or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+_INVALID_CREDENTIALS = (
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
+_DEFAULT_MESSAGES = {
+    400: "Request contains an invalid argument.",
+    401: _INVALID_CREDENTIALS,
+    403: "The caller does not have permission",
+    404: "Requested entity was not found.",
+    409: "The operation was aborted.",
+    500: "Internal error encountered.",
+    502: "Bad Gateway",
+    503: "The service is currently unavailable.",
+    504: "The service is currently unavailable.",
+}
+_HTML_ERROR = (
+    "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error {code} ({name})!!1"
+    "</title>\n  <p><b>{code}.</b> <ins>That\u2019s an error.</ins>\n  <p>{text}  <ins>That\u2019s "
+    "all we know.</ins>\n"
+)
+# Which log kind each discovery method is recorded under.
+_LOG_KINDS = {
+    "spreadsheets.get": "get",
+    "spreadsheets.batchUpdate": "batchUpdate",
+    "spreadsheets.create": "create",
+    "spreadsheets.values.get": "values_get",
+    "spreadsheets.values.batchGet": "values_get",
+    "spreadsheets.values.update": "values_write",
+    "spreadsheets.values.append": "values_write",
+    "spreadsheets.values.clear": "values_write",
+    "spreadsheets.values.batchClear": "values_write",
+    "spreadsheets.values.batchUpdate": "values_write",
+}
+WRITE_KINDS = frozenset({"batchUpdate", "values_write", "create"})
+WINDOW_SECONDS = 60.0
+
+
+# --- service accounts --------------------------------------------------------------------
+
+
+@functools.cache
+def _private_key_pem() -> str:
+    """One RSA key per process: generating 2048-bit keys costs ~50-100 ms each."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@functools.cache
+def _public_key_pem(private_pem: str) -> str:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def make_service_account_info(
+    token_uri: str, email: str = DEFAULT_EMAIL, *, private_key_pem: str | None = None
+) -> dict[str, str]:
+    """A dict shaped exactly like a downloaded service-account JSON key file."""
+    project_id = email.split("@", 1)[1].split(".", 1)[0] if "@" in email else "test-project"
+    pem = private_key_pem or _private_key_pem()
+    return {
+        "type": "service_account",
+        "project_id": project_id,
+        "private_key_id": secrets.token_hex(20),
+        "private_key": pem,
+        "client_email": email,
+        "client_id": str(random.randint(10**20, 10**21 - 1)),
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+        "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/"
+        + email.replace("@", "%40"),
+        "universe_domain": "googleapis.com",
+    }
+
+
+def write_service_account_file(
+    path: str | Path, token_uri: str, email: str = DEFAULT_EMAIL
+) -> dict[str, str]:
+    info = make_service_account_info(token_uri, email)
+    Path(path).write_text(json.dumps(info, indent=2))
+    return info
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One HTTP call as the fake saw it (``body`` is the parsed JSON or form)."""
+
+    method: str
+    path: str
+    kind: str  # token | get | batchUpdate | values_get | values_write | create | other
+    spreadsheet_id: str | None
+    status: int
+    email: str | None
+    body: Any
+    at: float
+    query: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Token:
+    email: str
+    scopes: frozenset[str]
+    expires_at: float
+
+
+@dataclass
+class _Fault:
+    kind: str
+    status: int
+    message: str | None
+    headers: dict[str, str]
+    remaining: int
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # one line per request drowns test output; errors still go to stderr
+
+
+def _json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None
+                   ) -> Response:
+    return Response(
+        json.dumps(payload, ensure_ascii=False),
+        status=status,
+        headers=headers or {},
+        content_type="application/json; charset=UTF-8",
+    )
+
+
+def _bool_param(name: str, raw: str | None) -> bool:
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0", ""):
+        return False
+    raise bad_request(f"Invalid value at '{_snake(name)}' (TYPE_BOOL), \"{raw}\"")
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in name)
+
+
+# --- the server --------------------------------------------------------------------------
+
+
+class FakeSheetsServer:
+    """Fake ``sheets.googleapis.com`` + ``oauth2.googleapis.com/token`` on 127.0.0.1."""
+
+    def __init__(
+        self,
+        *,
+        reads_per_minute: int = 60,
+        writes_per_minute: int = 60,
+        project_reads_per_minute: int = 300,
+        project_writes_per_minute: int = 300,
+        latency: float = 0.0,
+        project_number: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
+    ) -> None:
+        self.reads_per_minute = reads_per_minute
+        self.writes_per_minute = writes_per_minute
+        self.project_reads_per_minute = project_reads_per_minute
+        self.project_writes_per_minute = project_writes_per_minute
+        self.latency = latency
+        self.project_number = project_number
+        self.clock = clock
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._spreadsheets: dict[str, Spreadsheet] = {}
+        self._accounts: dict[str, str] = {}  # email -> public key PEM
+        self._tokens: dict[str, _Token] = {}
+        self._faults: list[_Fault] = []
+        self._windows: dict[tuple[str, str], collections.deque[float]] = (
+            collections.defaultdict(collections.deque)
+        )
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> FakeSheetsServer:
+        if self._server is not None:
+            return self
+        discovery.methods()  # parse the discovery doc before the first request races it
+        self._server = make_server(
+            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
+        )
+        # A short poll interval: shutdown() waits for the loop to notice, and the default
+        # 0.5 s would be paid by every test that starts its own server.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+            name="fake-sheets-api", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeSheetsServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeSheetsServer is not started")
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    @property
+    def token_uri(self) -> str:
+        return self.url + "/token"
+
+    # configuration ---------------------------------------------------------------------
+
+    def register_service_account(self, info: dict[str, str]) -> None:
+        """Accept JWTs signed by this service account's key."""
+        with self._lock:
+            self._accounts[info["client_email"]] = _public_key_pem(info["private_key"])
+
+    def fail_next(
+        self,
+        kind: str,
+        status: int,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+        count: int = 1,
+    ) -> None:
+        """Answer the next ``count`` matching calls with ``status`` without touching state.
+
+        ``kind``: "read" (GET), "write" (POST/PUT), "any" (read or write) or "token".
+        A 502 is answered with Google's HTML error page, as Google's front end does.
+        """
+        if kind not in ("read", "write", "any", "token"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        with self._lock:
+            self._faults.append(_Fault(kind, status, message, dict(headers or {}), count))
+
+    def clear_faults(self) -> None:
+        """Drop faults queued by ``fail_next`` that no call has consumed yet."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending_faults(self) -> int:
+        with self._lock:
+            return sum(fault.remaining for fault in self._faults)
+
+    def expire_tokens(self) -> None:
+        """Invalidate every issued access token (clients should refresh on the 401)."""
+        with self._lock:
+            self._tokens.clear()
+
+    # call log --------------------------------------------------------------------------
+
+    def count(self, kind: str | None = None, spreadsheet_id: str | None = None,
+              *, status: int | None = None, email: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1 for call in self.calls
+                if (kind is None or call.kind == kind)
+                and (spreadsheet_id is None or call.spreadsheet_id == spreadsheet_id)
+                and (status is None or call.status == status)
+                and (email is None or call.email == email)
+            )
+
+    def reset_calls(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def status_counts(self) -> dict[int, int]:
+        with self._lock:
+            return dict(collections.Counter(call.status for call in self.calls))
+
+    def writes_per_minute_max(self, email: str | None = None) -> int:
+        """Most write calls (successful or 429) seen in any 60 s window."""
+        with self._lock:
+            times = sorted(
+                call.at for call in self.calls
+                if call.kind in WRITE_KINDS
+                and (200 <= call.status < 300 or call.status == 429)
+                and (email is None or call.email == email)
+            )
+        best, left = 0, 0
+        for right, moment in enumerate(times):
+            while moment - times[left] >= WINDOW_SECONDS:
+                left += 1
+            best = max(best, right - left + 1)
+        return best
+
+    # test-side state helpers (no HTTP, not logged) ---------------------------------------
+
+    def create_spreadsheet(
+        self,
+        title: str = "Team metrics",
+        sheets: Iterable[str] = ("Sheet1",),
+        shared_with: Iterable[str] = (DEFAULT_EMAIL,),
+        spreadsheet_id: str | None = None,
+    ) -> str:
+        with self._lock:
+            ssid = spreadsheet_id or new_spreadsheet_id(self._rng)
+            if ssid in self._spreadsheets:
+                raise ValueError(f"spreadsheet {ssid} already exists")
+            self._spreadsheets[ssid] = make_spreadsheet(
+                ssid, title, list(sheets) or ["Sheet1"], shared_with, self._rng
+            )
+            return ssid
+
+    def share(self, spreadsheet_id: str, email: str) -> None:
+        with self._lock:
+            self._book(spreadsheet_id).shared_with.add(email)
+
+    def unshare(self, spreadsheet_id: str, email: str) -> None:
+        with self._lock:
+            self._book(spreadsheet_id).shared_with.discard(email)
+
+    def sheet_properties(
+        self, spreadsheet_id: str, title: str | None = None, sheet_id: int | None = None
+    ) -> dict[str, Any] | None:
+        with self._lock:
+            book = self._book(spreadsheet_id)
+            sheet = book.sheet_by_id(sheet_id) if sheet_id is not None else (
+                book.sheet_by_title(title) if title is not None else None)
+            return json_copy(sheet.properties) if sheet is not None else None
+
+    def sheet_titles(self, spreadsheet_id: str) -> list[str]:
+        with self._lock:
+            return [sheet.title for sheet in self._book(spreadsheet_id).sheets]
+
+    def values(self, spreadsheet_id: str, title_or_id: str | int) -> list[list[Any]]:
+        """Dense grid of effective values (None for empty cells), trailing blanks trimmed.
+        Formulas read as ``#FAKE_FORMULA``."""
+        with self._lock:
+            sheet = self._sheet(spreadsheet_id, title_or_id)
+            grid = values_get(
+                self._book(spreadsheet_id), _whole(sheet), render="UNFORMATTED_VALUE"
+            ).get("values", [])
+        width = max((len(row) for row in grid), default=0)
+        return [[None if v == "" else v for v in row] + [None] * (width - len(row))
+                for row in grid]
+
+    def cell(self, spreadsheet_id: str, title_or_id: str | int, a1_ref: str) -> dict[str, Any]:
+        """The full CellData Google would return for one cell ({} when empty)."""
+        with self._lock:
+            sheet = self._sheet(spreadsheet_id, title_or_id)
+            ref = parse_a1(a1_ref)
+            stored = sheet.cells.get((ref.r0, ref.c0))
+            return render_cell(stored) if stored else {}
+
+    def set_cell(self, spreadsheet_id: str, title_or_id: str | int, a1_ref: str,
+                 value: Any) -> None:
+        """A teammate typing into the sheet (USER_ENTERED: '=..' is a formula, '12' a
+        number)."""
+        with self._lock:
+            sheet = self._sheet(spreadsheet_id, title_or_id)
+            ref = parse_a1(a1_ref)
+            if ref.r0 >= sheet.row_count or ref.c0 >= sheet.column_count:
+                raise ValueError(f"{a1_ref} is outside the grid of {sheet.title!r}")
+            set_user_value(sheet, ref.r0, ref.c0, value, "USER_ENTERED")
+
+    def rename_sheet(self, spreadsheet_id: str, old: str, new: str) -> None:
+        with self._lock:
+            self._sheet(spreadsheet_id, old).properties["title"] = new
+
+    def delete_sheet(self, spreadsheet_id: str, title: str) -> None:
+        with self._lock:
+            book = self._book(spreadsheet_id)
+            book.sheets.remove(self._sheet(spreadsheet_id, title))
+            book.reindex()
+
+    def add_sheet(self, spreadsheet_id: str, title: str, sheet_id: int | None = None,
+                  rows: int = 1000, cols: int = 26) -> int:
+        with self._lock:
+            book = self._book(spreadsheet_id)
+            if sheet_id is None:
+                sheet_id = new_sheet_id(book, self._rng)
+            elif book.sheet_by_id(sheet_id) is not None:
+                raise ValueError(f"sheet id {sheet_id} already exists")
+            book.sheets.append(Sheet(sheet_properties(sheet_id, title, len(book.sheets),
+                                                      rows, cols)))
+            return sheet_id
+
+    def snapshot(self, spreadsheet_id: str) -> dict[str, Any]:
+        """Everything the fake stores for one spreadsheet, as plain comparable data."""
+        with self._lock:
+            book = self._book(spreadsheet_id)
+            return {
+                "properties": json_copy(book.properties),
+                "named_ranges": json_copy(book.named_ranges),
+                "shared_with": sorted(book.shared_with),
+                "sheets": [
+                    {
+                        "properties": json_copy(sheet.properties),
+                        "cells": {a1(None, r, r + 1, c, c + 1): json_copy(cell)
+                                  for (r, c), cell in sorted(sheet.cells.items())},
+                        "row_meta": json_copy(sheet.row_meta),
+                        "column_meta": json_copy(sheet.column_meta),
+                        "merges": json_copy(sheet.merges),
+                        "banded_ranges": json_copy(sheet.banded_ranges),
+                        "conditional_formats": json_copy(sheet.conditional_formats),
+                        "charts": json_copy(sheet.charts),
+                        "basic_filter": json_copy(sheet.basic_filter),
+                    }
+                    for sheet in book.sheets
+                ],
+            }
+
+    def column_widths(self, spreadsheet_id: str, title_or_id: str | int) -> dict[int, int]:
+        """Pixel width of every column (100 unless set)."""
+        with self._lock:
+            sheet = self._sheet(spreadsheet_id, title_or_id)
+            return {c: int(sheet.column_meta.get(c, {}).get("pixelSize", 100))
+                    for c in range(sheet.column_count)}
+
+    def charts(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
+        with self._lock:
+            return json_copy(self._sheet(spreadsheet_id, title_or_id).charts)
+
+    def banded_ranges(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
+        with self._lock:
+            return json_copy(self._sheet(spreadsheet_id, title_or_id).banded_ranges)
+
+    def conditional_formats(self, spreadsheet_id: str, title_or_id: str | int
+                            ) -> list[dict[str, Any]]:
+        with self._lock:
+            return json_copy(self._sheet(spreadsheet_id, title_or_id).conditional_formats)
+
+    def merges(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
+        with self._lock:
+            return json_copy(self._sheet(spreadsheet_id, title_or_id).merges)
+
+    def basic_filter(self, spreadsheet_id: str, title_or_id: str | int) -> dict[str, Any] | None:
+        with self._lock:
+            return json_copy(self._sheet(spreadsheet_id, title_or_id).basic_filter)
+
+    def named_ranges(self, spreadsheet_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return json_copy(self._book(spreadsheet_id).named_ranges)
+
+    def metadata(self, spreadsheet_id: str, *, include_grid: bool = False) -> dict[str, Any]:
+        """The Spreadsheet resource as ``spreadsheets.get`` would return it."""
+        with self._lock:
+            return json_copy(spreadsheet_json(self._book(spreadsheet_id),
+                                              include_grid=include_grid))
+
+    def _book(self, spreadsheet_id: str) -> Spreadsheet:
+        try:
+            return self._spreadsheets[spreadsheet_id]
+        except KeyError:
+            raise KeyError(f"no spreadsheet {spreadsheet_id!r} in the fake") from None
+
+    def _sheet(self, spreadsheet_id: str, title_or_id: str | int) -> Sheet:
+        book = self._book(spreadsheet_id)
+        sheet = (book.sheet_by_id(title_or_id) if isinstance(title_or_id, int)
+                 else book.sheet_by_title(title_or_id))
+        if sheet is None:
+            raise KeyError(f"no sheet {title_or_id!r} in spreadsheet {spreadsheet_id!r}")
+        return sheet
+
+    # HTTP ------------------------------------------------------------------------------
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        if self.latency:
+            time.sleep(self.latency)  # outside the lock: concurrent callers overlap
+        raw_path = str(environ.get("RAW_URI") or request.path).split("?", 1)[0]
+        if raw_path == "/token" and request.method == "POST":
+            response = self._token(request)
+        else:
+            response = self._api(request, raw_path)
+        return response(environ, start_response)
+
+    def _log(self, request: Request, kind: str, ssid: str | None, status: int,
+             email: str | None, body: Any) -> None:
+        self.calls.append(Call(
+            method=request.method, path=request.path, kind=kind, spreadsheet_id=ssid,
+            status=status, email=email, body=body, at=self.clock(),
+            query={key: request.args.getlist(key) for key in request.args},
+        ))
+
+    def _take_fault(self, kinds: tuple[str, ...]) -> _Fault | None:
+        for fault in self._faults:
+            if fault.kind in kinds:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    # token endpoint -----------------------------------------------------------------------
+
+    def _token(self, request: Request) -> Response:
+        form = request.form.to_dict()
+        with self._lock:
+            fault = self._take_fault(("token",))
+            if fault is not None:
+                error = "invalid_grant" if fault.status < 500 else "internal_failure"
+                payload = {"error": error,
+                           "error_description": fault.message or "Injected token failure."}
+                response = _json_response(payload, fault.status, fault.headers)
+                self._log(request, "token", None, fault.status, None, form)
+                return response
+            status, payload, email = self._grant(form)
+            self._log(request, "token", None, status, email, form)
+        return _json_response(payload, status)
+
+    def _grant(self, form: dict[str, str]) -> tuple[int, Json, str | None]:
+        def refuse(description: str, error: str = "invalid_grant", status: int = 400
+                   ) -> tuple[int, Json, str | None]:
+            return status, {"error": error, "error_description": description}, None
+
+        if form.get("grant_type") != JWT_GRANT:
+            return refuse(f"Invalid grant_type: {form.get('grant_type', '')}",
+                          "unsupported_grant_type")
+        assertion = form.get("assertion", "")
+        try:
+            claims = jwt.decode(assertion, verify=False)
+        except (ValueError, auth_exceptions.GoogleAuthError):
+            return refuse("Invalid JWT: the assertion is not a well-formed JWT.")
+        email = str(claims.get("iss", ""))
+        public_pem = self._accounts.get(email)
+        if public_pem is None:
+            return refuse("Invalid grant: account not found")
+        try:
+            jwt.decode(assertion, certs=[public_pem], clock_skew_in_seconds=30)
+        except (ValueError, auth_exceptions.GoogleAuthError) as exc:
+            if "signature" in str(exc).lower():
+                return refuse("Invalid JWT Signature.")
+            return refuse(
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
+                "reasonable timeframe. Check your iat and exp values in the JWT claim."
+            )
+        if claims.get("aud") not in (*GOOGLE_TOKEN_AUDIENCES, self.token_uri):
+            return refuse("Invalid JWT: Failed audience check.")
+        if int(claims.get("exp", 0)) - int(claims.get("iat", 0)) > 3600:
+            return refuse(
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a "
+                "reasonable timeframe. Check your iat and exp values in the JWT claim."
+            )
+        if claims.get("sub") not in (None, email):
+            return refuse(
+                "Client is unauthorized to retrieve access tokens using this method, or "
+                "client not authorized for any of the scopes requested.",
+                "unauthorized_client", 401,
+            )
+        scopes = frozenset(str(claims.get("scope", "")).split())
+        if not scopes:
+            return refuse("Invalid OAuth scope or ID token audience provided.", "invalid_scope")
+        token = "ya29.fake-" + secrets.token_urlsafe(48)
+        self._tokens[token] = _Token(email, scopes, self.clock() + 3600)
+        return 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}, email
+
+    # API ----------------------------------------------------------------------------------
+
+    def _api(self, request: Request, raw_path: str) -> Response:
+        method, params = self._route(request.method, raw_path)
+        ssid = params.get("spreadsheetId")
+        if method is None:
+            with self._lock:
+                self._log(request, "other", ssid, 404, None, None)
+            text = f"The requested URL <code>{request.path}</code> was not found on this server."
+            return Response(_HTML_ERROR.format(code=404, name="Not Found", text=text),
+                            status=404, content_type="text/html; charset=UTF-8")
+        kind = _LOG_KINDS.get(method.id, "other")
+        access = "read" if request.method == "GET" else "write"
+        body: Any = None
+        body_error: SheetsError | None = None
+        if request.get_data():
+            try:
+                body = json.loads(request.get_data())
+            except ValueError:
+                body_error = bad_request("Invalid JSON payload received. Unexpected token.")
+        with self._lock:
+            email: str | None = None
+            fault = self._take_fault((access, "any"))
+            if fault is not None:
+                response = self._fault_response(fault, access)
+            else:
+                try:
+                    email = self._authenticate(request, access)
+                    self._admit(email, access)
+                    if body_error is not None:
+                        raise body_error
+                    payload = self._handle(method, params, request, body, email)
+                    response = _json_response(payload)
+                except SheetsError as error:
+                    headers = {}
+                    if error.code == 401:
+                        headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
+                    response = _json_response(error.body(), error.code, headers)
+            self._log(request, kind, ssid, response.status_code, email, body)
+        return response
+
+    def _route(self, verb: str, raw_path: str) -> tuple[discovery.Method | None, dict[str, str]]:
+        for method in discovery.methods():
+            if method.http_method != verb:
+                continue
+            match = method.pattern.match(raw_path)
+            if match:
+                return method, {k: unquote(v) for k, v in match.groupdict().items()}
+        return None, {}
+
+    def _fault_response(self, fault: _Fault, access: str) -> Response:
+        if fault.status == 502:
+            page = _HTML_ERROR.format(code=502, name="Server Error", text=(
+                fault.message or "The server encountered a temporary error and could not "
+                "complete your request.<p>Please try again in 30 seconds."))
+            return Response(page, status=502, headers=fault.headers,
+                            content_type="text/html; charset=UTF-8")
+        if fault.status == 429:
+            error = self._quota_error(access, per_user=True)
+            if fault.message:
+                error.message = fault.message
+        else:
+            message = fault.message or _DEFAULT_MESSAGES.get(fault.status, "Injected failure.")
+            error = SheetsError(fault.status, message)
+        return _json_response(error.body(), fault.status, fault.headers)
+
+    def _authenticate(self, request: Request, access: str) -> str:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise SheetsError(401, _MISSING_CREDENTIALS, details=[self._error_info(
+                "CREDENTIALS_MISSING")])
+        scheme, _, token = header.partition(" ")
+        record = self._tokens.get(token) if scheme.lower() == "bearer" else None
+        if record is None or record.expires_at <= self.clock():
+            raise SheetsError(401, _INVALID_CREDENTIALS, details=[self._error_info(
+                "ACCESS_TOKEN_TYPE_UNSUPPORTED" if record is None else "ACCESS_TOKEN_EXPIRED")])
+        allowed = _READ_SCOPES if access == "read" else _WRITE_SCOPES
+        if not record.scopes & allowed:
+            raise SheetsError(403, "Request had insufficient authentication scopes.",
+                              details=[self._error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT")])
+        return record.email
+
+    @staticmethod
+    def _error_info(reason: str, metadata: dict[str, str] | None = None) -> Json:
+        return {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": "googleapis.com",
+            "metadata": {"service": "sheets.googleapis.com", **(metadata or {})},
+        }
+
+    def _quota_error(self, access: str, *, per_user: bool) -> SheetsError:
+        metric = "Read requests" if access == "read" else "Write requests"
+        limit_name = f"{metric} per minute" + (" per user" if per_user else "")
+        limit_value = (
+            (self.reads_per_minute if per_user else self.project_reads_per_minute)
+            if access == "read"
+            else (self.writes_per_minute if per_user else self.project_writes_per_minute)
+        )
+        message = (
+            f"Quota exceeded for quota metric '{metric}' and limit '{limit_name}' of service "
+            f"'sheets.googleapis.com' for consumer 'project_number:{self.project_number}'."
+        )
+        info = self._error_info("RATE_LIMIT_EXCEEDED", {
+            "quota_metric": f"sheets.googleapis.com/{access}_requests",
+            "quota_limit": limit_name.title().replace(" ", ""),
+            "quota_limit_value": str(limit_value),
+            "quota_location": "global",
+            "consumer": f"projects/{self.project_number}",
+        })
+        help_link = {
+            "@type": "type.googleapis.com/google.rpc.Help",
+            "links": [{"description": "Request a higher quota limit.",
+                       "url": "https://cloud.google.com/docs/quotas/help/request_increase"}],
+        }
+        return SheetsError(429, message, details=[info, help_link])
+
+    def _admit(self, email: str, access: str) -> None:
+        """Rolling 60 s window per user and per project; a refused call uses no quota."""
+        now = self.clock()
+        user = self._windows[(email, access)]
+        project = self._windows[("*", access)]
+        for window in (user, project):
+            while window and now - window[0] >= WINDOW_SECONDS:
+                window.popleft()
+        user_limit = self.reads_per_minute if access == "read" else self.writes_per_minute
+        project_limit = (self.project_reads_per_minute if access == "read"
+                         else self.project_writes_per_minute)
+        if len(user) >= user_limit:
+            raise self._quota_error(access, per_user=True)
+        if len(project) >= project_limit:
+            raise self._quota_error(access, per_user=False)
+        user.append(now)
+        project.append(now)
+
+    # method handlers ----------------------------------------------------------------------
+
+    def _handle(self, method: discovery.Method, params: dict[str, str], request: Request,
+                body: Any, email: str) -> Any:
+        query = self._query(method, request)
+        fields_tree = self._fields(method, query.get("fields"))
+        if method.request is not None:
+            root = "data" if method.id in ("spreadsheets.values.update",
+                                           "spreadsheets.values.append") else ""
+            violations, body = discovery.check(method.request, body or {}, root=root)
+            if violations:
+                raise SheetsError(400, "\n".join(v.description for v in violations), details=[{
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"field": v.field, "description": v.description}
+                                        for v in violations],
+                }])
+        handler = getattr(self, "_m_" + method.id.replace("spreadsheets", "").replace(".", "_"),
+                          None)
+        if handler is None:
+            raise bad_request(f"fake: method {method.id} not implemented")
+        if method.id == "spreadsheets.create":
+            result = handler(body, email)
+        else:
+            book = self._spreadsheets.get(params["spreadsheetId"])
+            if book is None:
+                raise SheetsError(404, "Requested entity was not found.")
+            if email not in book.shared_with:
+                raise SheetsError(403, "The caller does not have permission")
+            result = handler(book, params, query, body or {}, fields_tree)
+        return discovery.filter_fields(result, fields_tree)
+
+    def _query(self, method: discovery.Method, request: Request) -> dict[str, Any]:
+        """Check query parameters like Google's front end: unknown names and bad enum
+        values are 400s. Returns name -> value (list for repeated parameters)."""
+        specs = {name: spec for name, spec in method.parameters.items()
+                 if spec.get("location") == "query"}
+        specs.update(discovery.global_parameters())
+        out: dict[str, Any] = {}
+        for name in request.args:
+            spec = specs.get(name)
+            if spec is None:
+                raise bad_request(
+                    f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query '
+                    f"parameter. Field '{name}' could not be found in request message."
+                )
+            values = request.args.getlist(name)
+            for value in values:
+                if "enum" in spec and value not in spec["enum"]:
+                    raise bad_request(f"Invalid value at '{_snake(name)}' (TYPE_ENUM), \"{value}\"")
+                if spec.get("type") == "boolean":
+                    _bool_param(name, value)
+            out[name] = values if spec.get("repeated") else values[-1]
+        return out
+
+    def _fields(self, method: discovery.Method, fields: str | None
+                ) -> discovery.FieldTree | None:
+        if not fields or method.response is None:
+            return None
+        try:
+            tree = discovery.parse_field_mask(fields)
+        except discovery.FieldMaskSyntaxError:
+            raise self._fields_error(f"Invalid field selection {fields}", "fields") from None
+        bad = discovery.unknown_field_paths(method.response, tree)
+        if bad:
+            raise self._fields_error(
+                f"Error expanding 'fields' parameter. Cannot find matching fields for path "
+                f"'{bad[0]}'.", bad[0])
+        return tree
+
+    @staticmethod
+    def _fields_error(description: str, field_name: str) -> SheetsError:
+        # Google hides the cause in the details and says only this in ``message``.
+        return SheetsError(400, "Request contains an invalid argument.", details=[{
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": field_name, "description": description}],
+        }])
+
+    def _commit(self, book: Spreadsheet, work: Spreadsheet) -> None:
+        self._spreadsheets[book.spreadsheet_id] = work
+
+    def _m__create(self, body: Json, email: str) -> Json:
+        ssid = new_spreadsheet_id(self._rng)
+        title = body.get("properties", {}).get("title") or "Untitled spreadsheet"
+        book = make_spreadsheet(ssid, title, [], {email}, self._rng)
+        book.properties.update({k: v for k, v in body.get("properties", {}).items()
+                                if k != "title"})
+        requested = body.get("sheets") or [{"properties": {"title": "Sheet1", "sheetId": 0}}]
+        for index, sheet in enumerate(requested):
+            props = sheet.get("properties", {})
+            grid = props.get("gridProperties", {})
+            sheet_id = props.get("sheetId", 0 if index == 0 else new_sheet_id(book, self._rng))
+            book.sheets.append(Sheet(sheet_properties(
+                sheet_id, props.get("title") or f"Sheet{index + 1}", index,
+                grid.get("rowCount", 1000), grid.get("columnCount", 26))))
+        self._spreadsheets[ssid] = book
+        return spreadsheet_json(book)
+
+    def _m__get(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
+                body: Json, fields_tree: discovery.FieldTree | None) -> Json:
+        include_grid = _bool_param("includeGridData", query.get("includeGridData"))
+        if fields_tree is not None:
+            # "If a field mask is set, the includeGridData parameter is ignored": the mask
+            # alone decides whether grid data comes back.
+            sheets = fields_tree.get("sheets", {}) if "*" not in fields_tree else None
+            include_grid = sheets is None or "data" in sheets or "*" in sheets
+        return spreadsheet_json(book, include_grid=include_grid, ranges=query.get("ranges"))
+
+    def _m__batchUpdate(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
+                        body: Json, fields_tree: discovery.FieldTree | None) -> Json:
+        work, reply = batch_update(book, body, self._rng)
+        self._commit(book, work)
+        return reply
+
+    def _m__values_get(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
+                       body: Json, fields_tree: discovery.FieldTree | None) -> Json:
+        return values_get(book, params["range"], major=_major(query.get("majorDimension")),
+                          render=query.get("valueRenderOption") or "FORMATTED_VALUE")
+
+    def _m__values_batchGet(self, book: Spreadsheet, params: dict[str, str],
+                            query: dict[str, Any], body: Json,
+                            fields_tree: discovery.FieldTree | None) -> Json:
+        ranges = query.get("ranges") or []
+        major = _major(query.get("majorDimension"))
+        render = query.get("valueRenderOption") or "FORMATTED_VALUE"
+        out: Json = {"spreadsheetId": book.spreadsheet_id}
+        if ranges:
+            out["valueRanges"] = [values_get(book, r, major=major, render=render)
+                                  for r in ranges]
+        return out
+
+    @staticmethod
+    def _input_option(value: str | None) -> str:
+        if value not in ("RAW", "USER_ENTERED"):
+            raise bad_request("Invalid valueInputOption: INPUT_VALUE_OPTION_UNSPECIFIED")
+        return value
+
+    def _m__values_update(self, book: Spreadsheet, params: dict[str, str],
+                          query: dict[str, Any], body: Json,
+                          fields_tree: discovery.FieldTree | None) -> Json:
+        option = self._input_option(query.get("valueInputOption"))
+        work = book.clone()
+        reply = values_write(work, params["range"], body.get("values"), input_option=option,
+                             major=_major(body.get("majorDimension")),
+                             body_range=body.get("range"))
+        self._commit(book, work)
+        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")):
+            reply["updatedData"] = values_get(
+                work, reply.get("updatedRange", params["range"]),
+                render=query.get("responseValueRenderOption") or "FORMATTED_VALUE")
+        return reply
+
+    def _m__values_append(self, book: Spreadsheet, params: dict[str, str],
+                          query: dict[str, Any], body: Json,
+                          fields_tree: discovery.FieldTree | None) -> Json:
+        option = self._input_option(query.get("valueInputOption"))
+        work = book.clone()
+        reply = values_append(
+            work, params["range"], body.get("values"), input_option=option,
+            insert_rows=query.get("insertDataOption") == "INSERT_ROWS",
+            major=_major(body.get("majorDimension")),
+        )
+        self._commit(book, work)
+        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")) and \
+                "updatedRange" in reply["updates"]:
+            reply["updates"]["updatedData"] = values_get(
+                work, reply["updates"]["updatedRange"],
+                render=query.get("responseValueRenderOption") or "FORMATTED_VALUE")
+        return reply
+
+    def _m__values_clear(self, book: Spreadsheet, params: dict[str, str],
+                         query: dict[str, Any], body: Json,
+                         fields_tree: discovery.FieldTree | None) -> Json:
+        work = book.clone()
+        cleared = values_clear(work, params["range"])
+        self._commit(book, work)
+        return {"spreadsheetId": book.spreadsheet_id, "clearedRange": cleared}
+
+    def _m__values_batchClear(self, book: Spreadsheet, params: dict[str, str],
+                              query: dict[str, Any], body: Json,
+                              fields_tree: discovery.FieldTree | None) -> Json:
+        work = book.clone()
+        cleared = [values_clear(work, text) for text in body.get("ranges", [])]
+        self._commit(book, work)
+        return {"spreadsheetId": book.spreadsheet_id, "clearedRanges": cleared}
+
+    def _m__values_batchUpdate(self, book: Spreadsheet, params: dict[str, str],
+                               query: dict[str, Any], body: Json,
+                               fields_tree: discovery.FieldTree | None) -> Json:
+        option = self._input_option(body.get("valueInputOption"))
+        work = book.clone()
+        responses = []
+        for index, value_range in enumerate(body.get("data", [])):
+            if not value_range.get("range"):
+                raise bad_request(f"Invalid data[{index}]: Missing range.")
+            responses.append(values_write(
+                work, value_range["range"], value_range.get("values"), input_option=option,
+                major=_major(value_range.get("majorDimension")),
+            ))
+        self._commit(book, work)
+        render = body.get("responseValueRenderOption") or "FORMATTED_VALUE"
+        if body.get("includeValuesInResponse"):
+            for reply in responses:
+                if "updatedRange" in reply:
+                    reply["updatedData"] = values_get(work, reply["updatedRange"], render=render)
+        out: Json = {"spreadsheetId": book.spreadsheet_id}
+        if responses:
+            written = [r for r in responses if "updatedRange" in r]
+            out.update(
+                totalUpdatedRows=sum(r["updatedRows"] for r in written),
+                totalUpdatedColumns=sum(r["updatedColumns"] for r in written),
+                totalUpdatedCells=sum(r["updatedCells"] for r in written),
+                totalUpdatedSheets=len({r["updatedRange"].rsplit("!", 1)[0] for r in written}),
+                responses=responses,
+            )
+        return out
+
+
+def _major(value: str | None) -> str:
+    return "COLUMNS" if value == "COLUMNS" else "ROWS"
+
+
+def _whole(sheet: Sheet) -> str:
+    return "'" + sheet.title.replace("'", "''") + "'"

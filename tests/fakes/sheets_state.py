@@ -1,0 +1,1592 @@
+"""In-memory spreadsheets and the semantics of the Sheets v4 write/read methods.
+
+No HTTP and no locking here (``sheets_api`` owns both); everything is plain functions over
+:class:`Spreadsheet` objects so the rules can be read in one place. The rules follow
+Google's documented and observed behaviour:
+
+* ``batchUpdate`` is atomic: requests apply in order to a clone, and the clone replaces
+  the original only if every request succeeded.
+* Errors carry Google's wording (``Invalid requests[1].updateCells: No grid with id: 7``).
+* GridRange without ``sheetId`` means sheet 0, as in the proto; a spreadsheet whose first
+  sheet is not 0 therefore answers "No grid with id: 0", a classic production bug.
+* Cells are stored sparsely as the client-writable part of ``CellData``; computed fields
+  (``effectiveValue``, ``formattedValue``, ``effectiveFormat``) are rendered on read.
+
+Stored cell dicts are never mutated in place (always replaced), so cloning a sheet only
+copies the ``cells`` mapping, which keeps atomic batches cheap on big sheets.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import discovery
+from .sheets_cells import (
+    DEFAULT_COLUMN_PIXELS,
+    DEFAULT_ROW_PIXELS,
+    WRITABLE_CELL_FIELDS,
+    A1Error,
+    A1Ref,
+    a1,
+    cell_output,
+    column_letters,
+    formatted_value,
+    is_scalar,
+    json_copy,
+    parse_a1,
+    parse_raw,
+    parse_user_entered,
+    proto_text,
+    render_cell,
+    value_length,
+)
+
+CELL_LIMIT = 10_000_000
+MAX_CELL_CHARS = 50_000
+DEFAULT_ROWS = 1000
+DEFAULT_COLUMNS = 26
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+Json = dict[str, Any]
+
+
+class SheetsError(Exception):
+    """An error response: ``{"error": {"code", "message", "status", "details"?}}``."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        status: str | None = None,
+        details: list[Json] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
+        self.details = details
+
+    def body(self) -> Json:
+        error: Json = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def bad_request(message: str, *, field: str | None = None) -> SheetsError:
+    details = None
+    if field is not None:
+        details = [
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": field, "description": message}],
+            }
+        ]
+    return SheetsError(400, message, details=details)
+
+
+# --- model -------------------------------------------------------------------------------
+
+
+@dataclass
+class Sheet:
+    properties: Json
+    cells: dict[tuple[int, int], Json] = field(default_factory=dict)
+    row_meta: dict[int, Json] = field(default_factory=dict)
+    column_meta: dict[int, Json] = field(default_factory=dict)
+    merges: list[Json] = field(default_factory=list)
+    banded_ranges: list[Json] = field(default_factory=list)
+    conditional_formats: list[Json] = field(default_factory=list)
+    charts: list[Json] = field(default_factory=list)
+    basic_filter: Json | None = None
+
+    @property
+    def sheet_id(self) -> int:
+        return int(self.properties["sheetId"])
+
+    @property
+    def title(self) -> str:
+        return str(self.properties["title"])
+
+    @property
+    def grid(self) -> Json:
+        grid: Json = self.properties.setdefault("gridProperties", {})
+        return grid
+
+    @property
+    def row_count(self) -> int:
+        return int(self.grid.get("rowCount", 0))
+
+    @property
+    def column_count(self) -> int:
+        return int(self.grid.get("columnCount", 0))
+
+    def count(self, dimension: str) -> int:
+        return self.row_count if dimension == "ROWS" else self.column_count
+
+    def frozen(self, dimension: str) -> int:
+        key = "frozenRowCount" if dimension == "ROWS" else "frozenColumnCount"
+        return int(self.grid.get(key, 0))
+
+    def set_frozen(self, dimension: str, value: int) -> None:
+        key = "frozenRowCount" if dimension == "ROWS" else "frozenColumnCount"
+        if value:
+            self.grid[key] = value
+        else:
+            self.grid.pop(key, None)
+
+    def set_count(self, dimension: str, value: int) -> None:
+        self.grid["rowCount" if dimension == "ROWS" else "columnCount"] = value
+
+    def meta(self, dimension: str) -> dict[int, Json]:
+        return self.row_meta if dimension == "ROWS" else self.column_meta
+
+    def clone(self) -> Sheet:
+        return Sheet(
+            properties=json_copy(self.properties),
+            cells=dict(self.cells),  # cell dicts are immutable values, see module doc
+            row_meta={k: dict(v) for k, v in self.row_meta.items()},
+            column_meta={k: dict(v) for k, v in self.column_meta.items()},
+            merges=json_copy(self.merges),
+            banded_ranges=json_copy(self.banded_ranges),
+            conditional_formats=json_copy(self.conditional_formats),
+            charts=json_copy(self.charts),
+            basic_filter=json_copy(self.basic_filter),
+        )
+
+    def cells_in(self, r0: int, r1: int, c0: int, c1: int) -> Iterator[tuple[int, int]]:
+        """Stored cell keys inside a box (iterates whichever is smaller)."""
+        if (r1 - r0) * (c1 - c0) < len(self.cells):
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    if (r, c) in self.cells:
+                        yield r, c
+        else:
+            for r, c in list(self.cells):
+                if r0 <= r < r1 and c0 <= c < c1:
+                    yield r, c
+
+    def put(self, r: int, c: int, cell: Json) -> None:
+        if cell:
+            self.cells[(r, c)] = cell
+        else:
+            self.cells.pop((r, c), None)
+
+
+@dataclass
+class Spreadsheet:
+    spreadsheet_id: str
+    properties: Json
+    sheets: list[Sheet]
+    shared_with: set[str] = field(default_factory=set)
+    named_ranges: list[Json] = field(default_factory=list)
+    cell_limit: int = CELL_LIMIT
+
+    def clone(self) -> Spreadsheet:
+        return Spreadsheet(
+            spreadsheet_id=self.spreadsheet_id,
+            properties=json_copy(self.properties),
+            sheets=[sheet.clone() for sheet in self.sheets],
+            shared_with=set(self.shared_with),
+            named_ranges=json_copy(self.named_ranges),
+            cell_limit=self.cell_limit,
+        )
+
+    def sheet_by_id(self, sheet_id: int) -> Sheet | None:
+        return next((s for s in self.sheets if s.sheet_id == sheet_id), None)
+
+    def sheet_by_title(self, title: str) -> Sheet | None:
+        exact = next((s for s in self.sheets if s.title == title), None)
+        if exact is not None:
+            return exact
+        folded = title.casefold()
+        return next((s for s in self.sheets if s.title.casefold() == folded), None)
+
+    def reindex(self) -> None:
+        for index, sheet in enumerate(self.sheets):
+            sheet.properties["index"] = index
+
+    def total_cells(self) -> int:
+        return sum(s.row_count * s.column_count for s in self.sheets)
+
+    def all_charts(self) -> Iterator[tuple[Sheet, Json]]:
+        for sheet in self.sheets:
+            for chart in sheet.charts:
+                yield sheet, chart
+
+
+def new_spreadsheet_id(rng: random.Random) -> str:
+    alphabet = string.ascii_letters + string.digits + "-_"
+    return "1" + "".join(rng.choice(alphabet) for _ in range(43))
+
+
+def new_sheet_id(ss: Spreadsheet, rng: random.Random) -> int:
+    while True:
+        candidate = rng.randint(1, 2**31 - 1)
+        if ss.sheet_by_id(candidate) is None:
+            return candidate
+
+
+def sheet_properties(
+    sheet_id: int, title: str, index: int, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLUMNS
+) -> Json:
+    return {
+        "sheetId": sheet_id,
+        "title": title,
+        "index": index,
+        "sheetType": "GRID",
+        "gridProperties": {"rowCount": rows, "columnCount": cols},
+    }
+
+
+def make_spreadsheet(
+    spreadsheet_id: str,
+    title: str,
+    sheet_titles: Iterable[str],
+    shared_with: Iterable[str],
+    rng: random.Random,
+) -> Spreadsheet:
+    ss = Spreadsheet(
+        spreadsheet_id=spreadsheet_id,
+        properties={
+            "title": title,
+            "locale": "en_US",
+            "autoRecalc": "ON_CHANGE",
+            "timeZone": "Etc/GMT",
+            "defaultFormat": json_copy(_DEFAULT_FORMAT_JSON),
+        },
+        sheets=[],
+        shared_with=set(shared_with),
+    )
+    for index, sheet_title in enumerate(sheet_titles):
+        # Like a spreadsheet made in the UI: the first tab is gid 0, later ones random.
+        sheet_id = 0 if index == 0 else new_sheet_id(ss, rng)
+        ss.sheets.append(Sheet(sheet_properties(sheet_id, sheet_title, index)))
+    return ss
+
+
+_DEFAULT_FORMAT_JSON: Json = {
+    "backgroundColor": {"red": 1, "green": 1, "blue": 1},
+    "padding": {"top": 2, "right": 3, "bottom": 2, "left": 3},
+    "verticalAlignment": "BOTTOM",
+    "wrapStrategy": "OVERFLOW_CELL",
+    "textFormat": {
+        "foregroundColor": {},
+        "fontFamily": "arial",
+        "fontSize": 10,
+        "bold": False,
+        "italic": False,
+        "strikethrough": False,
+        "underline": False,
+    },
+}
+
+
+# --- masks -------------------------------------------------------------------------------
+
+
+def apply_mask(target: Json, source: Json, tree: discovery.FieldTree) -> None:
+    """Copy the masked paths from ``source`` into ``target``; masked paths absent from
+    ``source`` are cleared (that is what a field mask means in Google's APIs)."""
+    for name, sub in tree.items():
+        if name == "*":
+            target.clear()
+            target.update(json_copy(source))
+            continue
+        if sub is None:
+            if name in source:
+                target[name] = json_copy(source[name])
+            else:
+                target.pop(name, None)
+            continue
+        child_source = source.get(name)
+        child_target = target.get(name)
+        child_target = json_copy(child_target) if isinstance(child_target, dict) else {}
+        apply_mask(child_target, child_source if isinstance(child_source, dict) else {}, sub)
+        if child_target:
+            target[name] = child_target
+        else:
+            target.pop(name, None)
+
+
+# --- batchUpdate -------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """Where we are in a batch, so errors read ``Invalid requests[i].kind: ...``."""
+
+    index: int
+    kind: str
+    rng: random.Random
+
+    def error(self, message: str) -> SheetsError:
+        return bad_request(f"Invalid requests[{self.index}].{self.kind}: {message}")
+
+    def mask(self, fields: str | None, schema_name: str) -> discovery.FieldTree:
+        if not fields:
+            raise self.error(
+                "At least one field must be listed in 'fields'. (Use '*' to indicate all fields.)"
+            )
+        try:
+            tree = discovery.parse_field_mask(fields)
+        except discovery.FieldMaskSyntaxError as exc:
+            raise self.error(f"Invalid field mask: '{fields}'") from exc
+        bad = discovery.unknown_field_paths(schema_name, tree)
+        if bad:
+            raise self.error(f"Invalid field mask path: '{bad[0]}'")
+        return tree
+
+    def sheet(self, ss: Spreadsheet, sheet_id: int | None, word: str = "grid") -> Sheet:
+        sid = int(sheet_id or 0)
+        sheet = ss.sheet_by_id(sid)
+        if sheet is None:
+            raise self.error(f"No {word} with id: {sid}")
+        return sheet
+
+    def area(
+        self, ss: Spreadsheet, rng: Json | None, *, check: bool = True
+    ) -> tuple[Sheet, int, int, int, int]:
+        """Resolve a GridRange to ``(sheet, r0, r1, c0, c1)``; open ends run to the edge."""
+        rng = rng or {}
+        sheet = self.sheet(ss, rng.get("sheetId"))
+        r0 = int(rng.get("startRowIndex", 0))
+        c0 = int(rng.get("startColumnIndex", 0))
+        r1 = int(rng.get("endRowIndex", sheet.row_count))
+        c1 = int(rng.get("endColumnIndex", sheet.column_count))
+        if min(r0, r1, c0, c1) < 0 or r0 > r1 or c0 > c1:
+            raise self.error(f"Invalid range: {a1(sheet.title, r0, r1, c0, c1)}")
+        if check:
+            self.within_grid(sheet, r0, r1, c0, c1)
+        return sheet, r0, r1, c0, c1
+
+    def within_grid(self, sheet: Sheet, r0: int, r1: int, c0: int, c1: int) -> None:
+        if r1 > sheet.row_count or c1 > sheet.column_count:
+            where = a1(sheet.title, r0, r1, c0, c1, always_quote=True)
+            raise self.error(
+                f"Range ({where}) exceeds grid limits. Max rows: {sheet.row_count}, "
+                f"max columns: {sheet.column_count}"
+            )
+
+    def check_cell_limit(self, ss: Spreadsheet) -> None:
+        if ss.total_cells() > ss.cell_limit:
+            raise self.error(
+                "This action would increase the number of cells in the workbook above the "
+                f"limit of {ss.cell_limit} cells."
+            )
+
+
+Handler = Callable[[Spreadsheet, Json, Context], Json | None]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def _handles(kind: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        _HANDLERS[kind] = func
+        return func
+
+    return register
+
+
+def implemented_request_kinds() -> list[str]:
+    return sorted(_HANDLERS)
+
+
+def batch_update(ss: Spreadsheet, body: Json, rng: random.Random) -> tuple[Spreadsheet, Json]:
+    """Apply a validated ``BatchUpdateSpreadsheetRequest``; returns ``(new_state, reply)``.
+
+    The input spreadsheet is never modified: on any error nothing changes (atomicity).
+    """
+    requests = body.get("requests") or []
+    if not requests:
+        raise bad_request("Must specify at least one request.")
+    work = ss.clone()
+    replies: list[Json] = []
+    for index, request in enumerate(requests):
+        kinds = list(request)
+        if len(kinds) != 1:
+            if not kinds:
+                raise bad_request(f"Invalid requests[{index}]: No request set.")
+            raise bad_request(
+                f"Invalid JSON payload received. Oneof field 'kind' is already set. "
+                f"Cannot set '{kinds[1]}'"
+            )
+        kind = kinds[0]
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            raise bad_request(f"fake: request kind {kind} not implemented")
+        reply = handler(work, request[kind], Context(index, kind, rng))
+        replies.append(reply or {})
+    response: Json = {"spreadsheetId": ss.spreadsheet_id, "replies": replies}
+    if body.get("includeSpreadsheetInResponse"):
+        ranges = body.get("responseRanges") or []
+        response["updatedSpreadsheet"] = spreadsheet_json(
+            work, include_grid=bool(body.get("responseIncludeGridData")), ranges=ranges
+        )
+    return work, response
+
+
+# sheets ------------------------------------------------------------------------------------
+
+
+def _check_title(ss: Spreadsheet, title: str, ctx: Context, *, ignore: Sheet | None = None) -> None:
+    if not title:
+        raise ctx.error("The sheet name cannot be empty.")
+    for sheet in ss.sheets:
+        if sheet is not ignore and sheet.title.casefold() == title.casefold():
+            raise ctx.error(
+                f'A sheet with the name "{title}" already exists. Please enter another name.'
+            )
+
+
+@_handles("addSheet")
+def _add_sheet(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    props = json_copy(req.get("properties", {}))
+    sheet_type = props.get("sheetType", "GRID")
+    if sheet_type != "GRID":
+        raise bad_request(f"fake: addSheet with sheetType {sheet_type} not implemented")
+    if "sheetId" in props:
+        sheet_id = int(props["sheetId"])
+        if sheet_id < 0:
+            raise ctx.error(f"The provided sheetId {sheet_id} is invalid.")
+        if ss.sheet_by_id(sheet_id) is not None:
+            raise ctx.error(f"A sheet with the id {sheet_id} already exists.")
+    else:
+        sheet_id = new_sheet_id(ss, ctx.rng)
+    title = props.get("title")
+    if not title:
+        number = len(ss.sheets) + 1
+        while ss.sheet_by_title(f"Sheet{number}") is not None:
+            number += 1
+        title = f"Sheet{number}"
+    _check_title(ss, title, ctx)
+    grid = props.get("gridProperties", {})
+    index = min(int(props.get("index", len(ss.sheets))), len(ss.sheets))
+    properties = sheet_properties(
+        sheet_id, title, index, grid.get("rowCount", DEFAULT_ROWS),
+        grid.get("columnCount", DEFAULT_COLUMNS),
+    )
+    for key in ("frozenRowCount", "frozenColumnCount", "hideGridlines",
+                "rowGroupControlAfter", "columnGroupControlAfter"):
+        if grid.get(key):
+            properties["gridProperties"][key] = grid[key]
+    for key in ("hidden", "tabColor", "tabColorStyle", "rightToLeft"):
+        if key in props:
+            properties[key] = props[key]
+    sheet = Sheet(properties)
+    _check_frozen(sheet, ctx)
+    ss.sheets.insert(index, sheet)
+    ss.reindex()
+    ctx.check_cell_limit(ss)
+    return {"addSheet": {"properties": json_copy(sheet.properties)}}
+
+
+@_handles("deleteSheet")
+def _delete_sheet(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet = ctx.sheet(ss, req.get("sheetId"), "sheet")
+    if len(ss.sheets) == 1:
+        raise ctx.error("You can't remove all the sheets in a document.")
+    if all(s.properties.get("hidden") for s in ss.sheets if s is not sheet):
+        raise ctx.error("You can't remove all the visible sheets in a document.")
+    ss.sheets.remove(sheet)
+    ss.named_ranges = [
+        n for n in ss.named_ranges if int(n.get("range", {}).get("sheetId", 0)) != sheet.sheet_id
+    ]
+    ss.reindex()
+
+
+def _check_frozen(sheet: Sheet, ctx: Context) -> None:
+    for dimension, noun in (("ROWS", "rows"), ("COLUMNS", "columns")):
+        frozen = sheet.frozen(dimension)
+        if frozen and frozen >= sheet.count(dimension):
+            raise ctx.error(f"You can't freeze all visible {noun} on the sheet.")
+        start_key, end_key = _keys(dimension)
+        for merge in sheet.merges:
+            if merge.get(start_key, 0) < frozen < merge.get(end_key, 0):
+                raise ctx.error(
+                    f"Sorry, you can't freeze {noun} which contain only part of a merged cell."
+                )
+
+
+@_handles("updateSheetProperties")
+def _update_sheet_properties(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    tree = ctx.mask(req.get("fields"), "SheetProperties")
+    props = req.get("properties", {})
+    sheet = ctx.sheet(ss, props.get("sheetId"), "sheet")
+    before = json_copy(sheet.properties)
+    updated = json_copy(before)
+    apply_mask(updated, props, tree)
+    # Identity and shape survive a "*" mask that omits them; everything else is cleared.
+    updated["sheetId"] = before["sheetId"]
+    updated.setdefault("sheetType", before["sheetType"])
+    updated.setdefault("index", before["index"])
+    grid = updated.setdefault("gridProperties", {})
+    for key in ("rowCount", "columnCount"):
+        grid.setdefault(key, before["gridProperties"][key])
+    for key in ("frozenRowCount", "frozenColumnCount"):
+        if not grid.get(key):
+            grid.pop(key, None)
+    if updated.get("title") != before["title"]:
+        _check_title(ss, str(updated.get("title") or ""), ctx, ignore=sheet)
+    if updated.get("hidden") and all(
+        s.properties.get("hidden") for s in ss.sheets if s is not sheet
+    ):
+        raise ctx.error("You can't hide all the sheets in a document.")
+    new_index = int(updated.pop("index"))
+    sheet.properties = updated
+    sheet.properties["index"] = before["index"]
+    for dimension in ("ROWS", "COLUMNS"):
+        count_key = "rowCount" if dimension == "ROWS" else "columnCount"
+        old_count = int(before["gridProperties"][count_key])
+        new_count = sheet.count(dimension)
+        if new_count < 1:
+            raise ctx.error(f"Invalid {dimension.lower()[:-1]} count: {new_count}")
+        if new_count < old_count:
+            sheet.set_count(dimension, old_count)
+            _shift(ss, sheet, _Shift(dimension, new_count, old_count - new_count, insert=False))
+    _check_frozen(sheet, ctx)
+    if new_index != before["index"]:
+        _move_sheet(ss, sheet, new_index)
+    ctx.check_cell_limit(ss)
+
+
+def _move_sheet(ss: Spreadsheet, sheet: Sheet, index: int) -> None:
+    # Indexes are "before the move": to put S1 after S2 in (S1, S2, S3) you ask for 2.
+    old = ss.sheets.index(sheet)
+    ss.sheets.pop(old)
+    target = index - 1 if index > old else index
+    ss.sheets.insert(max(0, min(target, len(ss.sheets))), sheet)
+    ss.reindex()
+
+
+@_handles("updateSpreadsheetProperties")
+def _update_spreadsheet_properties(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    tree = ctx.mask(req.get("fields"), "SpreadsheetProperties")
+    apply_mask(ss.properties, req.get("properties", {}), tree)
+
+
+# cells -------------------------------------------------------------------------------------
+
+
+def _cell_tree(tree: discovery.FieldTree) -> discovery.FieldTree:
+    """A CellData mask restricted to fields a client can write ('*' expanded)."""
+    if "*" in tree:
+        return {name: None for name in WRITABLE_CELL_FIELDS}
+    return {name: sub for name, sub in tree.items() if name in WRITABLE_CELL_FIELDS}
+
+
+def _write_cell(sheet: Sheet, r: int, c: int, source: Json, tree: discovery.FieldTree,
+                ctx: Context) -> None:
+    if value_length(source) > MAX_CELL_CHARS:
+        raise ctx.error(
+            f"Your input contains more than the maximum of {MAX_CELL_CHARS} characters in a "
+            "single cell."
+        )
+    cell = json_copy(sheet.cells.get((r, c), {}))
+    apply_mask(cell, source, tree)
+    sheet.put(r, c, cell)
+
+
+@_handles("updateCells")
+def _update_cells(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    tree = _cell_tree(ctx.mask(req.get("fields"), "CellData"))
+    rows = req.get("rows", [])
+    if "start" in req and "range" in req:
+        raise bad_request(
+            "Invalid JSON payload received. Oneof field 'area' is already set. Cannot set 'range'"
+        )
+    if "range" in req:
+        sheet, r0, r1, c0, c1 = ctx.area(ss, req["range"])
+        for i, row in enumerate(rows):
+            if r0 + i >= r1:
+                raise ctx.error(
+                    f"Attempting to write row: {r0 + i}, beyond the last requested row of: {r1 - 1}"
+                )
+            width = len(row.get("values", []))
+            if width and c0 + width > c1:
+                raise ctx.error(
+                    f"Attempting to write column: {c1}, beyond the last requested column "
+                    f"of: {c1 - 1}"
+                )
+        given: dict[tuple[int, int], Json] = {}
+        for i, row in enumerate(rows):
+            for j, cell in enumerate(row.get("values", [])):
+                given[(r0 + i, c0 + j)] = cell
+        # Cells of the range not covered by ``rows`` are cleared for the masked fields.
+        for key in list(sheet.cells_in(r0, r1, c0, c1)):
+            given.setdefault(key, {})
+        for (r, c), cell in given.items():
+            _write_cell(sheet, r, c, cell, tree, ctx)
+        return
+    if "start" not in req:
+        raise ctx.error("No start or range was specified.")
+    start = req["start"]
+    sheet = ctx.sheet(ss, start.get("sheetId"))
+    r0, c0 = int(start.get("rowIndex", 0)), int(start.get("columnIndex", 0))
+    width = max((len(row.get("values", [])) for row in rows), default=0)
+    if rows and width:
+        ctx.within_grid(sheet, r0, r0 + len(rows), c0, c0 + width)
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row.get("values", [])):
+            _write_cell(sheet, r0 + i, c0 + j, cell, tree, ctx)
+
+
+@_handles("repeatCell")
+def _repeat_cell(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    tree = _cell_tree(ctx.mask(req.get("fields"), "CellData"))
+    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
+    cell = req.get("cell", {})
+    for r in range(r0, r1):
+        for c in range(c0, c1):
+            _write_cell(sheet, r, c, cell, tree, ctx)
+
+
+@_handles("appendCells")
+def _append_cells(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    tree = _cell_tree(ctx.mask(req.get("fields"), "CellData"))
+    sheet = ctx.sheet(ss, req.get("sheetId"))
+    rows = req.get("rows", [])
+    start = max((r for (r, c), cell in sheet.cells.items() if _has_value_or_format(cell)),
+                default=-1) + 1
+    width = max((len(row.get("values", [])) for row in rows), default=0)
+    if width > sheet.column_count:
+        ctx.within_grid(sheet, start, start + len(rows), 0, width)
+    if start + len(rows) > sheet.row_count:
+        sheet.set_count("ROWS", start + len(rows))
+        ctx.check_cell_limit(ss)
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row.get("values", [])):
+            _write_cell(sheet, start + i, j, cell, tree, ctx)
+
+
+def _has_value_or_format(cell: Json) -> bool:
+    return bool(cell.get("userEnteredValue") or cell.get("userEnteredFormat"))
+
+
+@_handles("setDataValidation")
+def _set_data_validation(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
+    source = {"dataValidation": req["rule"]} if req.get("rule") else {}
+    for r in range(r0, r1):
+        for c in range(c0, c1):
+            _write_cell(sheet, r, c, source, {"dataValidation": None}, ctx)
+
+
+_BORDER_SIDES = ("top", "bottom", "left", "right")
+
+
+@_handles("updateBorders")
+def _update_borders(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    # Google stores borders on the cells (userEnteredFormat.borders), outer edges from
+    # top/bottom/left/right and the edges between cells from innerHorizontal/Vertical.
+    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
+    inner_h, inner_v = req.get("innerHorizontal"), req.get("innerVertical")
+    for r in range(r0, r1):
+        for c in range(c0, c1):
+            sides = {
+                "top": req.get("top") if r == r0 else inner_h,
+                "bottom": req.get("bottom") if r == r1 - 1 else inner_h,
+                "left": req.get("left") if c == c0 else inner_v,
+                "right": req.get("right") if c == c1 - 1 else inner_v,
+            }
+            sides = {k: v for k, v in sides.items() if v is not None}
+            if not sides:
+                continue
+            cell = json_copy(sheet.cells.get((r, c), {}))
+            borders = cell.setdefault("userEnteredFormat", {}).setdefault("borders", {})
+            for side, border in sides.items():
+                if border.get("style") == "NONE":
+                    borders.pop(side, None)
+                else:
+                    borders[side] = json_copy(border)
+            if not borders:
+                cell["userEnteredFormat"].pop("borders")
+            if not cell["userEnteredFormat"]:
+                cell.pop("userEnteredFormat")
+            sheet.put(r, c, cell)
+
+
+@_handles("mergeCells")
+def _merge_cells(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
+    for dimension, noun, lo, hi in (("ROWS", "rows", r0, r1), ("COLUMNS", "columns", c0, c1)):
+        frozen = sheet.frozen(dimension)
+        if lo < frozen < hi:
+            raise ctx.error(f"You can't merge frozen and non-frozen {noun}.")
+    merge_type = req.get("mergeType", "MERGE_ALL")
+    if merge_type == "MERGE_COLUMNS":
+        boxes = [(r0, r1, c, c + 1) for c in range(c0, c1)]
+    elif merge_type == "MERGE_ROWS":
+        boxes = [(r, r + 1, c0, c1) for r in range(r0, r1)]
+    else:
+        boxes = [(r0, r1, c0, c1)]
+    _release_merges(sheet, r0, r1, c0, c1, ctx)
+    for br0, br1, bc0, bc1 in boxes:
+        if (br1 - br0) * (bc1 - bc0) <= 1:
+            continue
+        sheet.merges.append(
+            {"sheetId": sheet.sheet_id, "startRowIndex": br0, "endRowIndex": br1,
+             "startColumnIndex": bc0, "endColumnIndex": bc1}
+        )
+        # Only the top-left value survives a merge.
+        for r, c in list(sheet.cells_in(br0, br1, bc0, bc1)):
+            if (r, c) != (br0, bc0) and "userEnteredValue" in sheet.cells[(r, c)]:
+                cell = dict(sheet.cells[(r, c)])
+                cell.pop("userEnteredValue")
+                sheet.put(r, c, cell)
+
+
+def _release_merges(sheet: Sheet, r0: int, r1: int, c0: int, c1: int, ctx: Context) -> None:
+    keep = []
+    for merge in sheet.merges:
+        box = (merge["startRowIndex"], merge["endRowIndex"],
+               merge["startColumnIndex"], merge["endColumnIndex"])
+        if not _intersects(box, (r0, r1, c0, c1)):
+            keep.append(merge)
+        elif not (r0 <= box[0] and box[1] <= r1 and c0 <= box[2] and box[3] <= c1):
+            raise ctx.error("You must select all cells in a merged cell to merge or unmerge them.")
+    sheet.merges = keep
+
+
+@_handles("unmergeCells")
+def _unmerge_cells(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
+    _release_merges(sheet, r0, r1, c0, c1, ctx)
+
+
+def _intersects(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def _box(sheet: Sheet, rng: Json) -> tuple[int, int, int, int]:
+    return (int(rng.get("startRowIndex", 0)), int(rng.get("endRowIndex", sheet.row_count)),
+            int(rng.get("startColumnIndex", 0)),
+            int(rng.get("endColumnIndex", sheet.column_count)))
+
+
+def _normal_range(sheet: Sheet, rng: Json) -> Json:
+    out = dict(rng)
+    out["sheetId"] = sheet.sheet_id
+    return out
+
+
+# dimensions --------------------------------------------------------------------------------
+
+
+def _keys(dimension: str) -> tuple[str, str]:
+    return (("startRowIndex", "endRowIndex") if dimension == "ROWS"
+            else ("startColumnIndex", "endColumnIndex"))
+
+
+@dataclass(frozen=True)
+class _Shift:
+    """Insertion or deletion of ``count`` rows/columns at ``start``."""
+
+    dimension: str
+    start: int
+    count: int
+    insert: bool
+
+    def point(self, index: int) -> int | None:
+        if self.insert:
+            return index + self.count if index >= self.start else index
+        if index >= self.start + self.count:
+            return index - self.count
+        return None if index >= self.start else index
+
+    def interval(self, lo: int, hi: int | None) -> tuple[int, int | None] | None:
+        if self.insert:
+            # Inserting at a range's first index moves it; strictly inside grows it.
+            new_lo = lo + self.count if lo >= self.start else lo
+            new_hi = None if hi is None else (hi + self.count if hi > self.start else hi)
+            return new_lo, new_hi
+        end = self.start + self.count
+
+        def move(i: int) -> int:
+            return i - self.count if i >= end else (self.start if i > self.start else i)
+
+        new_lo = move(lo)
+        new_hi = None if hi is None else move(hi)
+        if new_hi is not None and new_hi <= new_lo:
+            return None
+        return new_lo, new_hi
+
+
+def _shift_range(rng: Json, sheet_id: int, shift: _Shift) -> Json | None:
+    if int(rng.get("sheetId", 0)) != sheet_id:
+        return rng
+    start_key, end_key = _keys(shift.dimension)
+    moved = shift.interval(int(rng.get(start_key, 0)), rng.get(end_key))
+    if moved is None:
+        return None
+    out = dict(rng)
+    if start_key in rng or moved[0]:
+        out[start_key] = moved[0]
+    if moved[1] is not None:
+        out[end_key] = moved[1]
+    return out
+
+
+def _shift_nested(value: Any, sheet_id: int, shift: _Shift) -> Any:
+    """Move every GridRange / GridCoordinate found inside chart specs and the like."""
+    if isinstance(value, list):
+        return [_shift_nested(item, sheet_id, shift) for item in value]
+    if not isinstance(value, dict):
+        return value
+    start_key, end_key = _keys(shift.dimension)
+    index_key = "rowIndex" if shift.dimension == "ROWS" else "columnIndex"
+    out = {k: _shift_nested(v, sheet_id, shift) for k, v in value.items()}
+    if start_key in value or end_key in value:
+        moved = _shift_range(out, sheet_id, shift)
+        return moved if moved is not None else out
+    if index_key in value and int(value.get("sheetId", 0)) == sheet_id:
+        point = shift.point(int(value[index_key]))
+        out[index_key] = shift.start if point is None else point
+    return out
+
+
+def _shift(ss: Spreadsheet, sheet: Sheet, shift: _Shift) -> None:
+    """Insert/delete rows or columns and move everything anchored to them."""
+    rows = shift.dimension == "ROWS"
+    cells: dict[tuple[int, int], Json] = {}
+    for (r, c), cell in sheet.cells.items():
+        moved = shift.point(r if rows else c)
+        if moved is not None:
+            cells[(moved, c) if rows else (r, moved)] = cell
+    sheet.cells = cells
+    meta = sheet.meta(shift.dimension)
+    shifted_meta = {}
+    for index, item in meta.items():
+        moved = shift.point(index)
+        if moved is not None:
+            shifted_meta[moved] = item
+    meta.clear()
+    meta.update(shifted_meta)
+    sid = sheet.sheet_id
+
+    def ranges(items: list[Json], key: str | None = None) -> list[Json]:
+        out = []
+        for item in items:
+            rng = item if key is None else item.get(key, {})
+            moved = _shift_range(rng, sid, shift)
+            if moved is None:
+                continue
+            if key is None:
+                out.append(moved)
+            else:
+                out.append({**item, key: moved})
+        return out
+
+    sheet.merges = [m for m in ranges(sheet.merges)
+                    if (m["endRowIndex"] - m["startRowIndex"])
+                    * (m["endColumnIndex"] - m["startColumnIndex"]) > 1]
+    sheet.banded_ranges = ranges(sheet.banded_ranges, "range")
+    rules = []
+    for rule in sheet.conditional_formats:
+        kept = ranges(rule.get("ranges", []))
+        if kept:
+            rules.append({**rule, "ranges": kept})
+    sheet.conditional_formats = rules
+    if sheet.basic_filter is not None:
+        moved_filter = _shift_range(sheet.basic_filter.get("range", {}), sid, shift)
+        sheet.basic_filter = None if moved_filter is None else {**sheet.basic_filter,
+                                                                "range": moved_filter}
+    for other in ss.sheets:
+        other.charts = [_shift_nested(chart, sid, shift) for chart in other.charts]
+    ss.named_ranges = ranges(ss.named_ranges, "range")
+    frozen = sheet.frozen(shift.dimension)
+    if shift.insert:
+        if shift.start < frozen:
+            sheet.set_frozen(shift.dimension, frozen + shift.count)
+        sheet.set_count(shift.dimension, sheet.count(shift.dimension) + shift.count)
+    else:
+        overlap = max(0, min(frozen, shift.start + shift.count) - shift.start)
+        sheet.set_frozen(shift.dimension, frozen - overlap)
+        sheet.set_count(shift.dimension, sheet.count(shift.dimension) - shift.count)
+
+
+def _dimension_range(ss: Spreadsheet, req: Json, ctx: Context) -> tuple[Sheet, str, int, int]:
+    rng = req.get("range") or req.get("dimensions") or {}
+    if "dataSourceSheetRange" in req:
+        raise bad_request(f"fake: {ctx.kind} on data source sheets not implemented")
+    sheet = ctx.sheet(ss, rng.get("sheetId"))
+    dimension = rng.get("dimension", "DIMENSION_UNSPECIFIED")
+    if dimension not in ("ROWS", "COLUMNS"):
+        raise ctx.error("Dimension must be specified.")
+    start = int(rng.get("startIndex", 0))
+    end = int(rng.get("endIndex", sheet.count(dimension)))
+    if start < 0 or end < start:
+        raise ctx.error(f"Invalid dimension range: startIndex {start}, endIndex {end}")
+    return sheet, dimension, start, end
+
+
+def _dimension_a1(sheet: Sheet, dimension: str, start: int, end: int) -> str:
+    title = "'" + sheet.title.replace("'", "''") + "'"
+    if dimension == "ROWS":
+        return f"{title}!{start + 1}:{end}"
+    return f"{title}!{column_letters(start)}:{column_letters(max(end - 1, start))}"
+
+
+def _dimension_in_grid(sheet: Sheet, dimension: str, start: int, end: int, ctx: Context) -> None:
+    if end > sheet.count(dimension):
+        raise ctx.error(
+            f"Range ({_dimension_a1(sheet, dimension, start, end)}) exceeds grid limits. "
+            f"Max rows: {sheet.row_count}, max columns: {sheet.column_count}"
+        )
+
+
+@_handles("appendDimension")
+def _append_dimension(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet = ctx.sheet(ss, req.get("sheetId"))
+    dimension = req.get("dimension", "DIMENSION_UNSPECIFIED")
+    if dimension not in ("ROWS", "COLUMNS"):
+        raise ctx.error("Dimension must be specified.")
+    length = int(req.get("length", 0))
+    if length <= 0:
+        raise ctx.error("length must be greater than zero.")
+    sheet.set_count(dimension, sheet.count(dimension) + length)
+    ctx.check_cell_limit(ss)
+
+
+@_handles("insertDimension")
+def _insert_dimension(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet, dimension, start, end = _dimension_range(ss, req, ctx)
+    if end <= start:
+        raise ctx.error("Invalid dimension range: the range must not be empty.")
+    if start > sheet.count(dimension):
+        _dimension_in_grid(sheet, dimension, start, start + 1, ctx)
+    before = bool(req.get("inheritFromBefore"))
+    if before and start == 0:
+        raise ctx.error("Cannot inherit from before the first row or column.")
+    count = end - start
+    _shift(ss, sheet, _Shift(dimension, start, count, insert=True))
+    # New rows/columns take the formatting of their neighbour (after, unless asked).
+    source = start - 1 if before else end
+    if source < sheet.count(dimension):
+        rows = dimension == "ROWS"
+        for key, cell in list(sheet.cells.items()):
+            if (key[0] if rows else key[1]) != source or "userEnteredFormat" not in cell:
+                continue
+            for index in range(start, end):
+                target = (index, key[1]) if rows else (key[0], index)
+                sheet.put(*target, {"userEnteredFormat": json_copy(cell["userEnteredFormat"])})
+        meta = sheet.meta(dimension)
+        if source in meta:
+            for index in range(start, end):
+                meta[index] = dict(meta[source])
+    ctx.check_cell_limit(ss)
+
+
+@_handles("deleteDimension")
+def _delete_dimension(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet, dimension, start, end = _dimension_range(ss, req, ctx)
+    _dimension_in_grid(sheet, dimension, start, end, ctx)
+    if end == start:
+        return
+    frozen = sheet.frozen(dimension)
+    remaining = sheet.count(dimension) - (end - start)
+    frozen_after = frozen - max(0, min(frozen, end) - start)
+    if remaining - frozen_after <= 0:
+        noun = "rows" if dimension == "ROWS" else "columns"
+        raise ctx.error(f"Sorry, it is not possible to delete all non-frozen {noun}.")
+    _shift(ss, sheet, _Shift(dimension, start, end - start, insert=False))
+
+
+@_handles("updateDimensionProperties")
+def _update_dimension_properties(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    tree = ctx.mask(req.get("fields"), "DimensionProperties")
+    sheet, dimension, start, end = _dimension_range(ss, req, ctx)
+    _dimension_in_grid(sheet, dimension, start, end, ctx)
+    meta = sheet.meta(dimension)
+    for index in range(start, end):
+        item = dict(meta.get(index, {}))
+        apply_mask(item, req.get("properties", {}), tree)
+        if item:
+            meta[index] = item
+        else:
+            meta.pop(index, None)
+
+
+@_handles("autoResizeDimensions")
+def _auto_resize(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    if "dataSourceSheetDimensions" in req:
+        raise bad_request("fake: autoResizeDimensions on data source sheets not implemented")
+    sheet, dimension, start, end = _dimension_range(ss, {"range": req.get("dimensions")}, ctx)
+    _dimension_in_grid(sheet, dimension, start, end, ctx)
+    if dimension != "COLUMNS":
+        return  # row heights follow the font; nothing we model changes them
+    # Roughly what Sheets does: fit the longest rendered value (~7 px per character).
+    widths: dict[int, int] = {}
+    for (_, c), cell in sheet.cells.items():
+        if start <= c < end:
+            text = formatted_value(cell) or ""
+            widths[c] = max(widths.get(c, 0), len(text) * 7 + 14)
+    for column, width in widths.items():
+        item = dict(sheet.column_meta.get(column, {}))
+        item["pixelSize"] = max(width, 21)
+        sheet.column_meta[column] = item
+
+
+# banding, conditional formats, filters -----------------------------------------------------
+
+
+def _find_banding(ss: Spreadsheet, banded_id: int, ctx: Context) -> tuple[Sheet, Json]:
+    for sheet in ss.sheets:
+        for banded in sheet.banded_ranges:
+            if int(banded["bandedRangeId"]) == banded_id:
+                return sheet, banded
+    raise ctx.error(f"No banded range with id: {banded_id}")
+
+
+def _check_banding_overlap(sheet: Sheet, banded: Json, ctx: Context) -> None:
+    box = _box(sheet, banded.get("range", {}))
+    for other in sheet.banded_ranges:
+        if other is not banded and _intersects(box, _box(sheet, other.get("range", {}))):
+            raise ctx.error(
+                "You cannot add alternating background colors to a range that already has "
+                "alternating background colors."
+            )
+
+
+@_handles("addBanding")
+def _add_banding(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    banded = json_copy(req.get("bandedRange", {}))
+    sheet, *_ = ctx.area(ss, banded.get("range"))
+    banded["range"] = _normal_range(sheet, banded.get("range", {}))
+    existing = {int(b["bandedRangeId"]) for s in ss.sheets for b in s.banded_ranges}
+    if "bandedRangeId" in banded:
+        if int(banded["bandedRangeId"]) in existing:
+            raise ctx.error(f"A banded range with id {banded['bandedRangeId']} already exists.")
+    else:
+        banded["bandedRangeId"] = _new_int_id(existing, ctx.rng)
+    _check_banding_overlap(sheet, banded, ctx)
+    sheet.banded_ranges.append(banded)
+    return {"addBanding": {"bandedRange": json_copy(banded)}}
+
+
+@_handles("updateBanding")
+def _update_banding(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    tree = ctx.mask(req.get("fields"), "BandedRange")
+    source = req.get("bandedRange", {})
+    sheet, banded = _find_banding(ss, int(source.get("bandedRangeId", 0)), ctx)
+    updated = json_copy(banded)
+    apply_mask(updated, source, tree)
+    updated["bandedRangeId"] = banded["bandedRangeId"]
+    target, *_ = ctx.area(ss, updated.get("range"))
+    updated["range"] = _normal_range(target, updated.get("range", {}))
+    sheet.banded_ranges.remove(banded)
+    _check_banding_overlap(target, updated, ctx)
+    target.banded_ranges.append(updated)
+
+
+@_handles("deleteBanding")
+def _delete_banding(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet, banded = _find_banding(ss, int(req.get("bandedRangeId", 0)), ctx)
+    sheet.banded_ranges.remove(banded)
+
+
+def _rule_sheet(ss: Spreadsheet, rule: Json, ctx: Context) -> Sheet:
+    ranges = rule.get("ranges") or []
+    if not ranges:
+        raise ctx.error("At least one range must be specified.")
+    sheets = {int(r.get("sheetId", 0)) for r in ranges}
+    if len(sheets) > 1:
+        raise ctx.error("All ranges must be on the same sheet.")
+    for rng in ranges:
+        ctx.area(ss, rng)
+    return ctx.sheet(ss, sheets.pop())
+
+
+@_handles("addConditionalFormatRule")
+def _add_conditional_format(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    rule = json_copy(req.get("rule", {}))
+    sheet = _rule_sheet(ss, rule, ctx)
+    rule["ranges"] = [_normal_range(sheet, r) for r in rule["ranges"]]
+    index = int(req.get("index", 0))
+    if not 0 <= index <= len(sheet.conditional_formats):
+        raise ctx.error(f"The index {index} is out of range.")
+    sheet.conditional_formats.insert(index, rule)
+
+
+@_handles("updateConditionalFormatRule")
+def _update_conditional_format(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    sheet = ctx.sheet(ss, req.get("sheetId"))
+    index = int(req.get("index", 0))
+    if not 0 <= index < len(sheet.conditional_formats):
+        raise ctx.error(f"No conditional format on sheet {sheet.sheet_id} at index {index}.")
+    old = sheet.conditional_formats[index]
+    if "rule" in req:
+        rule = json_copy(req["rule"])
+        target = _rule_sheet(ss, rule, ctx)
+        rule["ranges"] = [_normal_range(target, r) for r in rule["ranges"]]
+        sheet.conditional_formats.pop(index)
+        new_index = index if target is sheet else len(target.conditional_formats)
+        target.conditional_formats.insert(new_index, rule)
+    else:
+        new_index = int(req.get("newIndex", index))
+        if not 0 <= new_index < len(sheet.conditional_formats):
+            raise ctx.error(f"The index {new_index} is out of range.")
+        rule = sheet.conditional_formats.pop(index)
+        sheet.conditional_formats.insert(new_index, rule)
+    return {"updateConditionalFormatRule": {
+        "newRule": json_copy(rule), "oldRule": json_copy(old),
+        "newIndex": new_index, "oldIndex": index,
+    }}
+
+
+@_handles("deleteConditionalFormatRule")
+def _delete_conditional_format(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    sheet = ctx.sheet(ss, req.get("sheetId"))
+    index = int(req.get("index", 0))
+    if not 0 <= index < len(sheet.conditional_formats):
+        raise ctx.error(f"No conditional format on sheet {sheet.sheet_id} at index {index}.")
+    rule = sheet.conditional_formats.pop(index)
+    return {"deleteConditionalFormatRule": {"rule": rule}}
+
+
+@_handles("setBasicFilter")
+def _set_basic_filter(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    basic = json_copy(req.get("filter", {}))
+    sheet, *_ = ctx.area(ss, basic.get("range"))
+    basic["range"] = _normal_range(sheet, basic.get("range", {}))
+    sheet.basic_filter = basic
+
+
+@_handles("clearBasicFilter")
+def _clear_basic_filter(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    ctx.sheet(ss, req.get("sheetId")).basic_filter = None
+
+
+# charts and named ranges ------------------------------------------------------------------
+
+
+def _new_int_id(existing: set[int], rng: random.Random) -> int:
+    while True:
+        candidate = rng.randint(1, 2**31 - 1)
+        if candidate not in existing:
+            return candidate
+
+
+def _check_sources(ss: Spreadsheet, value: Any, ctx: Context) -> None:
+    """Every GridRange a chart reads from must be on an existing sheet."""
+    if isinstance(value, list):
+        for item in value:
+            _check_sources(ss, item, ctx)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key == "sources" and isinstance(item, list):
+                for rng in item:
+                    ctx.area(ss, rng)
+            else:
+                _check_sources(ss, item, ctx)
+
+
+def _find_chart(ss: Spreadsheet, chart_id: int, ctx: Context, what: str = "chart") -> tuple[
+        Sheet, Json]:
+    for sheet, chart in ss.all_charts():
+        if int(chart["chartId"]) == chart_id:
+            return sheet, chart
+    raise ctx.error(f"No {what} with id: {chart_id}")
+
+
+@_handles("addChart")
+def _add_chart(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    chart = json_copy(req.get("chart", {}))
+    position = chart.setdefault("position", {})
+    if "overlayPosition" not in position:
+        raise bad_request("fake: addChart outside an overlayPosition not implemented")
+    overlay = position["overlayPosition"]
+    anchor = overlay.setdefault("anchorCell", {})
+    sheet = ctx.sheet(ss, anchor.get("sheetId"))
+    anchor["sheetId"] = sheet.sheet_id
+    for key, default in (("offsetXPixels", 0), ("offsetYPixels", 0),
+                         ("widthPixels", 600), ("heightPixels", 371)):
+        overlay.setdefault(key, default)
+    _check_sources(ss, chart.get("spec", {}), ctx)
+    existing = {int(c["chartId"]) for _, c in ss.all_charts()}
+    if "chartId" in chart:
+        if int(chart["chartId"]) in existing:
+            raise ctx.error(f"An embedded object with id {chart['chartId']} already exists.")
+    else:
+        chart["chartId"] = _new_int_id(existing, ctx.rng)
+    sheet.charts.append(chart)
+    return {"addChart": {"chart": json_copy(chart)}}
+
+
+@_handles("updateChartSpec")
+def _update_chart_spec(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    _, chart = _find_chart(ss, int(req.get("chartId", 0)), ctx)
+    spec = json_copy(req.get("spec", {}))
+    _check_sources(ss, spec, ctx)
+    chart["spec"] = spec
+
+
+@_handles("deleteEmbeddedObject")
+def _delete_embedded_object(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    sheet, chart = _find_chart(ss, int(req.get("objectId", 0)), ctx, "embedded object")
+    sheet.charts.remove(chart)
+
+
+_NAMED_RANGE = r"[A-Za-z_][A-Za-z0-9_.]*"
+
+
+@_handles("addNamedRange")
+def _add_named_range(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    named = json_copy(req.get("namedRange", {}))
+    name = str(named.get("name", ""))
+    looks_like_cell = re.fullmatch(r"[A-Za-z]{1,3}\d+|[Rr]\d*[Cc]\d*", name)
+    if not re.fullmatch(_NAMED_RANGE, name) or looks_like_cell or name.upper() in ("TRUE",
+                                                                                   "FALSE"):
+        raise ctx.error(f"The range name '{name}' is invalid.")
+    if any(n["name"].casefold() == name.casefold() for n in ss.named_ranges):
+        raise ctx.error(f"A named range with the name '{name}' already exists.")
+    sheet, *_ = ctx.area(ss, named.get("range"))
+    named["range"] = _normal_range(sheet, named.get("range", {}))
+    ids = {n["namedRangeId"] for n in ss.named_ranges}
+    if named.get("namedRangeId") in ids:
+        raise ctx.error(f"A named range with id {named['namedRangeId']} already exists.")
+    if not named.get("namedRangeId"):
+        alphabet = string.ascii_lowercase + string.digits
+        named["namedRangeId"] = "".join(ctx.rng.choice(alphabet) for _ in range(12))
+    ss.named_ranges.append(named)
+    return {"addNamedRange": {"namedRange": json_copy(named)}}
+
+
+@_handles("deleteNamedRange")
+def _delete_named_range(ss: Spreadsheet, req: Json, ctx: Context) -> None:
+    named_id = req.get("namedRangeId")
+    for named in ss.named_ranges:
+        if named["namedRangeId"] == named_id:
+            ss.named_ranges.remove(named)
+            return
+    raise ctx.error(f"No named range with id: {named_id}")
+
+
+# --- reads -------------------------------------------------------------------------------
+
+
+def _dimension_metadata(sheet: Sheet, dimension: str, start: int, end: int) -> list[Json]:
+    default = DEFAULT_ROW_PIXELS if dimension == "ROWS" else DEFAULT_COLUMN_PIXELS
+    meta = sheet.meta(dimension)
+    return [{"pixelSize": default, **meta.get(i, {})} for i in range(start, end)]
+
+
+def grid_data(sheet: Sheet, r0: int, r1: int, c0: int, c1: int) -> Json:
+    """One ``GridData`` block, trailing empty cells/rows trimmed like Google's.
+
+    Cells may share ``effectiveFormat`` dicts: serialise the result, or ``json_copy`` it
+    before handing it to code that might mutate it."""
+    keys = sorted(sheet.cells_in(r0, r1, c0, c1))
+    row_data: list[Json] = []
+    if keys:
+        last_row = max(r for r, _ in keys)
+        by_row: dict[int, dict[int, Json]] = {}
+        formats: dict[str, Json] = {}  # shared effectiveFormat dicts, see render_cell
+        for r, c in keys:
+            by_row.setdefault(r, {})[c] = render_cell(sheet.cells[(r, c)], formats)
+        for r in range(r0, last_row + 1):
+            cells = by_row.get(r)
+            if not cells:
+                row_data.append({})
+                continue
+            row_data.append({"values": [cells.get(c, {}) for c in range(c0, max(cells) + 1)]})
+    data: Json = {}
+    if r0:
+        data["startRow"] = r0
+    if c0:
+        data["startColumn"] = c0
+    if row_data:
+        data["rowData"] = row_data
+    data["rowMetadata"] = _dimension_metadata(sheet, "ROWS", r0, r1)
+    data["columnMetadata"] = _dimension_metadata(sheet, "COLUMNS", c0, c1)
+    return data
+
+
+def spreadsheet_json(
+    ss: Spreadsheet, *, include_grid: bool = False, ranges: list[str] | None = None
+) -> Json:
+    """The ``Spreadsheet`` resource. With ``ranges`` only intersecting sheets are returned
+    (Google: "Limiting the range returns only the portions of the spreadsheet that
+    intersect the requested ranges")."""
+    boxes: dict[int, list[tuple[int, int, int, int]]] = {}
+    for text in ranges or []:
+        sheet, box = resolve_range(ss, text, clip=True)
+        boxes.setdefault(sheet.sheet_id, []).append(box)
+    sheets = []
+    for sheet in ss.sheets:
+        if ranges and sheet.sheet_id not in boxes:
+            continue
+        item: Json = {"properties": json_copy(sheet.properties)}
+        if include_grid:
+            areas = boxes.get(sheet.sheet_id) or [(0, sheet.row_count, 0, sheet.column_count)]
+            item["data"] = [grid_data(sheet, *box) for box in areas]
+        if sheet.merges:
+            item["merges"] = json_copy(sheet.merges)
+        if sheet.conditional_formats:
+            item["conditionalFormats"] = json_copy(sheet.conditional_formats)
+        if sheet.banded_ranges:
+            item["bandedRanges"] = json_copy(sheet.banded_ranges)
+        if sheet.basic_filter is not None:
+            item["basicFilter"] = json_copy(sheet.basic_filter)
+        if sheet.charts:
+            item["charts"] = json_copy(sheet.charts)
+        sheets.append(item)
+    out: Json = {
+        "spreadsheetId": ss.spreadsheet_id,
+        "properties": json_copy(ss.properties),
+        "sheets": sheets,
+    }
+    if ss.named_ranges:
+        out["namedRanges"] = json_copy(ss.named_ranges)
+    out["spreadsheetUrl"] = f"https://docs.google.com/spreadsheets/d/{ss.spreadsheet_id}/edit"
+    return out
+
+
+# --- A1 ranges for the values API ----------------------------------------------------------
+
+
+def _parse_or_fail(ss: Spreadsheet, text: str) -> tuple[Sheet, A1Ref]:
+    unparsable = bad_request(f"Unable to parse range: {text}")
+    try:
+        ref = parse_a1(text)
+    except A1Error:
+        raise unparsable from None
+    if not ref.cells:
+        assert ref.sheet is not None
+        sheet = ss.sheet_by_title(ref.sheet)
+        if sheet is not None:
+            return sheet, ref
+        named = next((n for n in ss.named_ranges if n["name"] == ref.sheet), None)
+        if named is None:
+            raise unparsable
+        rng = named["range"]
+        named_sheet = ss.sheet_by_id(int(rng.get("sheetId", 0)))
+        if named_sheet is None:
+            raise unparsable
+        return named_sheet, A1Ref(
+            named_sheet.title, int(rng.get("startRowIndex", 0)), rng.get("endRowIndex"),
+            int(rng.get("startColumnIndex", 0)), rng.get("endColumnIndex"), cells=True,
+            single=False,
+        )
+    if ref.sheet is None:
+        return ss.sheets[0], ref
+    sheet = ss.sheet_by_title(ref.sheet)
+    if sheet is None:
+        raise unparsable
+    return sheet, ref
+
+
+def _grid_error(text: str, sheet: Sheet) -> SheetsError:
+    return bad_request(
+        f"Range ({text}) exceeds grid limits. Max rows: {sheet.row_count}, "
+        f"max columns: {sheet.column_count}"
+    )
+
+
+def resolve_range(
+    ss: Spreadsheet, text: str, *, clip: bool
+) -> tuple[Sheet, tuple[int, int, int, int]]:
+    """A1 text -> ``(sheet, (r0, r1, c0, c1))``. Reads clip to the grid (``clip=True``);
+    writes and clears beyond it fail with Google's grid-limit error."""
+    sheet, ref = _parse_or_fail(ss, text)
+    r1 = sheet.row_count if ref.r1 is None else int(ref.r1)
+    c1 = sheet.column_count if ref.c1 is None else int(ref.c1)
+    if ref.r0 >= sheet.row_count or ref.c0 >= sheet.column_count:
+        raise _grid_error(text, sheet)
+    if r1 > sheet.row_count or c1 > sheet.column_count:
+        if not clip:
+            raise _grid_error(text, sheet)
+        r1, c1 = min(r1, sheet.row_count), min(c1, sheet.column_count)
+    return sheet, (ref.r0, r1, ref.c0, c1)
+
+
+def _trim(rows: list[list[Any]]) -> list[list[Any]]:
+    out = []
+    for row in rows:
+        while row and row[-1] is None:
+            row.pop()
+        out.append(row)
+    while out and not out[-1]:
+        out.pop()
+    return out
+
+
+def values_get(
+    ss: Spreadsheet, text: str, *, major: str = "ROWS", render: str = "FORMATTED_VALUE"
+) -> Json:
+    sheet, (r0, r1, c0, c1) = resolve_range(ss, text, clip=True)
+    keys = list(sheet.cells_in(r0, r1, c0, c1))
+    grid: list[list[Any]] = []
+    if keys:
+        height = max(r for r, _ in keys) - r0 + 1
+        width = max(c for _, c in keys) - c0 + 1
+        grid = [[None] * width for _ in range(height)]
+        for r, c in keys:
+            grid[r - r0][c - c0] = cell_output(sheet.cells[(r, c)], render)
+    if major == "COLUMNS":
+        grid = [list(column) for column in zip(*grid, strict=True)] if grid else []
+    values = [[("" if v is None else v) for v in row] for row in _trim(grid)]
+    out: Json = {"range": a1(sheet.title, r0, r1, c0, c1), "majorDimension": major}
+    if values:
+        out["values"] = values
+    return out
+
+
+def set_user_value(sheet: Sheet, r: int, c: int, value: Any, input_option: str) -> None:
+    cell = dict(sheet.cells.get((r, c), {}))
+    number_format = cell.get("userEnteredFormat", {}).get("numberFormat")
+    detected: Json | None = None
+    if input_option == "RAW":
+        entered = parse_raw(value)
+    elif isinstance(value, str) and number_format and number_format.get("type") == "TEXT":
+        entered = {"stringValue": value} if value else None  # plain-text cells keep "0123"
+    else:
+        entered, detected = parse_user_entered(value)
+    if entered is None:
+        cell.pop("userEnteredValue", None)
+    else:
+        cell["userEnteredValue"] = entered
+    if detected and not number_format:
+        user_format = dict(cell.get("userEnteredFormat", {}))
+        user_format["numberFormat"] = detected
+        cell["userEnteredFormat"] = user_format
+    sheet.put(r, c, cell)
+
+
+def _check_values_shape(values: Any) -> list[list[Any]]:
+    rows: list[list[Any]] = values or []
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if not is_scalar(value):
+                raise bad_request(f"Invalid values[{i}][{j}]: {proto_text(value)}")
+    return rows
+
+
+def values_write(
+    ss: Spreadsheet, text: str, values: Any, *, input_option: str, major: str = "ROWS",
+    body_range: str | None = None, anchor_rows: int | None = None,
+) -> Json:
+    """``values.update`` semantics on ``ss`` (callers pass a clone for atomicity)."""
+    sheet, ref = _parse_or_fail(ss, text)
+    if body_range and body_range != text:
+        body_sheet, body_ref = _parse_or_fail(ss, body_range)
+        if (body_sheet is not sheet or (body_ref.r0, body_ref.r1, body_ref.c0, body_ref.c1)
+                != (ref.r0, ref.r1, ref.c0, ref.c1)):
+            raise bad_request(
+                f"Request range[{text}] does not match value's range[{body_range}]"
+            )
+    rows = _check_values_shape(values)
+    if major == "COLUMNS":
+        width = max((len(row) for row in rows), default=0)
+        padded = [row + [None] * (width - len(row)) for row in rows]
+        rows = [list(column) for column in zip(*padded, strict=True)]
+    height = len(rows)
+    width = max((len(row) for row in rows), default=0)
+    r0, c0 = ref.r0, ref.c0
+    if not ref.single:
+        # Bounded ranges cap the data; open ends (A:B, a bare sheet name) run to the grid.
+        limit_r = ref.r1 if ref.cells else None
+        limit_c = ref.c1 if ref.cells else None
+        if limit_r is not None and r0 + height > limit_r:
+            raise bad_request(
+                f"Requested writing within range [{text}], but tried writing to row "
+                f"[{limit_r + 1}]"
+            )
+        if limit_c is not None and c0 + width > limit_c:
+            raise bad_request(
+                f"Requested writing within range [{text}], but tried writing to column "
+                f"[{column_letters(limit_c)}]"
+            )
+    if anchor_rows is not None and r0 + height > sheet.row_count:
+        sheet.set_count("ROWS", r0 + height)  # values.append grows the sheet
+    if r0 + height > sheet.row_count or c0 + width > sheet.column_count or \
+            r0 >= sheet.row_count or c0 >= sheet.column_count:
+        raise _grid_error(text, sheet)
+    cells = 0
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if value is None:
+                continue  # null means "leave this cell alone"
+            set_user_value(sheet, r0 + i, c0 + j, value, input_option)
+            cells += 1
+    out: Json = {"spreadsheetId": ss.spreadsheet_id}
+    if height and width:
+        out.update(
+            updatedRange=a1(sheet.title, r0, r0 + height, c0, c0 + width),
+            updatedRows=height,
+            updatedColumns=width,
+            updatedCells=cells,
+        )
+    return out
+
+
+def values_clear(ss: Spreadsheet, text: str) -> str:
+    """Clear values (not formats) in a range; returns the cleared A1 range."""
+    sheet, (r0, r1, c0, c1) = resolve_range(ss, text, clip=False)
+    for r, c in list(sheet.cells_in(r0, r1, c0, c1)):
+        cell = dict(sheet.cells[(r, c)])
+        cell.pop("userEnteredValue", None)
+        sheet.put(r, c, cell)
+    return a1(sheet.title, r0, r1, c0, c1)
+
+
+def values_append(
+    ss: Spreadsheet, text: str, values: Any, *, input_option: str, insert_rows: bool,
+    major: str = "ROWS",
+) -> Json:
+    """``values.append``: find the table in ``text`` and write below its last row."""
+    sheet, ref = _parse_or_fail(ss, text)
+    r0, c0 = ref.r0, ref.c0
+    if r0 >= sheet.row_count or c0 >= sheet.column_count:
+        raise _grid_error(text, sheet)
+    c1 = min(sheet.column_count, ref.c1 if ref.c1 is not None else sheet.column_count)
+    if ref.single:
+        c1 = sheet.column_count  # a single cell anchors the search, it does not bound it
+    filled = sorted({r for r, c in sheet.cells if r >= r0 and c0 <= c < c1
+                     and sheet.cells[(r, c)].get("userEnteredValue")})
+    table: tuple[int, int, int, int] | None = None
+    if filled:
+        # The table is the last block of consecutive non-empty rows in the range.
+        end = filled[-1]
+        start = end
+        while start - 1 in filled:
+            start -= 1
+        cols = [c for r, c in sheet.cells if start <= r <= end and c0 <= c < c1
+                and sheet.cells[(r, c)].get("userEnteredValue")]
+        table = (start, end + 1, min(cols), max(cols) + 1)
+    target_row = table[1] if table else r0
+    target_col = table[2] if table else c0
+    rows = _check_values_shape(values)
+    height = len(rows) if major == "ROWS" else max((len(r) for r in rows), default=0)
+    if insert_rows and height and target_row < sheet.row_count:
+        _shift(ss, sheet, _Shift("ROWS", target_row, height, insert=True))
+    start_text = a1(sheet.title, target_row, target_row + 1, target_col, target_col + 1)
+    updates = values_write(ss, start_text, rows, input_option=input_option, major=major,
+                           anchor_rows=height)
+    if ss.total_cells() > ss.cell_limit:
+        raise bad_request(
+            "This action would increase the number of cells in the workbook above the limit "
+            f"of {ss.cell_limit} cells."
+        )
+    out: Json = {"spreadsheetId": ss.spreadsheet_id, "updates": updates}
+    if table:
+        out["tableRange"] = a1(sheet.title, *table)
+    return out
