@@ -1,12 +1,14 @@
 """Forms of the pages. WTForms renders fields and checks the CSRF token; the rules for a
 connection's fields live in ``sheets_sync.connection_input`` (shared with the JSON API),
-so ``connection_input_from_form`` hands the posted values to those pydantic models."""
+so ``ConnectionForm.validate_input`` hands the posted values to those pydantic models."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
+from flask import request
 from flask_wtf import FlaskForm
 from pydantic import ValidationError
 from wtforms import (
@@ -30,6 +32,18 @@ from sheets_sync.date_ranges import PRESETS
 from sheets_sync.models import DEFAULT_WORKSHEET_TITLE, Connection
 
 MIN_PASSWORD_LENGTH = 10
+
+try:  # WTForms >= 3.3 deprecates (value, label) tuples
+    from wtforms.fields.choices import SelectChoice
+except ImportError:  # pragma: no cover
+    SelectChoice = None  # type: ignore[assignment,misc]
+
+
+def _choices(pairs: Any) -> list[Any]:
+    pairs = list(pairs)
+    if SelectChoice is None:  # pragma: no cover
+        return pairs
+    return [SelectChoice(str(value), str(label)) for value, label in pairs]
 
 
 class CsrfForm(FlaskForm):
@@ -72,30 +86,33 @@ class TestKeyForm(FlaskForm):
 CUSTOM_RANGE = "custom"
 
 
-def _timezone_choices() -> list[tuple[str, str]]:
-    return [("UTC", "UTC")] + [(z, z.replace("_", " ")) for z in common_timezones()]
+@functools.cache
+def _timezone_choices() -> list[Any]:
+    return _choices([("UTC", "UTC")] + [(z, z.replace("_", " ")) for z in common_timezones()])
 
 
 class ConnectionForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     instantly_api_key = PasswordField("Instantly API key", validators=[Optional(), Length(max=500)])
-    spreadsheet_url = StringField("Google Sheet link", validators=[DataRequired(), Length(max=2000)])
+    spreadsheet_url = StringField(
+        "Google Sheet link", validators=[DataRequired(), Length(max=2000)]
+    )
     worksheet_title = StringField("Tab name", validators=[Optional(), Length(max=100)])
     campaign_ids = StringField("Campaign ids", validators=[Optional(), Length(max=30_000)])
     date_preset = SelectField("Date range")
     date_start = StringField("From (UTC)", validators=[Optional()])
     date_end = StringField("To (UTC, inclusive)", validators=[Optional()])
     include_opportunities = BooleanField("Include opportunities, meetings booked and won")
-    schedule = SelectField("Refresh automatically", choices=list(SCHEDULES.items()))
+    schedule = SelectField("Refresh automatically", choices=_choices(SCHEDULES.items()))
     schedule_time = StringField("At", validators=[Optional()])
     schedule_weekday = SelectField(
-        "On", choices=[(str(i), day) for i, day in enumerate(WEEKDAYS)], default="0"
+        "On", choices=_choices((str(i), day) for i, day in enumerate(WEEKDAYS)), default="0"
     )
     timezone = SelectField("Time zone", default="UTC")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.date_preset.choices = [*PRESETS.items(), (CUSTOM_RANGE, "Custom dates…")]
+        self.date_preset.choices = _choices([*PRESETS.items(), (CUSTOM_RANGE, "Custom dates…")])
         self.timezone.choices = _timezone_choices()
 
     # -- between the form and the shared input models --
@@ -125,7 +142,9 @@ class ConnectionForm(FlaskForm):
             "name": self.name.data or "",
             "spreadsheet_url": (self.spreadsheet_url.data or "").strip(),
             "worksheet_title": (self.worksheet_title.data or "").strip() or DEFAULT_WORKSHEET_TITLE,
-            "campaign_ids": split_campaign_ids(self.campaign_ids.data or ""),
+            # The text field, plus boxes ticked in the picker (the page without JavaScript).
+            "campaign_ids": split_campaign_ids(self.campaign_ids.data or "")
+            + [c for c in request.form.getlist("campaign") if c],
             "include_opportunities": bool(self.include_opportunities.data),
             "schedule": self.schedule.data,
             "timezone": self.timezone.data or "UTC",

@@ -112,6 +112,8 @@ def run_json(run: SyncRun, now: datetime | None = None) -> dict[str, Any]:
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "when_utc": utc_text(moment),
+        "queued_utc": utc_text(run.queued_at),
+        "finished_utc": utc_text(run.finished_at),
         "when_relative": relative(moment, now),
         "rows_written": run.rows_written,
         "http_calls": run.http_calls,

@@ -47,9 +47,18 @@ def db_session() -> Iterator[Session]:
         yield s
 
 
+@contextmanager
+def read_session() -> Iterator[Session]:
+    """A read-only session. On SQLite it does not take the write lock (the application's
+    sessions begin IMMEDIATE), so page views and the 700 ms status polls never queue
+    behind a worker recording a run, nor hold up one."""
+    with Session(runtime().engine, expire_on_commit=False) as s:
+        yield s
+
+
 @login_manager.user_loader
 def load_user(user_id: str) -> LoginUser | None:
-    with runtime().session_factory() as s:
+    with read_session() as s:
         user = store.get_user(s, user_id)  # type: ignore[arg-type]
         return LoginUser.from_user(user) if user is not None else None
 

@@ -1,0 +1,212 @@
+"""Sign up, sign in, sign out; session hygiene; sign-in throttling."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.plugin_web import csrf_token
+from web.ratelimit import LoginRateLimiter
+
+PASSWORD = "correct horse battery"
+
+
+def session_cookie(client) -> str | None:
+    cookie = client.get_cookie("session")
+    return cookie.value if cookie is not None else None
+
+
+def test_signup_signs_in_and_shows_dashboard(client, auth):
+    response = auth.signup("Ann@Example.com")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "ann@example.com" in page.get_data(as_text=True)
+    assert "Your connections" in page.get_data(as_text=True)
+
+
+def test_signup_requires_ten_character_password(client):
+    page = client.get("/signup")
+    response = client.post(
+        "/signup",
+        data={"email": "bob@example.com", "password": "short", "confirm": "short",
+              "csrf_token": csrf_token(page.get_data(as_text=True))},
+    )
+    assert response.status_code == 400
+    assert "Use at least 10 characters." in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302  # not signed in
+
+
+def test_signup_rejects_mismatched_confirmation(client):
+    page = client.get("/signup")
+    response = client.post(
+        "/signup",
+        data={"email": "bob@example.com", "password": PASSWORD, "confirm": PASSWORD + "x",
+              "csrf_token": csrf_token(page.get_data(as_text=True))},
+    )
+    assert response.status_code == 400
+    assert "The passwords do not match." in response.get_data(as_text=True)
+
+
+def test_signup_twice_with_same_email_is_refused(client, auth):
+    auth.signup()
+    auth.logout()
+    response = auth.signup()
+    assert response.status_code == 400
+    assert "already exists" in response.get_data(as_text=True)
+
+
+def test_password_is_never_echoed(client):
+    page = client.get("/signup")
+    response = client.post(
+        "/signup",
+        data={"email": "not-an-email", "password": "secret-password-123",
+              "confirm": "secret-password-123",
+              "csrf_token": csrf_token(page.get_data(as_text=True))},
+    )
+    assert response.status_code == 400
+    assert "secret-password-123" not in response.get_data(as_text=True)
+
+
+def test_login_and_logout(client, auth):
+    auth.signup()
+    auth.logout()
+    assert client.get("/").status_code == 302
+
+    bad = auth.login(password="wrong password!!")
+    assert bad.status_code == 401
+    assert "do not match" in bad.get_data(as_text=True)
+
+    good = auth.login()
+    assert good.status_code == 302
+    assert client.get("/").status_code == 200
+
+    out = auth.logout()
+    assert out.status_code == 302
+    assert out.headers["Location"] == "/login"
+    redirect = client.get("/")
+    assert redirect.status_code == 302
+    assert redirect.headers["Location"].startswith("/login")
+
+
+def test_login_follows_next_but_never_offsite(client, auth):
+    auth.signup()
+    auth.logout()
+    page = client.get("/login")
+    token = csrf_token(page.get_data(as_text=True))
+    data = {"email": "ann@example.com", "password": PASSWORD, "csrf_token": token}
+    response = client.post("/login?next=/api-keys", data=data)
+    assert response.headers["Location"] == "/api-keys"
+    auth.logout()
+    for evil in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        page = client.get("/login")
+        data["csrf_token"] = csrf_token(page.get_data(as_text=True))
+        response = client.post("/login", query_string={"next": evil}, data=data)
+        assert response.status_code == 302
+        assert response.headers["Location"] == "/", evil
+        auth.logout()
+
+
+def test_sign_in_starts_a_new_session(app, client, auth):
+    auth.signup()
+    auth.logout()
+    page = client.get("/login")
+    before_token = csrf_token(page.get_data(as_text=True))
+    before_cookie = session_cookie(client)
+    assert before_cookie
+
+    assert auth.login().status_code == 302
+    after_cookie = session_cookie(client)
+    assert after_cookie and after_cookie != before_cookie
+    after_token = csrf_token(client.get("/").get_data(as_text=True))
+    assert after_token != before_token
+
+    # Someone holding the pre-sign-in cookie (session fixation) is not signed in.
+    attacker = app.test_client()
+    attacker.set_cookie("session", before_cookie)
+    response = attacker.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login")
+
+
+def test_sign_in_attempts_are_rate_limited(app, client, auth):
+    auth.signup()
+    auth.logout()
+    for _ in range(5):
+        assert auth.login(password="wrong password!!").status_code == 401
+    blocked = auth.login()  # even the right password waits
+    assert blocked.status_code == 429
+    assert "Too many sign-in attempts; try again in 5 minutes" in blocked.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+    # Another account from the same address is not affected.
+    auth.signup("bob@example.com")
+    auth.logout()
+    assert auth.login("bob@example.com").status_code == 302
+    auth.logout()
+
+    # Five minutes later the account can sign in again.
+    limiter = app.extensions["login_rate_limiter"]
+    real_clock = limiter._clock
+    limiter._clock = lambda: real_clock() + 301
+    assert auth.login().status_code == 302
+
+
+def test_rate_limit_counts_per_ip(app, auth):
+    auth.signup()
+    auth.logout()
+    other = app.test_client()
+    for _ in range(5):
+        auth.login(password="wrong password!!")
+    assert auth.login().status_code == 429
+    page = other.get("/login", environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    response = other.post(
+        "/login",
+        data={"email": "ann@example.com", "password": PASSWORD,
+              "csrf_token": csrf_token(page.get_data(as_text=True))},
+        environ_base={"REMOTE_ADDR": "10.0.0.9"},
+    )
+    assert response.status_code == 302
+
+
+def test_rate_limiter_window_and_message_minutes():
+    now = [1000.0]
+    limiter = LoginRateLimiter(max_failures=5, window_seconds=300, clock=lambda: now[0])
+    for _ in range(5):
+        assert limiter.retry_after("a@example.com", "1.2.3.4") == 0
+        limiter.record_failure("A@example.com ", "1.2.3.4")
+    assert limiter.retry_after("a@example.com", "1.2.3.4") == pytest.approx(300)
+    now[0] += 299
+    assert 0 < limiter.retry_after("a@example.com", "1.2.3.4") <= 1
+    now[0] += 1
+    assert limiter.retry_after("a@example.com", "1.2.3.4") == 0
+    limiter.record_failure("a@example.com", "1.2.3.4")
+    limiter.reset("a@example.com", "1.2.3.4")
+    assert limiter.retry_after("a@example.com", "1.2.3.4") == 0
+
+
+def test_rate_limiter_is_thread_safe():
+    limiter = LoginRateLimiter(max_failures=5, window_seconds=300)
+    barrier = threading.Barrier(8)
+
+    def hammer() -> None:
+        barrier.wait()
+        for _ in range(500):
+            limiter.record_failure("a@example.com", "1.2.3.4")
+            limiter.retry_after("a@example.com", "1.2.3.4")
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert limiter.retry_after("a@example.com", "1.2.3.4") > 0
+
+
+def test_rate_limiter_memory_is_bounded():
+    limiter = LoginRateLimiter(max_keys=100)
+    for i in range(1000):
+        limiter.record_failure(f"user{i}@example.com", "1.2.3.4")
+    assert len(limiter._failures) <= 100

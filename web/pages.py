@@ -1,0 +1,421 @@
+"""The pages people use: connections with a Refresh button, their settings, run history,
+API keys.
+
+Every view that takes a connection or run id goes through ``_owned`` (which calls
+``store.get_connection``/``store.get_run``): another user's id is a 404, the same as an
+id that does not exist. Database sessions are short and never open during a call to
+Instantly or Google.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import login_required
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.orm import Session
+
+from sheets_sync import store
+from sheets_sync.errors import InvalidInput, SyncError
+from sheets_sync.links import parse_spreadsheet_url
+from sheets_sync.models import Connection, SyncRun, User
+
+from . import present
+from .auth import csrf_error
+from .forms import ApiKeyForm, ConnectionForm, CsrfForm, TestKeyForm
+from .users import current_db_user, db_session, read_session, runtime, wants_json
+
+bp = Blueprint("pages", __name__)
+bp.register_error_handler(CSRFError, csrf_error)
+
+for _name in ("utc_text", "relative", "iso"):
+    bp.add_app_template_filter(getattr(present, _name), _name)
+
+
+@bp.before_request
+@login_required
+def _signed_in() -> None:
+    """Every page here is for signed-in people only."""
+
+
+# --- ownership: the one place that turns ids into objects --------------------------------
+
+
+def _owned(s: Session, user: User, connection_id: Any) -> Connection:
+    try:
+        return store.get_connection(s, user, connection_id)
+    except store.NotFound:
+        abort(404)
+
+
+def _owned_run(s: Session, user: User, connection_id: Any, run_id: Any) -> SyncRun:
+    connection = _owned(s, user, connection_id)
+    try:
+        run = store.get_run(s, user, run_id)
+    except store.NotFound:
+        abort(404)
+    if run.connection_id != connection.id:
+        abort(404)
+    return run
+
+
+@bp.errorhandler(404)
+def _not_found(_exc: Exception) -> Any:
+    message = "There is nothing here, or it belongs to another account."
+    if wants_json():
+        return jsonify({"error": {"code": "not_found", "message": message}}), 404
+    return render_template("error.html", title="Not found", message=message), 404
+
+
+def _service_account_email() -> str | None:
+    return runtime().service_account_email
+
+
+def _connection_view(s: Session, connection: Connection) -> dict[str, Any]:
+    last = store.last_run(s, connection)
+    return {
+        "id": connection.id,
+        "name": connection.name,
+        "sheet_link": present.sheet_link(connection),
+        "worksheet_title": connection.worksheet_title,
+        "schedule": present.schedule_text(connection),
+        "next_run_at": connection.next_run_at if connection.schedule != "off" else None,
+        "date_range": present.date_range_text(connection),
+        "campaigns": present.campaigns_text(connection),
+        "key_hint": connection.instantly_api_key_hint,
+        "paused_reason": connection.paused_reason,
+        "last_run": present.run_json(last) if last is not None else None,
+    }
+
+
+# --- dashboard and refresh ---------------------------------------------------------------
+
+
+@bp.get("/")
+def dashboard() -> Any:
+    with read_session() as s:
+        user = current_db_user(s)
+        connections = [_connection_view(s, c) for c in store.list_connections(s, user)]
+    return render_template(
+        "dashboard.html",
+        connections=connections,
+        service_account_email=_service_account_email(),
+    )
+
+
+@bp.post("/connections/<int:connection_id>/refresh")
+def refresh(connection_id: int) -> Any:
+    with db_session() as s:
+        user = current_db_user(s)
+        connection = _owned(s, user, connection_id)
+        run, created = store.enqueue_run(s, connection, "manual")
+        s.flush()
+        payload = present.run_json(run)
+        name = connection.name
+    runtime().notify_enqueued()
+    if wants_json():
+        return jsonify({"run": payload, "created": created}), 202
+    if created:
+        flash(f"Refresh of “{name}” started. Reload this page to see the result.", "info")
+    else:
+        flash(f"“{name}” is already being refreshed.", "info")
+    return redirect(url_for("pages.dashboard"))
+
+
+@bp.get("/connections/<int:connection_id>/runs/<int:run_id>.json")
+def run_status(connection_id: int, run_id: int) -> Any:
+    with read_session() as s:
+        user = current_db_user(s)
+        payload = present.run_json(_owned_run(s, user, connection_id, run_id))
+    return jsonify({"run": payload})
+
+
+@bp.get("/connections/<int:connection_id>/runs")
+def runs(connection_id: int) -> Any:
+    with read_session() as s:
+        user = current_db_user(s)
+        connection = _owned(s, user, connection_id)
+        view = _connection_view(s, connection)
+        history = [present.run_json(r) for r in store.list_runs(s, user, connection.id, 100)]
+    return render_template("runs.html", connection=view, runs=history)
+
+
+# --- create, edit, delete ------------------------------------------------------------------
+
+
+def _form_page(
+    form: ConnectionForm,
+    connection: dict[str, Any] | None,
+    *,
+    test_result: dict[str, Any] | None = None,
+    access_result: dict[str, Any] | None = None,
+    status: int = 200,
+) -> Any:
+    return (
+        render_template(
+            "connection_form.html",
+            form=form,
+            connection=connection,
+            test_result=test_result,
+            access_result=access_result,
+            service_account_email=_service_account_email(),
+        ),
+        status,
+    )
+
+
+@bp.route("/connections/new", methods=["GET", "POST"])
+def new_connection() -> Any:
+    form = ConnectionForm()
+    if request.method == "GET":
+        form.worksheet_title.data = form.worksheet_title.data or "Instantly steps"
+    if form.is_submitted():
+        kwargs = form.validate_input(creating=True)
+        if kwargs is not None:
+            try:
+                with db_session() as s:
+                    user = current_db_user(s)
+                    created = store.create_connection(
+                        s, user, fernet=runtime().fernet, **kwargs
+                    )
+                    name = created.name
+            except InvalidInput as exc:
+                form.form_errors.append(exc.message)
+            else:
+                flash(f"Saved “{name}”. Press Refresh to fill the sheet.", "success")
+                return redirect(url_for("pages.dashboard"))
+        return _form_page(form, None, status=400)
+    return _form_page(form, None)
+
+
+@bp.route("/connections/<int:connection_id>/edit", methods=["GET", "POST"])
+def edit_connection(connection_id: int) -> Any:
+    with read_session() as s:
+        user = current_db_user(s)
+        connection = _owned(s, user, connection_id)
+        info = _connection_view(s, connection)
+        initial = ConnectionForm.data_for(connection)
+    if request.method == "GET":
+        form = ConnectionForm(data=initial)
+        return _form_page(form, info)
+    form = ConnectionForm()
+    changes = form.validate_input(creating=False)
+    if changes is not None:
+        try:
+            with db_session() as s:
+                user = current_db_user(s)
+                store.update_connection(
+                    s, user, connection_id, fernet=runtime().fernet, **changes
+                )
+        except store.NotFound:
+            abort(404)
+        except InvalidInput as exc:
+            form.form_errors.append(exc.message)
+        else:
+            flash(f"Saved “{changes.get('name', info['name'])}”.", "success")
+            return redirect(url_for("pages.dashboard"))
+    return _form_page(form, info, status=400)
+
+
+@bp.route("/connections/<int:connection_id>/delete", methods=["GET", "POST"])
+def delete_connection(connection_id: int) -> Any:
+    with read_session() as s:
+        user = current_db_user(s)
+        connection = _owned(s, user, connection_id)
+        info = _connection_view(s, connection)
+    form = CsrfForm()
+    if request.method == "POST" and form.validate_on_submit():
+        try:
+            with db_session() as s:
+                store.delete_connection(s, current_db_user(s), connection_id)
+        except store.NotFound:
+            abort(404)
+        flash(
+            f"Deleted “{info['name']}”. The Google Sheet itself was not changed.", "success"
+        )
+        return redirect(url_for("pages.dashboard"))
+    return render_template("delete.html", connection=info, form=form)
+
+
+# --- Test key and Check access --------------------------------------------------------------
+
+
+def _campaigns_for_key(key: str) -> dict[str, Any]:
+    try:
+        campaigns = runtime().instantly(key).list_campaigns()
+    except SyncError as exc:
+        return {"ok": False, "error": exc.as_dict()}
+    items = sorted(
+        ({"id": c.id, "name": c.name} for c in campaigns), key=lambda c: c["name"].lower()
+    )
+    count = len(items)
+    message = (
+        f"The key works: {count} campaign{'s' if count != 1 else ''} in this workspace."
+        if count
+        else "The key works, but this workspace has no campaigns yet."
+    )
+    return {"ok": True, "message": message, "campaigns": items}
+
+
+def _no_key() -> dict[str, Any]:
+    message = "Type the Instantly API key first."
+    return {"ok": False, "error": {"code": "invalid_input", "message": message}}
+
+
+@bp.post("/connections/test-key")
+def test_key() -> Any:
+    """List the workspace's campaigns with the typed key, or with the saved key of the
+    connection being edited when the key field is left empty."""
+    form = TestKeyForm()
+    key = (form.instantly_api_key.data or "").strip()
+    connection_id = (form.connection_id.data or "").strip()
+    info = None
+    result: dict[str, Any] | None = None
+    if connection_id:
+        with read_session() as s:
+            user = current_db_user(s)
+            connection = _owned(s, user, connection_id)
+            info = _connection_view(s, connection)
+            if not key:
+                try:
+                    key = store.decrypted_api_key(runtime().fernet, connection)
+                except SyncError as exc:
+                    result = {"ok": False, "error": exc.as_dict()}
+    if result is None:
+        result = _campaigns_for_key(key) if key else _no_key()
+    if wants_json():
+        # The check itself worked; its outcome is in "ok" (a 4xx would read as a broken page).
+        return jsonify(result)
+    # Without JavaScript: the same form again, with the campaigns to pick from. The key
+    # typed is not echoed back into the page.
+    return _form_page(ConnectionForm(), info, test_result=result)
+
+
+def _check_access(spreadsheet_id: str) -> dict[str, Any]:
+    try:
+        tabs = runtime().sheets().check_access(spreadsheet_id)
+    except SyncError as exc:
+        return {"ok": False, "error": exc.as_dict()}
+    return {
+        "ok": True,
+        "tabs": tabs,
+        "message": "Access OK. Tabs in this spreadsheet: " + ", ".join(tabs),
+    }
+
+
+def _typed_spreadsheet_id() -> str | None:
+    typed = (request.form.get("spreadsheet_url") or "").strip()
+    if not typed:
+        return None
+    return parse_spreadsheet_url(typed)[0]
+
+
+def _access_response(result: dict[str, Any], info: dict[str, Any] | None) -> Any:
+    if wants_json():
+        # The check itself worked; its outcome is in "ok" (a 4xx would read as a broken page).
+        return jsonify(result)
+    return _form_page(ConnectionForm(), info, access_result=result)
+
+
+@bp.post("/connections/check-access")
+def check_access_typed() -> Any:
+    """Check access to the link typed in the new-connection form, before saving."""
+    try:
+        spreadsheet_id = _typed_spreadsheet_id()
+    except InvalidInput as exc:
+        return _access_response({"ok": False, "error": exc.as_dict()}, None)
+    if spreadsheet_id is None:
+        message = "Paste the Google Sheet link first."
+        return _access_response(
+            {"ok": False, "error": {"code": "invalid_input", "message": message}}, None
+        )
+    return _access_response(_check_access(spreadsheet_id), None)
+
+
+@bp.post("/connections/<int:connection_id>/check-access")
+def check_access(connection_id: int) -> Any:
+    with read_session() as s:
+        user = current_db_user(s)
+        connection = _owned(s, user, connection_id)
+        info = _connection_view(s, connection)
+        spreadsheet_id = connection.spreadsheet_id
+    try:
+        # The link being edited, if one was typed; else the saved one.
+        spreadsheet_id = _typed_spreadsheet_id() or spreadsheet_id
+    except InvalidInput as exc:
+        return _access_response({"ok": False, "error": exc.as_dict()}, info)
+    result = _check_access(spreadsheet_id)
+    if not wants_json() and "spreadsheet_url" not in request.form:
+        # A plain button (e.g. on the dashboard): report and go back.
+        if result["ok"]:
+            flash(f"{info['name']}: {result['message']}", "success")
+        else:
+            flash(f"{info['name']}: {result['error']['message']}", "error")
+        return redirect(url_for("pages.dashboard"))
+    return _access_response(result, info)
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+@bp.route("/api-keys", methods=["GET", "POST"])
+def api_keys() -> Any:
+    form = ApiKeyForm()
+    new_key = None
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                with db_session() as s:
+                    user = current_db_user(s)
+                    key, plaintext = store.create_api_key(s, user, form.name.data or "")
+                    new_key = {"name": key.name, "plaintext": plaintext}
+            except InvalidInput as exc:
+                form.name.errors = [*form.name.errors, exc.message]
+                status = 400
+            else:
+                status = 201
+                form.name.data = ""
+        else:
+            status = 400
+    with read_session() as s:
+        user = current_db_user(s)
+        keys = [
+            {
+                "id": k.id,
+                "name": k.name,
+                "prefix": k.prefix,
+                "created_at": k.created_at,
+                "last_used_at": k.last_used_at,
+                "revoked_at": k.revoked_at,
+            }
+            for k in store.list_api_keys(s, user)
+        ]
+    return (
+        render_template(
+            "api_keys.html", form=form, keys=keys, new_key=new_key
+        ),
+        status,
+    )
+
+
+@bp.post("/api-keys/<int:key_id>/revoke")
+def revoke_api_key(key_id: int) -> Any:
+    try:
+        with db_session() as s:
+            key = store.revoke_api_key(s, current_db_user(s), key_id)
+            name = key.name
+    except store.NotFound:
+        abort(404)
+    flash(f"Revoked the API key “{name}”. Programs using it can no longer sign in.", "success")
+    return redirect(url_for("pages.api_keys"))
