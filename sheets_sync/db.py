@@ -9,6 +9,8 @@ session left open during a 10-second Instantly call would stall every other writ
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,10 +70,12 @@ def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            # First: switching to WAL needs the lock too, and must wait for it like
+            # everything else when several processes open a fresh database at once.
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
             if not in_memory:
                 # WAL: readers never block the writer and vice versa; persistent per file.
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS:d}")
+                _enable_wal(cursor)
             # Off by default in SQLite; without it ON DELETE CASCADE silently does nothing.
             cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         finally:
@@ -85,6 +89,21 @@ def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _enable_wal(cursor: Any) -> None:
+    # Switching a fresh file to WAL needs an exclusive lock, and SQLite may answer "locked"
+    # at once rather than call the busy handler when another process is opening the same
+    # new file (serve and workers starting together). Wait for it like busy_timeout would.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _create_private_file(path: Path) -> None:
