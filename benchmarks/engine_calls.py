@@ -9,6 +9,12 @@ For reports of 10, 100 and 1,000 rows it measures:
 - the baseline a typical user writes with gspread: open_by_key → worksheet → clear →
   update → format header → freeze (values only, on the same fake).
 Figures are medians over ``--runs`` refreshes. Nothing here is a pass/fail test.
+
+Then, with every reader feature on (subjects, winner calls, notes, history, chart):
+- Sheets reads and writes per refresh, first sync and steady state, for 10/100/1,000 rows;
+- for 1,000 rows with ``--history-days`` (default 90) days of history already on the
+  history tab: Sheets calls and the syncing thread's CPU per steady-state refresh, and the
+  pure engine CPU (report + notes + history plan + every request) from an in-memory read.
 """
 
 from __future__ import annotations
@@ -26,11 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gspread  # noqa: E402
 
-from sheets_sync.engine import SyncSpec, run_sync  # noqa: E402
+from sheets_sync import history as history_tab  # noqa: E402
+from sheets_sync.engine import Features, SyncSpec, plan_requests, run_sync  # noqa: E402
 from sheets_sync.instantly import InstantlyClient  # noqa: E402
-from sheets_sync.report import CampaignSection, build_report  # noqa: E402
 from sheets_sync.render import render  # noqa: E402
-from sheets_sync.sheets import _RebasedSession, load_credentials, make_sheets_client  # noqa: E402
+from sheets_sync.report import CampaignSection, build_report  # noqa: E402
+from sheets_sync.sheets import (  # noqa: E402
+    TabsRead,
+    TabWanted,
+    _RebasedSession,
+    load_credentials,
+    make_sheets_client,
+)
 from tests.fakes.instantly_api import FakeInstantlyServer  # noqa: E402
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info  # noqa: E402
 
@@ -60,6 +73,9 @@ def baseline_refresh(client: gspread.Client, key: str, values: list[list]) -> No
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--history-days", type=int, default=90)
+    parser.add_argument("--fake-history-days", type=int, default=5)
+    parser.add_argument("--features-only", action="store_true")
     args = parser.parse_args()
 
     sheets_fake = FakeSheetsServer(
@@ -76,7 +92,7 @@ def main() -> None:
     print(f"{'rows':>5} | {'who':<11} | {'first: Sheets':>13} | {'steady: Sheets':>14} | "
           f"{'Instantly/refresh':>17} | {'CPU ms/refresh (median)':>23}")
     print("-" * 100)
-    for rows in (10, 100, 1000):
+    for rows in (() if args.features_only else (10, 100, 1000)):
         steps, variants = shape(rows)
         cid = workspace.add_campaign(f"Campaign {rows}")
         for s in range(steps):
@@ -104,7 +120,8 @@ def main() -> None:
             steady_calls.append(out.sheets_calls)
             inst_calls.append(out.instantly_calls)
         print(f"{rows:>5} | {'sheets-sync':<11} | {first_sheets:>13} | "
-              f"{statistics.median(steady_calls):>14.0f} | {statistics.median(inst_calls):>17.0f} | "
+              f"{statistics.median(steady_calls):>14.0f} | "
+              f"{statistics.median(inst_calls):>17.0f} | "
               f"{statistics.median(cpu):>23.1f}")
 
         # Pure steps alone (report + renderer), for the "engine CPU" target.
@@ -137,8 +154,109 @@ def main() -> None:
               f"{statistics.median(base_cpu):>23.1f}")
         print(f"{rows:>5} | {'pure steps':<11} | {'':>13} | {'':>14} | {'':>17} | "
               f"{statistics.median(pure):>23.1f}")
+    features_benchmark(args, sheets_fake, workspace, creds_file, instantly_fake.url)
     instantly_fake.stop()
     sheets_fake.stop()
+
+
+def _reads_writes(fake: FakeSheetsServer) -> tuple[int, int]:
+    writes = fake.count("batchUpdate")
+    return fake.count() - fake.count("token") - writes, writes
+
+
+def features_benchmark(args, sheets_fake, workspace, creds_file, instantly_url) -> None:
+    print()
+    print("Every reader feature on (subjects, winner calls, notes, history, chart)")
+    print(f"{'rows':>5} | {'first: reads+writes':>19} | {'steady: reads+writes':>20} | "
+          f"{'CPU ms/refresh (median)':>23}")
+    print("-" * 80)
+    features = Features.all_on()
+    start = dt.datetime(2026, 8, 1, 9, 0, tzinfo=dt.UTC)
+    for rows in (10, 100, 1000):
+        steps, variants = shape(rows)
+        cid = workspace.add_campaign(f"Features {rows}")
+        for s in range(steps):
+            for v in range(variants):
+                workspace.record(cid, DAY, s, v, sent=100 + s * 3 + v, unique_opened=40,
+                                 opened=50, unique_replies=3 + v % 3, replies=4, clicks=2,
+                                 unique_clicks=1)
+        key = sheets_fake.create_spreadsheet(f"Features {rows}", shared_with=(EMAIL,))
+        instantly = InstantlyClient(KEY, base_url=instantly_url)
+        # The Python fake serves a 90k-row history read slowly; Google does not.
+        sheets = make_sheets_client(creds_file, api_url=sheets_fake.url, timeout=(5, 600))
+        spec = SyncSpec(spreadsheet_id=key, worksheet_title="Instantly steps",
+                        campaign_ids=(cid,), features=features)
+        sheets_fake.reset_calls()
+        first = run_sync(spec, instantly=instantly, sheets=sheets, now=start)
+        first_rw = _reads_writes(sheets_fake)
+        # Days really written through the fake (which clones the whole spreadsheet on
+        # every batchUpdate, so it slows down long before Google would); the 90-day CPU
+        # figure below uses a synthetic history of --history-days days instead.
+        days = args.fake_history_days
+        steady = SyncSpec(
+            spreadsheet_id=key, worksheet_title="Instantly steps", campaign_ids=(cid,),
+            features=features, sheet_id=first.sheet_id, known_campaigns=first.campaigns,
+            history_sheet_id=first.saved_options["history_sheet_id"],
+            tab_titles=first.saved_options["tab_titles"],
+        )
+        # Fill the history tab with one snapshot a day, then measure refreshes on the last
+        # day (each replaces that day's rows: the steady state of a scheduled sync).
+        for day in range(1, days):
+            run_sync(steady, instantly=instantly, sheets=sheets,
+                     now=start + dt.timedelta(days=day))
+            if day % 10 == 0:
+                print(f"  … {rows} rows: {day} days of history", file=sys.stderr, flush=True)
+        today = start + dt.timedelta(days=days - 1)
+        cpu, calls = [], []
+        for _ in range(args.runs):
+            sheets_fake.reset_calls()
+            t0 = time.thread_time()
+            run_sync(steady, instantly=instantly, sheets=sheets, now=today)
+            cpu.append((time.thread_time() - t0) * 1000)
+            calls.append(_reads_writes(sheets_fake))
+        reads = statistics.median(c[0] for c in calls)
+        writes = statistics.median(c[1] for c in calls)
+        history_rows = len(sheets_fake.values(key, "Instantly steps history")) - 1
+        print(f"{rows:>5} | {first_rw[0]:>9} + {first_rw[1]:<9} | {reads:>10.0f} + {writes:<9.0f}"
+              f"| {statistics.median(cpu):>23.1f}   (history rows: {history_rows:,})")
+        if rows == 1000:
+            pure_engine_cpu(args, instantly, cid, key, sheets, steady, today)
+
+
+def pure_engine_cpu(args, instantly, cid, key, sheets, steady, today) -> None:
+    """Report + notes + history plan + requests, from a read held in memory: the real
+    main tab as read back, and a history of --history-days days × 1,000 keys."""
+    read = sheets.read_tabs(key, [
+        TabWanted("main", steady.tab_titles["main"], steady.sheet_id, ""),
+        TabWanted("history", steady.tab_titles["history"],
+                  steady.history_sheet_id, "A:B"),
+    ])
+    history = read.tabs["history"]
+    real = history.rows[1:]
+    todays_keys = [r[1] for r in real if history_tab.day_of(r[0]) == today.date()]
+    synthetic = [history.rows[0]]
+    for back in range(args.history_days - 1, -1, -1):
+        serial = {"userEnteredValue": {"numberValue": history_tab.serial(
+            today.date() - dt.timedelta(days=back))}}
+        synthetic += [[serial, k] for k in todays_keys]
+    history.rows = synthetic
+    stats = instantly.step_analytics(cid)
+    campaign = steady.known_campaigns[cid]
+    cpu = []
+    for _ in range(args.runs):
+        t0 = time.thread_time()
+        report = build_report([CampaignSection(cid, campaign.name, stats, campaign)],
+                              include_opportunities=False, date_label="All time",
+                              subjects=True, winner_calls=True)
+        requests, _ = plan_requests(steady, report, TabsRead(read.tabs, read.taken_ids),
+                                    now=today)
+        json.dumps(requests)  # what gspread serialises for the one write
+        cpu.append((time.thread_time() - t0) * 1000)
+    history_rows = len(read.tabs["history"].rows) - 1
+    print(f"pure engine CPU, 1,000 rows + {history_rows:,} history rows "
+          f"({args.history_days} days): {statistics.median(cpu):.1f} ms (median of "
+          f"{args.runs}); read parsed rows: main {len(read.tabs['main'].rows)}")
+
 
 
 if __name__ == "__main__":

@@ -59,6 +59,75 @@ class DateRangeInput(BaseModel):
         return {"start": self.start or "", "end": self.end or ""}
 
 
+class FeatureSwitches(BaseModel):
+    """What the tab offers beyond the numbers; every switch defaults to on.
+
+    Stored in ``Connection.options["features"]``; a PATCH may send a subset.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    subjects: bool | None = Field(
+        default=None, description="Show each variant's subject line; mark disabled variants."
+    )
+    winner_calls: bool | None = Field(
+        default=None, description="Call the winner of each step on reply (and opportunity) rate."
+    )
+    min_sample: int | None = Field(
+        default=None, ge=10, le=1_000_000,
+        description="Emails sent per variant before a step is called (below: 'Too early').",
+    )
+    notes: bool | None = Field(
+        default=None, description="Keep a Notes column whose notes follow their rows."
+    )
+    history: bool | None = Field(
+        default=None, description="Keep a daily snapshot on a second tab."
+    )
+    history_days: int | None = Field(
+        default=None, ge=7, le=3650, description="Days of history kept on the history tab."
+    )
+    chart: bool | None = Field(
+        default=None, description="Keep a column chart of reply rate by step and variant."
+    )
+
+
+FEATURE_DEFAULTS: dict[str, Any] = {
+    "subjects": True,
+    "winner_calls": True,
+    "min_sample": 100,
+    "notes": True,
+    "history": True,
+    "history_days": 180,
+    "chart": True,
+}
+
+
+def features_of(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The effective switches of a connection: stored values over the defaults."""
+    stored = (options or {}).get("features") or {}
+    out = dict(FEATURE_DEFAULTS)
+    for key, default in FEATURE_DEFAULTS.items():
+        value = stored.get(key)
+        if isinstance(default, bool) and isinstance(value, bool):
+            out[key] = value
+        elif (
+            not isinstance(default, bool)
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
+            out[key] = value
+    return out
+
+
+def with_features(options: dict[str, Any] | None, changes: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the sent switches applied (unsent ones keep their value)."""
+    merged = dict(options or {})
+    features = dict(merged.get("features") or {})
+    features.update({k: v for k, v in changes.items() if v is not None})
+    merged["features"] = features
+    return merged
+
+
 class ConnectionFields(BaseModel):
     """Every settable field; all optional so PATCH can send a subset."""
 
@@ -75,6 +144,7 @@ class ConnectionFields(BaseModel):
     schedule_time: str | None = Field(default=None, examples=["09:00"])
     schedule_weekday: int | None = Field(default=None, ge=0, le=6)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Berlin"])
+    features: FeatureSwitches | None = None
 
     @field_validator("spreadsheet_url")
     @classmethod
@@ -128,6 +198,12 @@ class ConnectionFields(BaseModel):
     def changes(self) -> dict[str, Any]:
         """Only the fields that were sent, ready for the store."""
         data = self.model_dump(exclude_unset=True)
+        # Switches live in Connection.options: the caller merges them with
+        # ``with_features(connection.options, changes.pop("features"))``.
+        if "features" in data:
+            data["features"] = (
+                self.features.model_dump(exclude_none=True) if self.features else {}
+            )
         if "date_range" in data:
             data["date_range"] = (
                 self.date_range.as_spec() if self.date_range else {"preset": "all_time"}
@@ -161,7 +237,9 @@ class ConnectionCreate(ConnectionFields):
             "schedule_time": self.schedule_time,
             "schedule_weekday": self.schedule_weekday,
             "timezone": self.timezone or "UTC",
-            "options": {},
+            "options": with_features(
+                {}, self.features.model_dump(exclude_none=True) if self.features else {}
+            ),
         }
 
 

@@ -11,11 +11,13 @@ and ``updateBanding`` fails when none does; cell formats have no such state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ReportTooLarge
-from .report import Column, Report, Row
+from .report import LABEL_KEYS, Column, Report, Row
 
 TITLE_ROW = 0
 INFO_ROW = 1
@@ -32,15 +34,94 @@ _BAND = {"red": 0.953, "green": 0.965, "blue": 0.984}
 _HEADER_BG = {"red": 0.141, "green": 0.259, "blue": 0.439}
 _TOTAL_BG = {"red": 0.886, "green": 0.910, "blue": 0.941}
 _MUTED = {"red": 0.35, "green": 0.35, "blue": 0.35}
+_WINNER_BG = {"red": 0.851, "green": 0.918, "blue": 0.827}
+_LEADING_BG = {"red": 1.0, "green": 0.949, "blue": 0.8}
 _FONT = "Arial"
+HEADER_FORMAT: dict[str, Any] = {
+    "backgroundColor": _HEADER_BG,
+    "textFormat": {"fontFamily": _FONT, "fontSize": 10, "bold": True, "foregroundColor": _WHITE},
+    "verticalAlignment": "MIDDLE",
+    "wrapStrategy": "WRAP",
+}
+
+NOTES_HEADER = "Notes"
+KEY_HEADER = "sheets-sync row key (do not edit)"
+CHART_LABEL_HEADER = "Chart label"
+REMOVED_TITLE = "Notes of removed rows"
+REMOVED_PREFIX = "removed:"
+CHART_TITLE = "Reply rate by step and variant"
 
 
-def grid_size(report: Report) -> tuple[int, int]:
-    return FIRST_DATA_ROW + len(report.all_rows), len(report.columns)
+@dataclass(frozen=True)
+class RemovedNoteRow:
+    key: str
+    label: str
+    value: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What the optional features add right of (and below) the report's columns.
+
+    ``notes``: a Notes column (values by row key) and a hidden row-key column; notes whose
+    row is gone are listed in ``removed_notes`` below the table. ``chart``: a hidden label
+    column and the chart request, "add" (it is not there) or "update" (it is).
+    """
+
+    notes: Mapping[str, Mapping[str, Any]] | None = None
+    removed_notes: Sequence[RemovedNoteRow] = ()
+    row_keys: Sequence[str] = field(default=())  # per report.all_rows, when notes are on
+    chart: Literal["add", "update"] | None = None
+    chart_id: int = 0
+
+
+def grid_size(report: Report, extras: Extras | None = None) -> tuple[int, int]:
+    extras = extras or Extras()
+    rows = FIRST_DATA_ROW + len(report.all_rows)
+    if extras.notes is not None and extras.removed_notes:
+        rows += 2 + len(extras.removed_notes)  # a blank row, a title, one row per note
+    return rows, len(report.columns) + len(_extra_columns(extras))
+
+
+def _extra_columns(extras: Extras) -> list[str]:
+    cols = []
+    if extras.notes is not None:
+        cols += [NOTES_HEADER, KEY_HEADER]
+    if extras.chart is not None:
+        cols.append(CHART_LABEL_HEADER)
+    return cols
 
 
 def label_column_count(report: Report) -> int:
-    return sum(1 for c in report.columns if c.kind == "text")
+    """Leading campaign/step/variant columns: frozen, so they stay in view."""
+    count = 0
+    for col in report.columns:
+        if col.key not in LABEL_KEYS:
+            break
+        count += 1
+    return count
+
+
+def chart_id_for(sheet_id: int) -> int:
+    """The chart's id, chosen by us and derived from the tab's, so it is known without a
+    lookup. Embedded object ids are positive int32."""
+    return (sheet_id * 31 + 7) % 2_000_000_000 + 1
+
+
+def cell_of(value: Any, fmt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A history/plain cell: text as stringValue (never a formula), numbers as numbers."""
+    if value is None or value == "":
+        return _blank(fmt)
+    if isinstance(value, str):
+        return _text(value, fmt or {}) if fmt else {"userEnteredValue": {"stringValue": value}}
+    cell: dict[str, Any] = {"userEnteredValue": {"numberValue": value}}
+    if fmt:
+        cell["userEnteredFormat"] = fmt
+    return cell
+
+
+def text_cell(value: str, fmt: dict[str, Any]) -> dict[str, Any]:
+    return _text(value, fmt)
 
 
 def _text(value: str, fmt: dict[str, Any]) -> dict[str, Any]:
@@ -91,35 +172,146 @@ def _title_rows(report: Report, synced_at: datetime, width: int) -> list[dict[st
     return [{"values": title_cells}, {"values": info_cells}]
 
 
-def _header_row(report: Report) -> dict[str, Any]:
-    fmt = {
-        "backgroundColor": _HEADER_BG,
-        "textFormat": {
-            "fontFamily": _FONT,
-            "fontSize": 10,
-            "bold": True,
-            "foregroundColor": _WHITE,
-        },
-        "verticalAlignment": "MIDDLE",
-        "wrapStrategy": "WRAP",
-    }
+def _header_row(report: Report, extras: Extras) -> dict[str, Any]:
     cells = []
     for col in report.columns:
         align = "LEFT" if col.kind == "text" else "RIGHT"
-        cells.append(_text(col.header, dict(fmt, horizontalAlignment=align)))
+        cells.append(_text(col.header, dict(HEADER_FORMAT, horizontalAlignment=align)))
+    for header in _extra_columns(extras):
+        cells.append(_text(header, dict(HEADER_FORMAT, horizontalAlignment="LEFT")))
     return {"values": cells}
 
 
-def _data_row(report: Report, row: Row, position: int) -> dict[str, Any]:
+def chart_label(report: Report, row: Row) -> str:
+    index = {c.key: i for i, c in enumerate(report.columns)}
+    parts = [str(row.values[index[k]]) for k in LABEL_KEYS if k in index]
+    return " · ".join(p for p in parts if p)
+
+
+def _data_row(
+    report: Report, row: Row, position: int, extras: Extras
+) -> dict[str, Any]:
     if row.kind == "total":
         row_format = _row_format(_TOTAL_BG, bold=True)
+    elif row.highlight == "winner":
+        row_format = _row_format(_WINNER_BG, bold=True)
+    elif row.highlight == "leading":
+        row_format = _row_format(_LEADING_BG)
     else:
         row_format = _row_format(_BAND if position % 2 else None)
     cells = [
         _value_cell(col, val, row_format)
         for col, val in zip(report.columns, row.values, strict=True)
     ]
+    if extras.notes is not None:
+        key = extras.row_keys[position]
+        cells.append(_note_cell(extras.notes.get(key), row_format))
+        cells.append(_text(key, row_format))
+    if extras.chart is not None:
+        label = chart_label(report, row) if row.kind != "total" else ""
+        cells.append(_text(label, row_format) if label else _blank(row_format))
     return {"values": cells}
+
+
+def _note_cell(value: Mapping[str, Any] | None, row_format: dict[str, Any]) -> dict[str, Any]:
+    fmt = dict(row_format, wrapStrategy="WRAP")
+    if not value:
+        return _blank(fmt)
+    # What the teammate typed, exactly as typed (text, number or their own formula).
+    return {"userEnteredValue": dict(value), "userEnteredFormat": fmt}
+
+
+def _removed_rows(report: Report, extras: Extras, width: int) -> list[dict[str, Any]]:
+    if extras.notes is None or not extras.removed_notes:
+        return []
+    notes_col = len(report.columns)
+    title_fmt = {"textFormat": {"fontFamily": _FONT, "bold": True}}
+    explain = (
+        f"{REMOVED_TITLE}: their rows are no longer in the report. A note moves back "
+        "when its row returns; clear a note here to drop it."
+    )
+    rows = [{"values": [_blank()] * width}]
+    rows.append({"values": [_text(explain, title_fmt)] + [_blank()] * (width - 1)})
+    muted = {"textFormat": {"foregroundColor": _MUTED}}
+    for note in extras.removed_notes:
+        cells = [_blank()] * width
+        cells[0] = _text(note.label, muted)
+        cells[notes_col] = _note_cell(note.value, {})
+        cells[notes_col + 1] = _text(REMOVED_PREFIX + note.key, {})
+        rows.append({"values": cells})
+    return rows
+
+
+def chart_spec(report: Report, sheet_id: int, extras: Extras) -> dict[str, Any]:
+    label_col = len(report.columns) + len(_extra_columns(extras)) - 1
+    rate_col = [c.key for c in report.columns].index("reply_rate")
+    end = FIRST_DATA_ROW + len(report.rows)
+
+    def source(column: int) -> dict[str, Any]:
+        return {
+            "sourceRange": {
+                "sources": [
+                    {
+                        "sheetId": sheet_id,
+                        "startRowIndex": FIRST_DATA_ROW,
+                        "endRowIndex": end,
+                        "startColumnIndex": column,
+                        "endColumnIndex": column + 1,
+                    }
+                ]
+            }
+        }
+
+    return {
+        "title": CHART_TITLE,
+        # The label column is hidden: plot it anyway.
+        "hiddenDimensionStrategy": "SHOW_ALL",
+        "basicChart": {
+            "chartType": "COLUMN",
+            "legendPosition": "NO_LEGEND",
+            "headerCount": 0,
+            "axis": [
+                {"position": "BOTTOM_AXIS", "title": "Step · variant"},
+                {"position": "LEFT_AXIS", "title": "Reply rate (unique replies / sent)"},
+            ],
+            "domains": [{"domain": source(label_col)}],
+            "series": [{"series": source(rate_col), "targetAxis": "LEFT_AXIS"}],
+        },
+    }
+
+
+def _chart_request(report: Report, sheet_id: int, extras: Extras) -> list[dict[str, Any]]:
+    if extras.chart is None or not report.rows:
+        return []
+    spec = chart_spec(report, sheet_id, extras)
+    if extras.chart == "update":
+        return [{"updateChartSpec": {"chartId": extras.chart_id, "spec": spec}}]
+    # Anchored just right of the visible columns, below the header; people may move it
+    # (updateChartSpec leaves the position alone).
+    first_hidden = len(report.columns) + (1 if extras.notes is not None else 0)
+    return [
+        {
+            "addChart": {
+                "chart": {
+                    "chartId": extras.chart_id,
+                    "spec": spec,
+                    "position": {
+                        "overlayPosition": {
+                            "anchorCell": {
+                                "sheetId": sheet_id,
+                                "rowIndex": HEADER_ROW,
+                                "columnIndex": first_hidden,
+                            },
+                            "offsetXPixels": 16,
+                            "offsetYPixels": 0,
+                            "widthPixels": 720,
+                            "heightPixels": 380,
+                        }
+                    },
+                }
+            }
+        }
+    ]
 
 
 def _number_formats(report: Report, sheet_id: int, rows: int) -> list[dict[str, Any]]:
@@ -161,17 +353,23 @@ def _number_formats(report: Report, sheet_id: int, rows: int) -> list[dict[str, 
     return requests
 
 
-def render(report: Report, *, sheet_id: int, synced_at: datetime) -> list[dict[str, Any]]:
+def render(
+    report: Report, *, sheet_id: int, synced_at: datetime, extras: Extras | None = None
+) -> list[dict[str, Any]]:
     """Every request that makes the tab ``sheet_id`` show ``report``, in order."""
-    rows, cols = grid_size(report)
+    extras = extras or Extras()
+    rows, cols = grid_size(report, extras)
     if rows * cols > MAX_TAB_CELLS:
         raise ReportTooLarge(
             f"The report has {rows:,} rows × {cols} columns, more than one tab should hold. "
             "Pick fewer campaigns or a shorter date range."
         )
     frozen_cols = label_column_count(report)
-    body_rows = _title_rows(report, synced_at, cols) + [_header_row(report)]
-    body_rows += [_data_row(report, row, i) for i, row in enumerate(report.all_rows)]
+    body_rows = _title_rows(report, synced_at, cols) + [_header_row(report, extras)]
+    body_rows += [
+        _data_row(report, row, i, extras) for i, row in enumerate(report.all_rows)
+    ]
+    body_rows += _removed_rows(report, extras, cols)
     requests: list[dict[str, Any]] = [
         {
             "updateSheetProperties": {
@@ -202,8 +400,15 @@ def render(report: Report, *, sheet_id: int, synced_at: datetime) -> list[dict[s
             }
         },
     ]
-    requests += _number_formats(report, sheet_id, rows)
-    for index, col in enumerate(report.columns):
+    requests += _number_formats(report, sheet_id, FIRST_DATA_ROW + len(report.all_rows))
+    widths: list[tuple[int, bool]] = [(col.width, False) for col in report.columns]
+    for header in _extra_columns(extras):
+        widths.append((260, False) if header == NOTES_HEADER else (120, True))
+    for index, (width, hidden) in enumerate(widths):
+        props: dict[str, Any] = {"pixelSize": width}
+        if extras.notes is not None or extras.chart is not None:
+            # Managed columns are shown again if someone hid one; ours stay hidden.
+            props["hiddenByUser"] = hidden
         requests.append(
             {
                 "updateDimensionProperties": {
@@ -213,8 +418,8 @@ def render(report: Report, *, sheet_id: int, synced_at: datetime) -> list[dict[s
                         "startIndex": index,
                         "endIndex": index + 1,
                     },
-                    "properties": {"pixelSize": col.width},
-                    "fields": "pixelSize",
+                    "properties": props,
+                    "fields": ",".join(props),
                 }
             }
         )
@@ -232,11 +437,14 @@ def render(report: Report, *, sheet_id: int, synced_at: datetime) -> list[dict[s
             }
         }
     )
+    requests += _chart_request(report, sheet_id, extras)
     return requests
 
 
-def add_sheet_request(report: Report, *, sheet_id: int, title: str) -> dict[str, Any]:
-    rows, cols = grid_size(report)
+def add_sheet_request(
+    report: Report, *, sheet_id: int, title: str, extras: Extras | None = None
+) -> dict[str, Any]:
+    rows, cols = grid_size(report, extras)
     return {
         "addSheet": {
             "properties": {

@@ -10,14 +10,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .instantly import Campaign, StepStats
+from .instantly import Campaign, StepStats, Variant
+from .winners import DEFAULT_MIN_SAMPLE, Arm, Call, call_step
 
 ColumnKind = Literal["text", "int", "percent"]
 RowKind = Literal["data", "unattributed", "total"]
+Highlight = Literal["winner", "leading"]
+RowKey = tuple[str, int | None, int | None]
 
 UNATTRIBUTED_STEP = "No step (not attributed)"
 UNATTRIBUTED_VARIANT = "No variant (not attributed)"
 ALL_CAMPAIGNS = "All campaigns combined"
+NO_SUBJECT = "(no subject: sent in the same thread)"
+DISABLED_SUFFIX = " (disabled)"
+# Label columns: frozen on the tab, and the row labels of the chart and history.
+LABEL_KEYS = ("campaign", "step", "variant")
+_CALLS: tuple[tuple[str, str, str], ...] = (
+    ("reply_call", "Reply-rate call (chance the leader is best)", "unique_replies"),
+    (
+        "opportunity_call",
+        "Opportunity-rate call (chance the leader is best)",
+        "unique_opportunities",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -33,8 +48,10 @@ class Row:
     kind: RowKind
     # (campaign id or "", step index or None, variant index or None): stable across
     # refreshes, so later features can find "the same row" after rows move.
-    key: tuple[str, int | None, int | None]
+    key: RowKey
     values: tuple[str | int | float | None, ...]
+    # Set when a winner call names this row the leader of its step: the renderer colours it.
+    highlight: Highlight | None = None
 
 
 @dataclass(frozen=True)
@@ -117,16 +134,70 @@ _OPPORTUNITY_RATE = (
 )
 
 
-def columns_for(*, multi_campaign: bool, include_opportunities: bool) -> tuple[Column, ...]:
+def columns_for(
+    *,
+    multi_campaign: bool,
+    include_opportunities: bool,
+    subjects: bool = False,
+    winner_calls: bool = False,
+) -> tuple[Column, ...]:
     cols: list[Column] = []
     if multi_campaign:
         cols.append(Column("campaign", "Campaign", "text", 220))
     cols += [Column("step", "Step", "text", 150), Column("variant", "Variant", "text", 110)]
+    if subjects:
+        cols.append(Column("subject", "Subject line", "text", 260))
     counts = list(_COUNTS) + (list(_OPPORTUNITY_COUNTS) if include_opportunities else [])
     cols += [Column(key, header, "int", 100) for key, header in counts]
     rates = list(_RATES) + ([_OPPORTUNITY_RATE] if include_opportunities else [])
     cols += [Column(key, header, "percent", 130) for key, header, _ in rates]
+    if winner_calls:
+        calls = _CALLS if include_opportunities else _CALLS[:1]
+        cols += [Column(key, header, "text", 170) for key, header, _ in calls]
     return tuple(cols)
+
+
+def _variant_of(
+    campaign: Campaign | None, step: int | None, variant: int | None
+) -> Variant | None:
+    if campaign is None or step is None or variant is None:
+        return None
+    steps = campaign.main_steps
+    if step >= len(steps) or variant >= len(steps[step].variants):
+        return None
+    return steps[step].variants[variant]
+
+
+def _subject(campaign: Campaign | None, step: int | None, variant: int | None) -> str:
+    found = _variant_of(campaign, step, variant)
+    if found is None:
+        return ""
+    return found.subject.strip() or NO_SUBJECT
+
+
+def _winner_calls(
+    sections: Sequence[CampaignSection], *, include_opportunities: bool, min_sample: int
+) -> dict[str, dict[RowKey, Call]]:
+    """Per call column, the verdict of each attributed row in a step of 2+ variants."""
+    out: dict[str, dict[RowKey, Call]] = {}
+    calls = _CALLS if include_opportunities else _CALLS[:1]
+    for column_key, _, source in calls:
+        verdicts: dict[RowKey, Call] = {}
+        for section in sections:
+            by_step: dict[int, list[Arm]] = {}
+            for stat in section.stats:
+                if stat.step is None or stat.variant is None:
+                    continue
+                key: RowKey = (section.campaign_id or "", stat.step, stat.variant)
+                successes = int(getattr(stat, source) or 0)
+                by_step.setdefault(stat.step, []).append(
+                    Arm(key, variant_label(stat.variant), successes, int(stat.sent))
+                )
+            for arms in by_step.values():
+                arms.sort(key=lambda a: a.key[2])  # type: ignore[index]
+                verdicts.update(call_step(arms, min_sample=min_sample))  # type: ignore[arg-type]
+        out[column_key] = verdicts
+    return out
 
 
 def _rate(numerator: int | None, sent: int) -> float | None:
@@ -161,10 +232,32 @@ def build_report(
     *,
     include_opportunities: bool,
     date_label: str,
+    subjects: bool = False,
+    winner_calls: bool = False,
+    min_sample: int = DEFAULT_MIN_SAMPLE,
 ) -> Report:
-    """Rows ordered campaign (as selected), step, variant; unattributed rows last."""
+    """Rows ordered campaign (as selected), step, variant; unattributed rows last.
+
+    ``subjects`` adds the variant's subject line (only when every section is a known
+    campaign: the combined view has no single sequence) and marks disabled variants;
+    ``winner_calls`` adds a call column per compared rate (see :mod:`winners`).
+    """
     multi = len(sections) > 1
-    columns = columns_for(multi_campaign=multi, include_opportunities=include_opportunities)
+    subjects = subjects and bool(sections) and all(s.campaign is not None for s in sections)
+    columns = columns_for(
+        multi_campaign=multi,
+        include_opportunities=include_opportunities,
+        subjects=subjects,
+        winner_calls=winner_calls,
+    )
+    calls = (
+        _winner_calls(
+            sections, include_opportunities=include_opportunities, min_sample=min_sample
+        )
+        if winner_calls
+        else {}
+    )
+    call_keys = [c.key for c in columns if c.key.endswith("_call")]
     count_keys = [c.key for c in columns if c.kind == "int"]
     rows: list[Row] = []
     grand: dict[str, int] = dict.fromkeys(count_keys, 0)
@@ -176,17 +269,40 @@ def build_report(
             labels: list[str | int | float | None] = []
             if multi:
                 labels.append(section.name)
-            labels += [step_label(stat.step, section.campaign), variant_label(stat.variant)]
+            variant_text = variant_label(stat.variant)
+            if subjects:
+                found = _variant_of(section.campaign, stat.step, stat.variant)
+                if found is not None and found.v_disabled:
+                    variant_text += DISABLED_SUFFIX
+            labels += [step_label(stat.step, section.campaign), variant_text]
+            if subjects:
+                labels.append(_subject(section.campaign, stat.step, stat.variant))
             kind: RowKind = "unattributed" if stat.step is None or stat.variant is None else "data"
+            key: RowKey = (section.campaign_id or "", stat.step, stat.variant)
+            texts: list[str | int | float | None] = []
+            highlight: Highlight | None = None
+            for call_key in call_keys:
+                call = calls[call_key].get(key)
+                texts.append(call.text if call else "")
+                if call is not None and call.verdict == "winner":
+                    highlight = "winner"
+                elif call is not None and call.verdict == "leading" and highlight is None:
+                    highlight = "leading"
             rows.append(
                 Row(
                     kind,
-                    (section.campaign_id or "", stat.step, stat.variant),
-                    tuple(labels + _metric_values(columns, counts)),
+                    key,
+                    tuple(labels + _metric_values(columns, counts) + texts),
+                    highlight,
                 )
             )
-    total_labels: list[str | int | float | None] = ["Total"] + [""] * (2 if multi else 1)
-    total = Row("total", ("", None, None), tuple(total_labels + _metric_values(columns, grand)))
+    label_count = sum(1 for c in columns if c.kind == "text") - len(call_keys)
+    total_labels: list[str | int | float | None] = ["Total"] + [""] * (label_count - 1)
+    total = Row(
+        "total",
+        ("", None, None),
+        tuple(total_labels + _metric_values(columns, grand) + [""] * len(call_keys)),
+    )
     names = tuple(s.name for s in sections)
     title = (
         "Instantly step analytics: " + ", ".join(names)

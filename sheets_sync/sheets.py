@@ -41,6 +41,12 @@ from .retry import RetryPolicy, call_with_retry, parse_retry_after
 SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
 _GOOGLE_ROOT = DEFAULT_SHEETS_API_URL
 _METADATA_FIELDS = "sheets.properties(sheetId,title,index)"
+# The one read of a steady-state refresh with features on: the managed tabs' ids and
+# titles, our chart's id, and the cells' entered values (notes, keys, history dates).
+_STATE_FIELDS = (
+    "sheets(properties(sheetId,title),charts(chartId),"
+    "data(startRow,startColumn,rowData(values(userEnteredValue))))"
+)
 
 CREDENTIALS_MISSING = (
     "Google credentials are not configured. Set GOOGLE_APPLICATION_CREDENTIALS to the path "
@@ -104,6 +110,44 @@ def service_account_email(path: Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class TabWanted:
+    """A managed tab to read: by stored id (title as a hint), else found by title."""
+
+    name: str
+    title: str
+    sheet_id: int | None
+    columns: str = ""  # A1 columns to read, e.g. "A:B"; "" for the whole tab
+
+
+@dataclass
+class TabState:
+    sheet_id: int
+    title: str
+    charts: set[int]
+    rows: list[list[dict[str, Any]]]  # entered values, from A1 (empty rows as [])
+
+
+@dataclass
+class TabsRead:
+    tabs: dict[str, TabState | None]  # by TabWanted.name; None = no such tab
+    taken_ids: set[int]  # every sheet id seen (to pick a free one); may be partial
+
+
+def a1_range(title: str, columns: str = "") -> str:
+    quoted = "'" + title.replace("'", "''") + "'"
+    return f"{quoted}!{columns}" if columns else quoted
+
+
+def _grid_rows(sheet: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    data = (sheet.get("data") or [{}])[0]
+    start_row, start_col = int(data.get("startRow", 0)), int(data.get("startColumn", 0))
+    rows: list[list[dict[str, Any]]] = [[] for _ in range(start_row)]
+    for row in data.get("rowData", []):
+        rows.append([{}] * start_col + list(row.get("values", [])))
+    return rows
+
+
+@dataclass(frozen=True)
 class TabWrite:
     sheet_id: int
     title: str
@@ -151,6 +195,75 @@ class SheetsClient:
             ),
         )
         return [s["properties"] for s in meta.get("sheets", [])]
+
+    def read_tabs(self, spreadsheet_id: str, wanted: list[TabWanted]) -> TabsRead:
+        """The managed tabs' cells and charts, in one read when every id is known.
+
+        Steady state: one ``spreadsheets.get`` with a range per tab (by its last known
+        title) and a field mask for entered values and chart ids. If a tab was renamed or
+        deleted (the range does not parse, or names another tab), or a tab's id is not
+        known yet (first sync), one metadata read finds the tabs by id, then by title, and
+        a second read fetches the cells of those that exist (none on a first sync).
+        """
+        if wanted and all(w.sheet_id is not None for w in wanted):
+            try:
+                found = self._read_ranges(spreadsheet_id, wanted)
+            except SheetsRequestRejected:
+                found = None
+            if found is not None and all(
+                found.get(w.name) is not None
+                and found[w.name].sheet_id == w.sheet_id  # type: ignore[union-attr]
+                for w in wanted
+            ):
+                return TabsRead(dict(found), {t.sheet_id for t in found.values() if t})
+        tabs = self.sheet_properties(spreadsheet_id)
+        taken = {int(t["sheetId"]) for t in tabs}
+        located: list[TabWanted] = []
+        for w in wanted:
+            by_id = next((t for t in tabs if int(t["sheetId"]) == w.sheet_id), None)
+            by_title = next(
+                (t for t in tabs if t["title"].casefold() == w.title.casefold()), None
+            )
+            tab = by_id or by_title
+            if tab is not None:
+                located.append(TabWanted(w.name, tab["title"], int(tab["sheetId"]), w.columns))
+        result: dict[str, TabState | None] = dict.fromkeys((w.name for w in wanted), None)
+        if located:
+            found = self._read_ranges(spreadsheet_id, located)
+            for w in located:
+                result[w.name] = found.get(w.name)
+        return TabsRead(result, taken)
+
+    def _read_ranges(
+        self, spreadsheet_id: str, wanted: list[TabWanted]
+    ) -> dict[str, TabState | None]:
+        meta = self._call(
+            spreadsheet_id,
+            lambda: self._client.http_client.fetch_sheet_metadata(
+                spreadsheet_id,
+                params={
+                    "ranges": [a1_range(w.title, w.columns) for w in wanted],
+                    "fields": _STATE_FIELDS,
+                },
+            ),
+        )
+        sheets = meta.get("sheets", [])
+        out: dict[str, TabState | None] = {}
+        for w in wanted:
+            sheet = next(
+                (s for s in sheets if s["properties"]["title"].casefold() == w.title.casefold()),
+                None,
+            )
+            if sheet is None:
+                out[w.name] = None
+                continue
+            out[w.name] = TabState(
+                sheet_id=int(sheet["properties"]["sheetId"]),
+                title=sheet["properties"]["title"],
+                charts={int(c["chartId"]) for c in sheet.get("charts", [])},
+                rows=_grid_rows(sheet),
+            )
+        return out
 
     def check_access(self, spreadsheet_id: str) -> list[str]:
         """Tab titles, proving the service account can read the spreadsheet."""

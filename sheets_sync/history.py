@@ -1,0 +1,325 @@
+"""The history tab: one snapshot row per UTC day and campaign × step × variant (pure).
+
+Layout (fixed, whatever the connection's settings, so rows of different days line up):
+``Date (UTC) | row key (hidden) | Campaign | Step | Variant | counts… | rates…``. The
+refresh reads back only columns A:B (date and key) and plans the smallest edit:
+
+* rows older than the horizon are deleted (``deleteDimension``, bottom-up);
+* today's rows are upserted by key: a key already there today is overwritten in place,
+  a new key is appended at the end; a key reported earlier today but not now is left as
+  it was;
+* if the tab would still pass :data:`MAX_HISTORY_CELLS`, the oldest days go first.
+
+Everything is requests for the same ``batchUpdate`` as the main tab.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from .notes import row_key
+from .render import HEADER_FORMAT, INT_FORMAT, PERCENT_FORMAT, cell_of, text_cell
+from .report import ALL_CAMPAIGNS, Report
+
+DEFAULT_HORIZON_DAYS = 180
+# Far below Google's 10,000,000 cells per spreadsheet, leaving room for the other tabs.
+MAX_HISTORY_CELLS = 4_000_000
+_EPOCH = date(1899, 12, 30)  # Sheets' day zero for date serial numbers
+
+# (key, header, kind, width)
+COLUMNS: tuple[tuple[str, str, str, int], ...] = (
+    ("date", "Date (UTC)", "date", 100),
+    ("key", "sheets-sync row key (do not edit)", "key", 100),
+    ("campaign", "Campaign", "text", 200),
+    ("step", "Step", "text", 140),
+    ("variant", "Variant", "text", 90),
+    ("sent", "Sent", "int", 90),
+    ("opened", "Opens", "int", 90),
+    ("unique_opened", "Unique opens", "int", 90),
+    ("replies", "Replies", "int", 90),
+    ("unique_replies", "Unique replies", "int", 90),
+    ("replies_automatic", "Automatic replies", "int", 90),
+    ("unique_replies_automatic", "Unique automatic replies", "int", 90),
+    ("clicks", "Link clicks", "int", 90),
+    ("unique_clicks", "Unique link clicks", "int", 90),
+    ("opportunities", "Opportunities", "int", 90),
+    ("unique_opportunities", "Unique opportunities", "int", 90),
+    ("meetings_booked", "Meetings booked", "int", 90),
+    ("won", "Won", "int", 90),
+    ("open_rate", "Open rate (unique opens / sent)", "percent", 110),
+    ("reply_rate", "Reply rate (unique replies / sent)", "percent", 110),
+    ("click_rate", "Click rate (unique clicks / sent)", "percent", 110),
+    ("opportunity_rate", "Opportunity rate (unique opportunities / sent)", "percent", 110),
+)
+KEY_COLUMN = 1
+WIDTH = len(COLUMNS)
+
+HistoryValue = str | int | float | None
+
+
+def serial(day: date) -> int:
+    return (day - _EPOCH).days
+
+
+def day_of(cell: Mapping[str, Any] | None) -> date | None:
+    """The date in a history row's first cell (a serial number, or ISO text typed by hand)."""
+    value = (cell or {}).get("userEnteredValue") or {}
+    if "numberValue" in value:
+        try:
+            return _EPOCH + timedelta(days=int(value["numberValue"]))
+        except (OverflowError, ValueError):
+            return None
+    if "stringValue" in value:
+        try:
+            return datetime.strptime(str(value["stringValue"]).strip(), "%Y-%m-%d").date()
+        except ValueError:
+            return None
+    return None
+
+
+def snapshot(report: Report, day: date) -> list[tuple[str, list[HistoryValue]]]:
+    """(key, cells) per report row (the total excluded) for the history tab."""
+    index = {c.key: i for i, c in enumerate(report.columns)}
+    single_name = (
+        report.campaign_names[0] if len(report.campaign_names) == 1 else ALL_CAMPAIGNS
+    )
+    out: list[tuple[str, list[HistoryValue]]] = []
+    for row in report.rows:
+        key = row_key(row)
+
+        def get(name: str, row_values: tuple[Any, ...] = row.values) -> HistoryValue:
+            at = index.get(name)
+            return None if at is None else row_values[at]
+
+        cells: list[HistoryValue] = []
+        for name, _, _, _ in COLUMNS:
+            if name == "date":
+                cells.append(serial(day))
+            elif name == "key":
+                cells.append(key)
+            elif name == "campaign":
+                cells.append(get("campaign") if "campaign" in index else single_name)
+            else:
+                cells.append(get(name))
+        out.append((key, cells))
+    return out
+
+
+@dataclass(frozen=True)
+class HistoryPlan:
+    # Half-open sheet row ranges to delete, highest first (so indices stay valid).
+    deletes: list[tuple[int, int]]
+    # (sheet row index after the deletes, cells): contiguous runs become one updateCells.
+    writes: list[tuple[int, list[HistoryValue]]]
+    row_count: int  # grid rows after the edit, header included
+
+
+def _runs(indices: Iterable[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for i in sorted(set(indices)):
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def plan(
+    existing: Sequence[tuple[date | None, str]],
+    today: date,
+    rows: Sequence[tuple[str, list[HistoryValue]]],
+    *,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    max_cells: int = MAX_HISTORY_CELLS,
+) -> HistoryPlan:
+    """The edit that upserts ``rows`` as ``today``'s snapshot.
+
+    ``existing[i]`` is (date, key) of sheet row ``i + 1`` (row 0 is the header). Rows
+    whose date cannot be read are someone else's: never deleted, never overwritten.
+    """
+    cutoff = today - timedelta(days=horizon_days)
+    delete: set[int] = set()
+    today_at: dict[str, int] = {}
+    for i, (day, key) in enumerate(existing, start=1):
+        if day is None:
+            continue
+        if day < cutoff:
+            delete.add(i)
+        elif day == today and key:
+            if key in today_at:
+                delete.add(i)  # a duplicate: keep one row per key and day
+            else:
+                today_at[key] = i
+    new_keys = [key for key, _ in rows if key not in today_at]
+    kept = len(existing) - len(delete)
+    max_rows = max(1, max_cells // WIDTH) - 1
+    overflow = kept + len(new_keys) - max_rows
+    if overflow > 0:
+        # Still too big: drop the oldest days (never today's rows).
+        by_age = sorted(
+            (day, i)
+            for i, (day, _) in enumerate(existing, start=1)
+            if day is not None and day < today and i not in delete
+        )
+        for _, i in by_age[:overflow]:
+            delete.add(i)
+    deletes = sorted(_runs(delete), reverse=True)
+
+    deleted = sorted(delete)
+
+    def shifted(index: int) -> int:
+        return index - bisect_left(deleted, index)
+
+    row_count = 1 + len(existing) - len(delete)
+    writes: list[tuple[int, list[HistoryValue]]] = []
+    for key, cells in rows:
+        if key in today_at and today_at[key] not in delete:
+            writes.append((shifted(today_at[key]), cells))
+        else:
+            writes.append((row_count, cells))
+            row_count += 1
+    writes.sort(key=lambda w: w[0])
+    return HistoryPlan(deletes, writes, row_count)
+
+
+def existing_rows(grid: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[date | None, str]]:
+    """(date, key) per row below the header from the A:B grid read back."""
+    out: list[tuple[date | None, str]] = []
+    days: dict[float, date | None] = {}  # 90,000 rows share ~90 dates: parse each once
+    for cells in list(grid)[1:]:
+        first = cells[0] if cells else None
+        number = ((first or {}).get("userEnteredValue") or {}).get("numberValue")
+        if isinstance(number, int | float):
+            if number not in days:
+                days[number] = day_of(first)
+            day = days[number]
+        else:
+            day = day_of(first)
+        key_cell = cells[KEY_COLUMN] if len(cells) > KEY_COLUMN else {}
+        key_value = (key_cell.get("userEnteredValue") or {}).get("stringValue", "")
+        out.append((day, str(key_value)))
+    return out
+
+
+DATE_FORMAT = {"type": "DATE", "pattern": "yyyy-mm-dd"}
+
+
+def add_sheet_request(sheet_id: int, title: str) -> dict[str, Any]:
+    return {
+        "addSheet": {
+            "properties": {
+                "sheetId": sheet_id,
+                "title": title,
+                "gridProperties": {"rowCount": 2, "columnCount": WIDTH},
+            }
+        }
+    }
+
+
+def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
+    """The history tab's part of the refresh batch."""
+    out: list[dict[str, Any]] = [
+        {
+            "deleteDimension": {
+                "range": {
+                    "sheetId": sheet_id,
+                    "dimension": "ROWS",
+                    "startIndex": start,
+                    "endIndex": end,
+                }
+            }
+        }
+        for start, end in edit.deletes
+    ]
+    rows = max(2, edit.row_count)
+    out.append(
+        {
+            "updateSheetProperties": {
+                "properties": {
+                    "sheetId": sheet_id,
+                    "gridProperties": {
+                        "rowCount": rows,
+                        "columnCount": WIDTH,
+                        "frozenRowCount": 1,
+                    },
+                },
+                "fields": "gridProperties(rowCount,columnCount,frozenRowCount)",
+            }
+        }
+    )
+    header = [
+        text_cell(title, dict(HEADER_FORMAT, horizontalAlignment="LEFT"))
+        for _, title, _, _ in COLUMNS
+    ]
+    out.append(_update(sheet_id, 0, [header], "userEnteredValue,userEnteredFormat"))
+    start = None
+    block: list[list[dict[str, Any]]] = []
+    for index, cells in edit.writes:
+        if start is None or index != start + len(block):
+            if block and start is not None:
+                out.append(_update(sheet_id, start, block, "userEnteredValue"))
+            start, block = index, []
+        block.append([cell_of(v) for v in cells])
+    if block and start is not None:
+        out.append(_update(sheet_id, start, block, "userEnteredValue"))
+    # Formats by column over every data row: a few small requests, whatever the length.
+    kinds = {"date": DATE_FORMAT, "int": INT_FORMAT, "percent": PERCENT_FORMAT}
+    for index, (_, _, kind, width) in enumerate(COLUMNS):
+        if kind in kinds and rows > 1:
+            out.append(
+                {
+                    "repeatCell": {
+                        "range": {
+                            "sheetId": sheet_id,
+                            "startRowIndex": 1,
+                            "endRowIndex": rows,
+                            "startColumnIndex": index,
+                            "endColumnIndex": index + 1,
+                        },
+                        "cell": {"userEnteredFormat": {"numberFormat": kinds[kind]}},
+                        "fields": "userEnteredFormat.numberFormat",
+                    }
+                }
+            )
+        props: dict[str, Any] = {"pixelSize": width}
+        fields = "pixelSize"
+        if kind == "key":
+            props["hiddenByUser"] = True
+            fields = "pixelSize,hiddenByUser"
+        out.append(
+            {
+                "updateDimensionProperties": {
+                    "range": {
+                        "sheetId": sheet_id,
+                        "dimension": "COLUMNS",
+                        "startIndex": index,
+                        "endIndex": index + 1,
+                    },
+                    "properties": props,
+                    "fields": fields,
+                }
+            }
+        )
+    return out
+
+
+def _update(
+    sheet_id: int, start_row: int, rows: list[list[dict[str, Any]]], fields: str
+) -> dict[str, Any]:
+    return {
+        "updateCells": {
+            "range": {
+                "sheetId": sheet_id,
+                "startRowIndex": start_row,
+                "endRowIndex": start_row + len(rows),
+                "startColumnIndex": 0,
+                "endColumnIndex": WIDTH,
+            },
+            "rows": [{"values": cells} for cells in rows],
+            "fields": fields,
+        }
+    }

@@ -1,0 +1,141 @@
+"""Winner calls between the variants of one step (pure: standard library only).
+
+Each variant's rate (unique replies / sent, or unique opportunities / sent) gets a
+Beta-Binomial posterior under a uniform prior: ``Beta(1 + successes, 1 + trials -
+successes)``. The leader is the variant with the highest posterior mean; for every other
+variant we report ``P(leader's true rate > that variant's)``, computed exactly with the
+closed-form sum for two Beta variables with integer parameters (Evan Miller, "Formulas
+for Bayesian A/B testing"), evaluated in log space. No sampling: the same counts always
+give the same numbers.
+
+A step is called only when every variant has at least ``min_sample`` emails sent; below
+that the call is "Too early". The leader is a "Winner" when it beats every other variant
+with probability >= ``threshold`` (95 % by default), else "Leading".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+DEFAULT_MIN_SAMPLE = 100
+DEFAULT_THRESHOLD = 0.95
+
+Verdict = Literal["winner", "leading", "behind", "too_early"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One variant: ``successes`` (e.g. unique replies) out of ``trials`` (sent)."""
+
+    key: Hashable
+    label: str
+    successes: int
+    trials: int
+
+    @property
+    def alpha(self) -> int:
+        return 1 + max(0, min(self.successes, self.trials))
+
+    @property
+    def beta(self) -> int:
+        return 1 + max(0, self.trials - max(0, min(self.successes, self.trials)))
+
+    @property
+    def posterior_mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+
+@dataclass(frozen=True)
+class Call:
+    """The verdict for one variant of a step."""
+
+    verdict: Verdict
+    # Winner/leading: P(this variant beats the other) for each other variant.
+    # Behind: {leader key: P(leader beats this variant)}.
+    probabilities: dict[Hashable, float] = field(default_factory=dict)
+    leader: Hashable | None = None
+    leader_label: str = ""
+
+    @property
+    def probability(self) -> float | None:
+        """The number shown: the smallest probability the leader beats any other."""
+        return min(self.probabilities.values()) if self.probabilities else None
+
+    @property
+    def text(self) -> str:
+        p = self.probability
+        shown = "" if p is None else f"{percent_floor(p)}%"
+        if self.verdict == "too_early":
+            return "Too early"
+        if self.verdict == "winner":
+            return f"Winner ({shown})"
+        if self.verdict == "leading":
+            return f"Leading ({shown})"
+        return f"Behind {self.leader_label} ({shown})"
+
+
+def percent_floor(p: float) -> int:
+    # Rounded down, so 94.7 % never reads "95%" on a row that is not called a winner.
+    return int(math.floor(p * 100 + 1e-9))
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _p_y_beats_x(a1: int, b1: int, a2: int, b2: int) -> float:
+    """P(Y > X) for X ~ Beta(a1, b1), Y ~ Beta(a2, b2), integer a2, summing a2 terms."""
+    base = _log_beta(a1, b1)
+    terms = [
+        math.exp(_log_beta(a1 + i, b1 + b2) - math.log(b2 + i) - _log_beta(1 + i, b2) - base)
+        for i in range(a2)
+    ]
+    return math.fsum(terms)
+
+
+def prob_beats(a_successes: int, a_trials: int, b_successes: int, b_trials: int) -> float:
+    """P(p_A > p_B) under independent Beta(1 + s, 1 + n - s) posteriors, exactly."""
+    a = Arm("a", "A", a_successes, a_trials)
+    b = Arm("b", "B", b_successes, b_trials)
+    # Sum over the smaller alpha (fewer terms); the two orders are complements.
+    if a.alpha <= b.alpha:
+        p = _p_y_beats_x(b.alpha, b.beta, a.alpha, a.beta)
+    else:
+        p = 1.0 - _p_y_beats_x(a.alpha, a.beta, b.alpha, b.beta)
+    return min(1.0, max(0.0, p))
+
+
+def call_step(
+    arms: Sequence[Arm],
+    *,
+    min_sample: int = DEFAULT_MIN_SAMPLE,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict[Hashable, Call]:
+    """Verdict per arm key for one step; an empty dict when there is nothing to compare."""
+    if len(arms) < 2:
+        return {}
+    if any(arm.trials < min_sample for arm in arms):
+        return {arm.key: Call("too_early") for arm in arms}
+    # Highest posterior mean; ties go to the larger sample, then to the first listed.
+    order = sorted(
+        range(len(arms)), key=lambda i: (-arms[i].posterior_mean, -arms[i].trials, i)
+    )
+    leader = arms[order[0]]
+    beats = {
+        arm.key: prob_beats(leader.successes, leader.trials, arm.successes, arm.trials)
+        for arm in arms
+        if arm is not leader
+    }
+    verdict: Verdict = "winner" if min(beats.values()) >= threshold else "leading"
+    calls: dict[Hashable, Call] = {
+        leader.key: Call(verdict, beats, leader.key, leader.label)
+    }
+    for arm in arms:
+        if arm is not leader:
+            calls[arm.key] = Call(
+                "behind", {leader.key: beats[arm.key]}, leader.key, leader.label
+            )
+    return calls

@@ -1,0 +1,79 @@
+"""The history tab's upsert plan (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sheets_sync import history
+from sheets_sync.instantly import StepStats
+from sheets_sync.report import CampaignSection, build_report
+
+TODAY = dt.date(2026, 11, 27)
+
+
+def rows(*keys):
+    return [(k, [k]) for k in keys]
+
+
+def test_serial_dates_round_trip():
+    cell = {"userEnteredValue": {"numberValue": history.serial(TODAY)}}
+    assert history.day_of(cell) == TODAY
+    assert history.day_of({"userEnteredValue": {"stringValue": "2026-11-27"}}) == TODAY
+    assert history.day_of({"userEnteredValue": {"stringValue": "n/a"}}) is None
+
+
+def test_first_snapshot_appends_after_the_header():
+    edit = history.plan([], TODAY, rows("a", "b"))
+    assert edit.deletes == []
+    assert [i for i, _ in edit.writes] == [1, 2]
+    assert edit.row_count == 3
+
+
+def test_same_day_replaces_in_place_and_appends_new_keys():
+    yesterday = TODAY - dt.timedelta(days=1)
+    existing = [(yesterday, "a"), (yesterday, "b"), (TODAY, "a"), (TODAY, "b")]
+    edit = history.plan(existing, TODAY, rows("b", "a", "c"))
+    assert edit.deletes == []
+    assert [(i, c[0]) for i, c in edit.writes] == [(3, "a"), (4, "b"), (5, "c")]
+    assert edit.row_count == 6
+
+
+def test_old_rows_are_pruned_and_indices_shift():
+    old = TODAY - dt.timedelta(days=200)
+    existing = [(old, "a"), (old, "b"), (TODAY, "a"), (None, "hand-typed")]
+    edit = history.plan(existing, TODAY, rows("a"), horizon_days=180)
+    assert edit.deletes == [(1, 3)]
+    assert edit.writes == [(1, ["a"])]
+    assert edit.row_count == 3  # header, today's a, the hand-typed row (kept)
+
+
+def test_duplicates_of_a_key_on_one_day_collapse():
+    edit = history.plan([(TODAY, "a"), (TODAY, "a")], TODAY, rows("a"))
+    assert edit.deletes == [(2, 3)]
+    assert edit.writes == [(1, ["a"])]
+
+
+def test_the_cell_cap_drops_the_oldest_days_first():
+    days = [TODAY - dt.timedelta(days=d) for d in (3, 2, 1)]
+    existing = [(d, k) for d in days for k in ("a", "b")]
+    cap = history.WIDTH * (1 + 6)  # header + 6 rows
+    edit = history.plan(existing, TODAY, rows("a", "b"), max_cells=cap)
+    assert edit.deletes == [(1, 3)]  # the oldest day
+    assert edit.row_count == 7
+
+
+def test_snapshot_cells_follow_the_fixed_layout():
+    stat = StepStats(step=0, variant=1, sent=100, opened=5, unique_opened=4, replies=3,
+                     unique_replies=2, replies_automatic=0, unique_replies_automatic=0,
+                     clicks=0, unique_clicks=0)
+    report = build_report([CampaignSection("c1", "Q4", [stat])], include_opportunities=False,
+                          date_label="All time", subjects=False, winner_calls=True)
+    [(key, cells)] = history.snapshot(report, TODAY)
+    names = [c[0] for c in history.COLUMNS]
+    assert key == "c1|0|1"
+    assert cells[names.index("date")] == history.serial(TODAY)
+    assert cells[names.index("campaign")] == "Q4"
+    assert cells[names.index("variant")] == "B"
+    assert cells[names.index("sent")] == 100
+    assert cells[names.index("reply_rate")] == 0.02
+    assert cells[names.index("opportunities")] is None
