@@ -29,12 +29,14 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from web import create_app
 
+    from .scheduler import enqueue_due
     from .worker import EmbeddedWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     rt = _runtime(settings, migrate=True)
     app = create_app({"SETTINGS": settings, "RUNTIME": rt})
-    worker = EmbeddedWorker(rt)
+    # Scheduled refreshes too: the embedded worker queues due connections as it polls.
+    worker = EmbeddedWorker(rt, before_claim=lambda: enqueue_due(rt))
     worker.start()
     server = make_server(args.host, args.port, app, threaded=True)
     print(f"sheets-sync is running on http://{args.host}:{server.port}/ (Ctrl+C to stop)")
@@ -61,16 +63,18 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from .worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    rt = _runtime(settings)
+    rt = _runtime(settings, migrate=args.migrate)
     worker = Worker(
         rt,
         concurrency=args.concurrency,
         idle_poll=args.poll,
+        lease_seconds=args.lease_seconds,
         before_claim=lambda: enqueue_due(rt),
     )
     if args.once:
         done = worker.run_once()
-        print(f"Ran {done} sync(s).")
+        outcomes = ", ".join(f"{n} {status}" for status, n in sorted(worker.outcomes.items()))
+        print(f"Ran {done} sync(s)" + (f": {outcomes}." if outcomes else "."))
         return 0
     stopped = threading.Event()
 
@@ -149,9 +153,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
     p = sub.add_parser("worker", help="run scheduled and queued syncs")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")
-    p.add_argument("--concurrency", type=int, default=4, help="syncs at once (threads)")
+    p.add_argument("--concurrency", type=int, default=8, help="syncs at once (threads)")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between queue checks")
     p.add_argument("--grace", type=float, default=60.0, help="seconds to finish on SIGTERM")
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=None,
+        help="lease of a claimed run (default SHEETS_SYNC_LEASE_SECONDS, 120)",
+    )
+    p.add_argument(
+        "--migrate", action="store_true", help="apply database migrations before starting"
+    )
     p.set_defaults(func=_cmd_worker)
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(

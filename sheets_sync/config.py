@@ -32,8 +32,27 @@ class Settings(BaseSettings):
     instantly_api_url: str = DEFAULT_INSTANTLY_API_URL
     sheets_api_url: str = DEFAULT_SHEETS_API_URL
     cron_token: str | None = None
-    sheets_writes_per_minute: int = Field(default=60, ge=1, le=10_000)
+    sheets_writes_per_minute: int = Field(default=60, ge=1, le=1_000_000)
+    # Google counts reads separately (60 a minute per service account too); a refresh reads
+    # at most once (finding the tab on a first sync).
+    sheets_reads_per_minute: int = Field(default=60, ge=1, le=1_000_000)
+    # Per Instantly workspace (key). Instantly allows 6,000 a minute; leave the customer's
+    # other tools most of it.
+    instantly_requests_per_minute: int = Field(default=1200, ge=1, le=1_000_000)
+    # Length of the budgets' rolling window: 60 (Google's minute); shorter only in tests.
+    quota_window_seconds: float = Field(default=60.0, ge=0.5, le=3600)
+    # A claimed run's lease; the heartbeat renews it every third of this.
+    lease_seconds: float = Field(default=120.0, ge=1, le=3600)
+    # Finished runs older than this are deleted by the workers' hourly housekeeping.
+    run_history_days: int = Field(default=90, ge=1, le=36_500)
+    # The cron endpoint stops starting syncs after this many seconds (App Engine cuts a
+    # request at 60 s on automatic scaling).
+    cron_max_seconds: float = Field(default=50.0, gt=0, le=3600)
     smtp_url: str | None = None
+    # Sender of failure/recovery e-mails.
+    smtp_from: str = "sheets-sync@localhost"
+    # Where people open the app, for links in e-mails (e.g. https://sync.example.com).
+    public_url: str | None = None
     # Set when the app is served over HTTPS, so session cookies are marked Secure.
     secure_cookies: bool = False
     # Seconds; the network is the only slow part of a sync, so bound it explicitly.
@@ -58,7 +77,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a SQLAlchemy URL such as postgresql+psycopg://user@host/db")
         return value
 
-    @field_validator("encryption_keys", "secret_key", "cron_token", "smtp_url")
+    @field_validator("encryption_keys", "secret_key", "cron_token", "smtp_url", "public_url")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None

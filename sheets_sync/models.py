@@ -22,6 +22,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -201,6 +202,9 @@ class Connection(Base):
     # Why scheduled syncs stopped (e.g. the key was rejected); None = not paused.
     paused_reason: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the owner was e-mailed about the current failure streak (None = not told, or
+    # no streak). One e-mail per streak, and a recovery e-mail only after one was sent.
+    failure_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Per-connection feature switches, so a new option needs no migration.
     options: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -277,3 +281,32 @@ class SyncRun(Base):
             f"<SyncRun id={self.id} connection_id={self.connection_id} "
             f"status={self.status!r} attempt={self.attempt}>"
         )
+
+
+# --- coordination between workers ------------------------------------------------------
+
+
+class RateLimit(Base):
+    """One shared budget (``sheets:write``, ``instantly:<key digest>``) or a named
+    once-in-a-while job (``housekeeping:prune_runs``), coordinated by every worker process.
+
+    The row is the lock for its budget's grants (``SELECT … FOR UPDATE``) and carries the
+    cooldown a 429 imposes on every worker. Times are Unix seconds (floats): sub-second
+    precision, no time-zone handling in the hot path.
+    """
+
+    __tablename__ = "rate_limits"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    blocked_until: Mapped[float] = mapped_column(Double(), default=0.0, server_default="0")
+
+
+class RateLimitGrant(Base):
+    """One permit handed out (an HTTP call made or about to be made) under a budget."""
+
+    __tablename__ = "rate_limit_grants"
+    __table_args__ = (Index("ix_rate_limit_grants_name_granted_at", "name", "granted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    granted_at: Mapped[float] = mapped_column(Double())

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Settings
 from .db import make_engine, make_session_factory
 from .instantly import InstantlyClient
+from .quota import QuotaBudget, attach_to_sheets_client, instantly_session, sheets_adapter
 from .retry import RetryPolicy
 from .secrets import load_or_create_keys
 from .sheets import SheetsClient, make_sheets_client, service_account_email
@@ -36,22 +37,45 @@ class Runtime:
     clock: Callable[[], datetime] = _utcnow
     # Called after a run is queued, so an embedded worker starts it at once.
     on_enqueue: list[Callable[[], None]] = field(default_factory=list)
+    # Call budgets shared by all workers through the database (sheets_sync.quota); None
+    # = unlimited (a Runtime built by hand in a test).
+    quota: QuotaBudget | None = None
 
     def instantly(self, api_key: str) -> InstantlyClient:
+        session = None
+        if self.quota is not None and api_key and api_key.strip():
+            session = instantly_session(
+                self.quota,
+                api_key,
+                requests_per_minute=self.settings.instantly_requests_per_minute,
+                max_wait=self.settings.retry_max_wait,
+            )
         return InstantlyClient(
             api_key,
             base_url=self.settings.instantly_api_url,
             timeout=self.settings.http_timeout,
             retry=self.retry,
+            session=session,
         )
 
     def sheets(self) -> SheetsClient:
-        return make_sheets_client(
+        client = make_sheets_client(
             self.settings.google_application_credentials,
             api_url=self.settings.sheets_api_url,
             timeout=self.settings.http_timeout,
             retry=self.retry,
         )
+        if self.quota is not None:
+            attach_to_sheets_client(
+                client,
+                sheets_adapter(
+                    self.quota,
+                    writes_per_minute=self.settings.sheets_writes_per_minute,
+                    reads_per_minute=self.settings.sheets_reads_per_minute,
+                    max_wait=self.settings.retry_max_wait,
+                ),
+            )
+        return client
 
     @property
     def service_account_email(self) -> str | None:
@@ -65,12 +89,14 @@ class Runtime:
 def build_runtime(settings: Settings, **overrides: object) -> Runtime:
     engine = make_engine(settings.resolved_database_url)
     retry = RetryPolicy(max_total_wait=settings.retry_max_wait)
+    session_factory = make_session_factory(engine)
     runtime = Runtime(
         settings=settings,
         engine=engine,
-        session_factory=make_session_factory(engine),
+        session_factory=session_factory,
         fernet=load_or_create_keys(settings),
         retry=retry,
+        quota=QuotaBudget(session_factory, window=settings.quota_window_seconds),
     )
     for name, value in overrides.items():
         setattr(runtime, name, value)

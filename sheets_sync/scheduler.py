@@ -9,14 +9,20 @@ from reaching Google in the same second.
 from __future__ import annotations
 
 import hashlib
+import logging
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from . import store
-from .models import Connection
+from .models import Connection, SyncRun
+from .quota import SHEETS_WRITE, backlog_eta
 from .runtime import Runtime
+
+log = logging.getLogger("sheets_sync.scheduler")
 
 SPREAD_SECONDS = 300
 
@@ -78,6 +84,12 @@ def connection_next_run(connection: Connection, after: datetime) -> datetime | N
     return None if base is None else base + spread_for(connection.id)
 
 
+def schedule_next(connection: Connection, now: datetime) -> None:
+    """Set ``next_run_at`` from the connection's schedule (None when off). The connection
+    must have an id (flushed), which the spread is derived from."""
+    connection.next_run_at = connection_next_run(connection, now)
+
+
 def enqueue_due(rt: Runtime, limit: int = 500) -> int:
     """Queue a scheduled run for each due connection and move its next_run_at on."""
     now = rt.clock()
@@ -99,4 +111,61 @@ def enqueue_due(rt: Runtime, limit: int = 500) -> int:
             connection.next_run_at = connection_next_run(connection, now)
     if queued:
         rt.notify_enqueued()
+        report = backlog(rt)
+        if report.eta_seconds > rt.settings.quota_window_seconds:
+            # Say how long the backlog takes instead of hammering Google: the budget
+            # holds every worker to the configured writes per minute.
+            log.warning(
+                "backlog queued=%s running=%s writes_per_minute=%s eta_seconds=%.0f",
+                report.queued,
+                report.running,
+                report.writes_per_minute,
+                report.eta_seconds,
+            )
     return queued
+
+
+@dataclass(frozen=True)
+class Backlog:
+    queued: int
+    running: int
+    due_not_queued: int
+    writes_per_minute: int
+    eta_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def backlog(rt: Runtime) -> Backlog:
+    """How many syncs wait and how long the Sheets write budget needs to serve them."""
+    now = rt.clock()
+    with rt.session_factory() as s:
+        counts = dict(
+            s.execute(
+                select(SyncRun.status, func.count())
+                .where(SyncRun.status.in_(("queued", "running")))
+                .group_by(SyncRun.status)
+            ).all()
+        )
+        due = (
+            s.scalar(
+                select(func.count())
+                .select_from(Connection)
+                .where(
+                    Connection.schedule != "off",
+                    Connection.paused_reason.is_(None),
+                    Connection.next_run_at <= now,
+                )
+            )
+            or 0
+        )
+    queued, running = int(counts.get("queued", 0)), int(counts.get("running", 0))
+    limit = rt.settings.sheets_writes_per_minute
+    wait_now = 0.0
+    if rt.quota is not None and queued + due:
+        wait_now = rt.quota.wait_hint(SHEETS_WRITE, limit)
+    eta = backlog_eta(
+        queued + due, limit, rt.settings.quota_window_seconds, wait_now=wait_now
+    )
+    return Backlog(queued, running, int(due), limit, eta)

@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -297,6 +297,11 @@ def create_connection(
     )
     s.add(connection)
     s.flush()
+    if connection.schedule != "off":
+        # The spread comes from the id, so this is a second flush (which also stamps
+        # updated_at: flush it now, so the caller sees what is stored).
+        _schedule_next(connection)
+        s.flush()
     return connection
 
 
@@ -367,9 +372,9 @@ def update_connection(
     if "options" in fields:
         connection.options = _clean_options(fields["options"])
 
-    if reschedule:
-        # The scheduler computes the next slot from the new settings.
-        connection.next_run_at = None
+    if reschedule or (retry and connection.paused_reason is not None):
+        # The next slot from the new settings (or again, for a schedule that was paused).
+        _schedule_next(connection)
     if retry or reschedule:
         connection.paused_reason = None
         connection.consecutive_failures = 0
@@ -775,3 +780,67 @@ def last_run(s: Session, connection: Connection) -> SyncRun | None:
         .order_by(SyncRun.queued_at.desc(), SyncRun.id.desc())
         .limit(1)
     )
+
+
+def last_runs(s: Session, connections: Iterable[Connection]) -> dict[int, SyncRun]:
+    """The newest run of each connection in one query (the dashboard lists many)."""
+    ids = [c.id for c in connections]
+    if not ids:
+        return {}
+    newest = (
+        select(SyncRun.connection_id, func.max(SyncRun.id).label("run_id"))
+        .where(SyncRun.connection_id.in_(ids))
+        .group_by(SyncRun.connection_id)
+        .subquery()
+    )
+    runs = s.scalars(select(SyncRun).join(newest, SyncRun.id == newest.c.run_id))
+    return {run.connection_id: run for run in runs}
+
+
+# --- scheduling, pausing, history ------------------------------------------------------
+
+PAUSE_AFTER_FAILURES = 3
+
+
+def _schedule_next(connection: Connection, now: datetime | None = None) -> None:
+    from .scheduler import schedule_next  # the scheduler imports this module
+
+    schedule_next(connection, now or _now())
+
+
+def resume_connection(
+    s: Session, user: User, connection_id: int, *, now: datetime | None = None
+) -> Connection:
+    """The dashboard's "Resume": clear the pause and the failure streak, compute the
+    next slot. ``NotFound`` if not the user's."""
+    connection = get_connection(s, user, connection_id)
+    connection.paused_reason = None
+    connection.consecutive_failures = 0
+    _schedule_next(connection, now)
+    s.flush()
+    return connection
+
+
+def pause_reason_for(error_code: str, error_message: str, failures: int) -> str:
+    return (
+        f"{failures} refreshes in a row failed. Last error: {error_message} "
+        "Fix it, then choose Resume (or Refresh)."
+    )
+
+
+def prune_runs(s: Session, older_than: datetime) -> int:
+    """Delete finished runs that finished before ``older_than``, keeping each connection's
+    newest run (the page shows it as the last result however old it is)."""
+    newest = (
+        select(func.max(SyncRun.id)).group_by(SyncRun.connection_id).scalar_subquery()
+    )
+    result = s.execute(
+        delete(SyncRun)
+        .where(
+            SyncRun.status.in_(FINISHED_RUN_STATUSES),
+            SyncRun.finished_at < older_than,
+            SyncRun.id.not_in(newest),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

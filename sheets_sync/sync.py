@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import store
-from .engine import SyncSpec, run_sync
+from . import alerts, store
+from .connection_input import features_of
+from .engine import Features, SyncSpec, run_sync
 from .errors import SyncError
 from .instantly import Campaign
 from .models import Connection, SyncRun
@@ -64,6 +65,9 @@ def _known_campaigns(connection: Connection, now: datetime) -> dict[str, Campaig
 
 
 def spec_for(connection: Connection, now: datetime) -> SyncSpec:
+    options = connection.options or {}
+    history_id = options.get("history_sheet_id")
+    titles = options.get("tab_titles")
     return SyncSpec(
         spreadsheet_id=connection.spreadsheet_id,
         worksheet_title=connection.worksheet_title,
@@ -72,6 +76,14 @@ def spec_for(connection: Connection, now: datetime) -> SyncSpec:
         date_range=dict(connection.date_range or {}),
         include_opportunities=bool(connection.include_opportunities),
         known_campaigns=_known_campaigns(connection, now),
+        features=Features(**features_of(options)),
+        # A new target tab (sheet_id reset) starts its own history tab too.
+        history_sheet_id=(
+            history_id
+            if isinstance(history_id, int) and connection.sheet_id is not None
+            else None
+        ),
+        tab_titles=dict(titles) if isinstance(titles, dict) else {},
     )
 
 
@@ -117,25 +129,23 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
         outcome = run_sync(spec, instantly=instantly, sheets=sheets, now=now)
     except SyncError as exc:
         return _record_failure(
-            rt, run_id, connection_id, exc.code, exc.message, instantly, sheets, started
+            rt, run_id, connection_id, exc, instantly, sheets, started, secrets=(api_key,)
         )
     except Exception:
         log.exception("run %s of connection %s crashed", run_id, connection_id)
+        crash = SyncError(INTERNAL_ERROR)
+        crash.code = "internal_error"
+        # Our bug, not the user's: keep trying at the next slot rather than pausing.
+        crash.retryable = True
         return _record_failure(
-            rt, run_id, connection_id, "internal_error", INTERNAL_ERROR, instantly, sheets, started
+            rt, run_id, connection_id, crash, instantly, sheets, started, secrets=(api_key,)
         )
 
     calls = outcome.instantly_calls + outcome.sheets_calls
+    recovered: alerts.Alert | None = None
     with rt.session_factory() as s, s.begin():
         connection = s.get(Connection, connection_id)
-        if connection is not None:
-            connection.sheet_id = outcome.sheet_id
-            connection.consecutive_failures = 0
-            if outcome.campaigns:
-                connection.options = _cache_campaigns(
-                    dict(connection.options or {}), dict(outcome.campaigns), now
-                )
-        store.finish_run(
+        recorded = store.finish_run(
             s,
             run_id,
             status="succeeded",
@@ -143,6 +153,24 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
             http_calls=calls,
             sheet_url=outcome.sheet_url,
         )
+        if connection is not None:
+            # The tab was written either way: remember where it is.
+            connection.sheet_id = outcome.sheet_id
+            # Tab ids/titles for the next read and the last table for the page.
+            connection.options = {**(connection.options or {}), **outcome.saved_options}
+            if outcome.campaigns:
+                connection.options = _cache_campaigns(
+                    dict(connection.options or {}), dict(outcome.campaigns), now
+                )
+        if connection is not None and recorded:
+            if connection.failure_notified_at is not None:
+                recovered = _alert(connection, run_id, None)
+            connection.consecutive_failures = 0
+            connection.failure_notified_at = None
+            if connection.paused_reason is not None:
+                # A manual Refresh that works fixes the pause too.
+                connection.paused_reason = None
+                store._schedule_next(connection, rt.clock())
     log.info(
         "run finished connection_id=%s run_id=%s outcome=succeeded rows=%s http_calls=%s "
         "instantly_calls=%s sheets_calls=%s seconds=%.3f",
@@ -154,36 +182,81 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
         outcome.sheets_calls,
         time.monotonic() - started,
     )
+    if recovered is not None:
+        alerts.send(recovered, rt.settings, redact=(api_key,))
     return RunResult(run_id, True, "succeeded", outcome.rows_written, None, None, outcome.sheet_url)
+
+
+def _alert(connection: Connection, run_id: int, error_message: str | None) -> alerts.Alert:
+    return alerts.Alert(
+        to=connection.user.email,
+        connection_id=connection.id,
+        connection_name=connection.name,
+        spreadsheet_url=connection.spreadsheet_url,
+        run_id=run_id,
+        error_message=error_message,
+    )
 
 
 def _record_failure(
     rt: Runtime,
     run_id: int,
     connection_id: int,
-    code: str,
-    message: str,
+    exc: SyncError,
     instantly: Any,
     sheets: Any,
     started: float,
+    *,
+    secrets: tuple[str, ...] = (),
 ) -> RunResult:
+    """Record a failed run and the connection's failure streak.
+
+    Transient errors (``exc.retryable``: 429, 5xx, timeouts) were already retried within
+    the run; the schedule simply tries again at its next slot. A streak of
+    ``store.PAUSE_AFTER_FAILURES`` ending in an error only the user can fix (key revoked,
+    sheet unshared or deleted) pauses the schedule with the reason. The owner is e-mailed
+    once per streak (``failure_notified_at``), never per failed run.
+    """
+    code, message = exc.code, exc.message
     calls = (getattr(instantly, "calls", 0) or 0) + (getattr(sheets, "calls", 0) or 0)
+    notify: alerts.Alert | None = None
+    paused = False
     with rt.session_factory() as s, s.begin():
-        connection = s.get(Connection, connection_id)
-        if connection is not None:
-            connection.consecutive_failures = (connection.consecutive_failures or 0) + 1
-        store.finish_run(
+        recorded = store.finish_run(
             s, run_id, status="failed", http_calls=calls, error_code=code, error_message=message
         )
+        connection = s.get(Connection, connection_id)
+        # Not recorded: the lease ran out and another worker owns the retry; the streak
+        # and the e-mail are its business.
+        if connection is not None and recorded:
+            failures = (connection.consecutive_failures or 0) + 1
+            connection.consecutive_failures = failures
+            if (
+                failures >= store.PAUSE_AFTER_FAILURES
+                and not exc.retryable
+                and connection.schedule != "off"
+                and connection.paused_reason is None
+            ):
+                connection.paused_reason = store.pause_reason_for(code, message, failures)
+                paused = True
+            if connection.failure_notified_at is None and rt.settings.smtp_url:
+                notify = _alert(connection, run_id, message)
     log.info(
-        "run finished connection_id=%s run_id=%s outcome=failed error_code=%s http_calls=%s "
-        "seconds=%.3f",
+        "run finished connection_id=%s run_id=%s outcome=failed error_code=%s retryable=%s "
+        "paused=%s http_calls=%s seconds=%.3f",
         connection_id,
         run_id,
         code,
+        exc.retryable,
+        paused,
         calls,
         time.monotonic() - started,
     )
+    if notify is not None and alerts.send(notify, rt.settings, redact=secrets):
+        with rt.session_factory() as s, s.begin():
+            connection = s.get(Connection, connection_id)
+            if connection is not None and connection.consecutive_failures:
+                connection.failure_notified_at = rt.clock()
     return RunResult(run_id, False, "failed", None, code, message, None)
 
 

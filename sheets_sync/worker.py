@@ -2,13 +2,25 @@
 
 A run is claimed in the database (conditional UPDATE, ``SKIP LOCKED`` on PostgreSQL), so
 any number of threads and processes can work the same queue and none runs a connection
-twice. A claim is a lease: the heartbeat renews it while the sync runs, and a worker
-that dies leaves a lease that expires, after which ``store.expire_leases`` records the
-run as interrupted and queues it again for another worker.
+twice (the partial unique index allows one queued-or-running run per connection). A
+claim is a lease: the heartbeat renews it while the sync runs, and a worker that dies
+leaves a lease that expires, after which ``store.expire_leases`` records the run as
+interrupted and queues it again for another worker.
+
+Before claiming, a worker thread takes a Sheets write permit from the budget shared by
+all processes (``sheets_sync.quota``): when the budget is spent, the backlog waits as
+*queued* runs, not as claimed runs holding leases, and the scheduler logs how long it will
+take (``scheduler.backlog``). The permit is handed to the sync's one write; an unused one
+is refunded.
+
+Housekeeping (every loop): expire leases, queue due connections (``before_claim``); at most
+once an hour across all workers: delete run history older than
+``SHEETS_SYNC_RUN_HISTORY_DAYS``.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
@@ -16,12 +28,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 from . import store
+from .quota import SHEETS_WRITE
 from .runtime import Runtime
-from .sync import execute_run
+from .sync import RunResult, execute_run
 
 log = logging.getLogger("sheets_sync.worker")
+
+PRUNE_JOB = "housekeeping:prune_runs"
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_CHECK_SECONDS = 60.0
 
 
 def make_worker_id() -> str:
@@ -34,14 +53,14 @@ class Worker:
         runtime: Runtime,
         *,
         concurrency: int = 1,
-        lease_seconds: int = 120,
+        lease_seconds: float | None = None,
         idle_poll: float = 5.0,
         worker_id: str | None = None,
         before_claim: Callable[[], None] | None = None,
     ) -> None:
         self.rt = runtime
         self.concurrency = max(1, concurrency)
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = float(lease_seconds or runtime.settings.lease_seconds)
         self.idle_poll = idle_poll
         self.worker_id = worker_id or make_worker_id()
         # Hook for the scheduler: queue due connections before looking for work.
@@ -51,6 +70,9 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
+        self._quota_wait = threading.local()
+        self._last_prune = 0.0
+        self.outcomes: collections.Counter[str] = collections.Counter()
 
     # -- control --
 
@@ -63,73 +85,188 @@ class Worker:
             t = threading.Thread(target=self._loop, name=f"sync-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
         hb = threading.Thread(target=self._heartbeat, name="sync-heartbeat", daemon=True)
         hb.start()
         self._threads.append(hb)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish in-flight syncs (up to ``timeout``), then return."""
+        """Finish in-flight syncs (up to ``timeout``), then return. A sync still running
+        after that keeps its lease until the process exits; the lease then expires and
+        another worker retries it (recorded as interrupted), so nothing is lost and no
+        two workers ever write the same tab at once."""
         self._stop.set()
         self._wake.set()
         if self.wake in self.rt.on_enqueue:
             self.rt.on_enqueue.remove(self.wake)
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def in_flight(self) -> list[int]:
+        with self._lock:
+            return sorted(self._in_flight)
+
     # -- work --
 
     def claim_one(self) -> int | None:
-        with self.rt.session_factory() as s, s.begin():
-            run = store.claim_next_run(s, self.worker_id, self.lease_seconds)
-            return run.id if run is not None else None
+        """Take a Sheets write permit (when the runtime has a budget), then claim the
+        oldest queued run; a permit with no run to spend it on is given back. So a run is
+        claimed only when it may write now: a backlog over budget waits as queued runs."""
+        self._quota_wait.seconds = 0.0
+        quota = self.rt.quota
+        grant_id: int | None = None
+        if quota is not None:
+            grant = quota.try_acquire(
+                SHEETS_WRITE,
+                self.rt.settings.sheets_writes_per_minute,
+                pending_for=self.lease_seconds,
+            )
+            if grant.id is None:
+                self._quota_wait.seconds = grant.wait
+                return None
+            grant_id = grant.id
+        try:
+            with self.rt.session_factory() as s, s.begin():
+                # No ``now`` from here: stamped inside the transaction, after the lock.
+                run = store.claim_next_run(s, self.worker_id, self.lease_seconds)
+                run_id = run.id if run is not None else None
+        except BaseException:
+            if quota is not None and grant_id is not None:
+                quota.refund(grant_id)
+            raise
+        if quota is not None and grant_id is not None:
+            if run_id is None:
+                quota.refund(grant_id)
+            else:
+                quota.prepay(SHEETS_WRITE, grant_id)
+        return run_id
 
     def work_one(self) -> bool:
-        """Claim and carry out one run; False when the queue is empty."""
+        """Claim and carry out one run; False when the queue is empty or the Sheets
+        budget has no permit now (``quota_wait`` then says for how long)."""
         run_id = self.claim_one()
         if run_id is None:
             return False
         with self._lock:
             self._in_flight.add(run_id)
         try:
-            execute_run(self.rt, run_id)
+            result = execute_run(self.rt, run_id)
+            self._count(result)
         finally:
+            if self.rt.quota is not None:
+                self.rt.quota.refund_prepaid(SHEETS_WRITE)
             with self._lock:
                 self._in_flight.discard(run_id)
         return True
 
+    @property
+    def quota_wait(self) -> float:
+        """Seconds this thread's last ``work_one`` was told to wait for a Sheets permit."""
+        return float(getattr(self._quota_wait, "seconds", 0.0))
+
+    def _count(self, result: RunResult) -> None:
+        with self._lock:
+            self.outcomes[result.status] += 1
+
     def run_once(self) -> int:
         """Queue what is due, then drain the queue in the foreground; how many ran."""
+        return self.drain()
+
+    def drain(self, deadline: float | None = None) -> int:
+        """Queue what is due and work the queue with ``concurrency`` threads until it is
+        empty (waiting for Sheets permits when the budget says so) or, with a
+        ``deadline`` (``time.monotonic()``), until no new sync should start."""
         self._housekeeping()
-        done = 0
-        while not self.stopping and self.work_one():
-            done += 1
-        return done
+        before = sum(self.outcomes.values())
+        self._start_heartbeat()
+
+        def loop() -> None:
+            while not self.stopping:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                try:
+                    if self.work_one():
+                        continue
+                except Exception:
+                    log.exception("worker %s drain error", self.worker_id)
+                    return
+                wait = self.quota_wait
+                if wait <= 0:
+                    return  # queue empty
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                if self._stop.wait(wait):
+                    return
+
+        threads = [
+            threading.Thread(target=loop, name=f"sync-drain-{i}", daemon=True)
+            for i in range(self.concurrency - 1)
+        ]
+        for t in threads:
+            t.start()
+        loop()
+        for t in threads:
+            t.join()
+        # Let the heartbeat thread end (it exits once stopping and nothing is in flight).
+        self._stop.set()
+        for t in self._threads:
+            t.join(5.0)
+        self._threads.clear()
+        self._stop.clear()
+        return sum(self.outcomes.values()) - before
 
     def _housekeeping(self) -> None:
         with self.rt.session_factory() as s, s.begin():
             store.expire_leases(s, self.rt.clock())
         if self.before_claim is not None:
             self.before_claim()
+        self._maybe_prune()
+
+    def _maybe_prune(self) -> None:
+        quota = self.rt.quota
+        # Ask the database (shared by all processes) at most once a minute per process.
+        every = PRUNE_EVERY_SECONDS if quota is None else PRUNE_CHECK_SECONDS
+        with self._lock:
+            if self._last_prune and time.monotonic() - self._last_prune < every:
+                return
+            self._last_prune = time.monotonic()
+        if quota is not None and not quota.claim_job(PRUNE_JOB, PRUNE_EVERY_SECONDS):
+            return
+        cutoff = self.rt.clock() - timedelta(days=self.rt.settings.run_history_days)
+        with self.rt.session_factory() as s, s.begin():
+            deleted = store.prune_runs(s, cutoff)
+        log.info("pruned run history deleted=%s older_than=%s", deleted, cutoff.isoformat())
 
     def _loop(self) -> None:
         while not self.stopping:
+            wait = self.idle_poll
             try:
                 self._housekeeping()
                 while not self.stopping and self.work_one():
                     pass
+                if self.quota_wait > 0:
+                    wait = min(self.quota_wait, self.idle_poll)
             except Exception:
                 # A database hiccup must not kill the thread; try again after a pause.
                 log.exception("worker %s loop error", self.worker_id)
-            self._wake.wait(self.idle_poll)
-            self._wake.clear()
+            if self.quota_wait > 0:
+                # Waiting for the budget: a new run in the queue does not change that.
+                self._stop.wait(wait)
+            else:
+                self._wake.wait(wait)
+                self._wake.clear()
 
     def _heartbeat(self) -> None:
-        interval = max(1.0, self.lease_seconds / 3)
+        interval = max(0.2, self.lease_seconds / 3)
         while True:
             stopping = self._stop.wait(interval)
             with self._lock:
@@ -139,7 +276,9 @@ class Worker:
             for run_id in running:
                 try:
                     with self.rt.session_factory() as s, s.begin():
-                        store.renew_lease(s, run_id, self.worker_id, self.lease_seconds)
+                        store.renew_lease(
+                            s, run_id, self.worker_id, self.lease_seconds, now=self.rt.clock()
+                        )
                 except Exception:
                     log.exception("lease renewal failed for run %s", run_id)
             if stopping:
@@ -150,6 +289,32 @@ class Worker:
 class EmbeddedWorker(Worker):
     """The worker thread inside ``sheets-sync serve``: woken at once by a Refresh click."""
 
-    def __init__(self, runtime: Runtime, **kwargs: object) -> None:
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         kwargs.setdefault("concurrency", 2)
-        super().__init__(runtime, **kwargs)  # type: ignore[arg-type]
+        super().__init__(runtime, **kwargs)
+
+
+def run_due(rt: Runtime, *, max_seconds: float, concurrency: int = 4) -> dict[str, Any]:
+    """One bounded round for platforms without long-running workers (the cron endpoint):
+    queue what is due, run syncs until the queue is empty or ``max_seconds`` have passed
+    (no new sync starts after that), and say what happened."""
+    from .scheduler import backlog, enqueue_due
+
+    started = time.monotonic()
+    with rt.session_factory() as s, s.begin():
+        expired = store.expire_leases(s, rt.clock())
+    queued = enqueue_due(rt)
+    worker = Worker(
+        rt, concurrency=concurrency, idle_poll=0.5, worker_id=f"cron:{make_worker_id()}"
+    )
+    ran = worker.drain(deadline=started + max_seconds)
+    report = backlog(rt)
+    return {
+        "queued": queued,
+        "expired_leases": expired,
+        "ran": ran,
+        "succeeded": worker.outcomes.get("succeeded", 0),
+        "failed": worker.outcomes.get("failed", 0),
+        "seconds": round(time.monotonic() - started, 3),
+        "backlog": report.as_dict(),
+    }

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy import Engine, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
@@ -157,8 +159,9 @@ def test_concurrent_upgrades_on_a_fresh_database(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
+            head = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
-                ("0001",)
+                (head,)
             ]
     finally:
         engine.dispose()
@@ -427,9 +430,11 @@ def test_update_connection(session_factory: sessionmaker[Session], fernet: Multi
     c = update(spreadsheet_url=OTHER_SHEET_URL)
     assert c.sheet_id is None and c.spreadsheet_id.startswith("2Cyj")
 
-    # A schedule change asks the scheduler to recompute the next slot.
+    # A schedule change recomputes the next slot at once (the page shows it).
     c = update(schedule="weekly", schedule_weekday=0)
-    assert c.next_run_at is None
+    assert c.next_run_at is not None and c.next_run_at > datetime.now(UTC)
+    local = c.next_run_at.astimezone(ZoneInfo("Europe/Berlin"))
+    assert local.weekday() == 0 and (local.hour, local.minute // 5) == (7, 6)
 
     with pytest.raises(TypeError):
         update(sheet_id=5)

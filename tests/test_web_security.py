@@ -92,6 +92,7 @@ def test_every_state_changing_form_refuses_a_missing_or_wrong_token(csrf_app, ru
         "pages.new_connection": ("/connections/new", form),
         "pages.edit_connection": (f"/connections/{ids['connection_id']}/edit", form),
         "pages.refresh": (f"/connections/{ids['connection_id']}/refresh", {}),
+        "pages.resume": (f"/connections/{ids['connection_id']}/resume", {}),
         "pages.delete_connection": (f"/connections/{ids['connection_id']}/delete", {}),
         "pages.check_access": (f"/connections/{ids['connection_id']}/check-access", {}),
         "pages.check_access_typed": ("/connections/check-access",
@@ -213,6 +214,7 @@ def test_another_users_connection_run_and_key_are_404_everywhere(app, runtime, t
         ("GET", "pages.edit_connection"): (f"/connections/{a['connection_id']}/edit", None),
         ("POST", "pages.edit_connection"): (f"/connections/{a['connection_id']}/edit", form),
         ("POST", "pages.refresh"): (f"/connections/{a['connection_id']}/refresh", {}),
+        ("POST", "pages.resume"): (f"/connections/{a['connection_id']}/resume", {}),
         ("GET", "pages.runs"): (f"/connections/{a['connection_id']}/runs", None),
         ("GET", "pages.run_status"): (
             f"/connections/{a['connection_id']}/runs/{a['run_id']}.json", None),

@@ -51,6 +51,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # The JSON API authenticates every request with a bearer key and sets no cookie,
     # so cross-site form posts cannot ride on it: CSRF tokens do not apply there.
     csrf.exempt(api.bp)
+    from . import cron  # bearer token or App Engine's cron header, no cookie: no CSRF
+
+    app.register_blueprint(cron.bp)
+    csrf.exempt(cron.bp)
 
     @app.get("/healthz")
     def healthz() -> Any:

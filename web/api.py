@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sheets_sync import store
-from sheets_sync.connection_input import ConnectionCreate, ConnectionFields
+from sheets_sync.connection_input import ConnectionCreate, ConnectionFields, with_features
 from sheets_sync.db import session_scope
 from sheets_sync.errors import InvalidInput
 from sheets_sync.models import User
@@ -354,7 +354,12 @@ def get_connection(connection_id: int) -> Response:
 @bp.patch("/connections/<int:connection_id>", **_NO_AUTO_OPTIONS)
 def update_connection(connection_id: int) -> Response:
     changes = parse_body(ConnectionFields).changes()
+    features = changes.pop("features", None)
     with _session() as s:
+        if features is not None:
+            # Feature switches live in the connection's options: merge, keep the rest.
+            current = store.get_connection(s, _user(), connection_id)
+            changes["options"] = with_features(dict(current.options or {}), features)
         # InvalidInput from the store rolls the whole transaction back: a rejected PATCH
         # changes nothing, not even the fields that were valid.
         connection = store.update_connection(

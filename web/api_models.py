@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sheets_sync.connection_input import features_of
 from sheets_sync.errors import InvalidInput
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.models import Connection, SyncRun
@@ -64,6 +65,18 @@ class RunOut(_Out):
     error: RunError | None = Field(description="Why the run failed; null unless it failed.")
 
 
+class FeaturesOut(_Out):
+    """The connection's effective feature switches (PATCH ``features`` to change them)."""
+
+    subjects: bool = Field(description="Subject line of each variant; disabled ones marked.")
+    winner_calls: bool = Field(description="Winner call per step on reply/opportunity rate.")
+    min_sample: int = Field(description="Emails sent per variant before a step is called.")
+    notes: bool = Field(description="A Notes column whose notes follow their rows.")
+    history: bool = Field(description="A daily snapshot on a second tab.")
+    history_days: int = Field(description="Days of history kept.")
+    chart: bool = Field(description="A column chart of reply rate by step and variant.")
+
+
 class ConnectionOut(_Out):
     """A stored connection. The Instantly key itself is write-only and never returned."""
 
@@ -93,6 +106,7 @@ class ConnectionOut(_Out):
         description="Why scheduled syncs stopped (e.g. the key was rejected); null = not paused."
     )
     last_run: RunOut | None
+    features: FeaturesOut
     created_at: datetime
     updated_at: datetime
 
@@ -158,6 +172,7 @@ def connection_out(connection: Connection, last_run: SyncRun | None) -> Connecti
         next_run_at=connection.next_run_at,
         paused_reason=connection.paused_reason,
         last_run=run_out(last_run) if last_run is not None else None,
+        features=FeaturesOut(**features_of(connection.options)),
         created_at=connection.created_at,
         updated_at=connection.updated_at,
     )

@@ -15,6 +15,7 @@ from wtforms import (
     BooleanField,
     EmailField,
     HiddenField,
+    IntegerField,
     PasswordField,
     SelectField,
     StringField,
@@ -27,6 +28,7 @@ from sheets_sync.connection_input import (
     ConnectionCreate,
     ConnectionFields,
     common_timezones,
+    features_of,
 )
 from sheets_sync.date_ranges import PRESETS
 from sheets_sync.models import DEFAULT_WORKSHEET_TITLE, Connection
@@ -109,6 +111,19 @@ class ConnectionForm(FlaskForm):
         "On", choices=_choices((str(i), day) for i, day in enumerate(WEEKDAYS)), default="0"
     )
     timezone = SelectField("Time zone", default="UTC")
+    # What the tab offers beyond the numbers (stored in the connection's options).
+    feature_subjects = BooleanField("Subject line of each variant", default=True)
+    feature_winner_calls = BooleanField("Winner call per step", default=True)
+    feature_min_sample = IntegerField(
+        "Emails sent per variant before calling a winner", default=100,
+        validators=[Optional()],
+    )
+    feature_notes = BooleanField("A Notes column that keeps notes on their rows", default=True)
+    feature_history = BooleanField("A daily history tab", default=True)
+    feature_history_days = IntegerField(
+        "Days of history kept", default=180, validators=[Optional()]
+    )
+    feature_chart = BooleanField("A chart of reply rate by step and variant", default=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -134,6 +149,7 @@ class ConnectionForm(FlaskForm):
             "schedule_time": connection.schedule_time or "",
             "schedule_weekday": str(connection.schedule_weekday or 0),
             "timezone": connection.timezone or "UTC",
+            **{f"feature_{k}": v for k, v in features_of(connection.options).items()},
         }
 
     def input_data(self, *, creating: bool) -> dict[str, Any]:
@@ -148,6 +164,15 @@ class ConnectionForm(FlaskForm):
             "include_opportunities": bool(self.include_opportunities.data),
             "schedule": self.schedule.data,
             "timezone": self.timezone.data or "UTC",
+            "features": {
+                "subjects": bool(self.feature_subjects.data),
+                "winner_calls": bool(self.feature_winner_calls.data),
+                "min_sample": self.feature_min_sample.data or 100,
+                "notes": bool(self.feature_notes.data),
+                "history": bool(self.feature_history.data),
+                "history_days": self.feature_history_days.data or 180,
+                "chart": bool(self.feature_chart.data),
+            },
         }
         key = (self.instantly_api_key.data or "").strip()
         if key or creating:
@@ -192,14 +217,23 @@ class ConnectionForm(FlaskForm):
             self._show(exc)
             return None
 
-    _FIELD_FOR = {"date_range": "date_preset"}
+    _FIELD_FOR = {
+        "date_range": "date_preset",
+        "features.min_sample": "feature_min_sample",
+        "features.history_days": "feature_history_days",
+    }
 
     def _show(self, exc: ValidationError) -> None:
         for error in exc.errors():
             message = str(error.get("msg", "This value is not valid."))
             message = message.removeprefix("Value error, ")
             loc = error.get("loc") or ()
-            name = self._FIELD_FOR.get(str(loc[0]), str(loc[0])) if loc else ""
+            nested = ".".join(str(part) for part in loc[:2])
+            name = (
+                self._FIELD_FOR.get(nested, self._FIELD_FOR.get(str(loc[0]), str(loc[0])))
+                if loc
+                else ""
+            )
             if name == "instantly_api_key" and error.get("type") == "string_too_short":
                 message = (
                     "Enter the Instantly API key (Instantly: Settings, Integrations, API Keys)."

@@ -26,6 +26,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.orm import Session
 
 from sheets_sync import store
+from sheets_sync.connection_input import with_features
 from sheets_sync.errors import InvalidInput, SyncError
 from sheets_sync.links import parse_spreadsheet_url
 from sheets_sync.models import Connection, SyncRun, User
@@ -81,8 +82,14 @@ def _service_account_email() -> str | None:
     return runtime().service_account_email
 
 
-def _connection_view(s: Session, connection: Connection) -> dict[str, Any]:
-    last = store.last_run(s, connection)
+_UNKNOWN = object()
+
+
+def _connection_view(
+    s: Session, connection: Connection, last: SyncRun | None | object = _UNKNOWN
+) -> dict[str, Any]:
+    if last is _UNKNOWN:
+        last = store.last_run(s, connection)
     return {
         "id": connection.id,
         "name": connection.name,
@@ -94,6 +101,8 @@ def _connection_view(s: Session, connection: Connection) -> dict[str, Any]:
         "campaigns": present.campaigns_text(connection),
         "key_hint": connection.instantly_api_key_hint,
         "paused_reason": connection.paused_reason,
+        "consecutive_failures": connection.consecutive_failures or 0,
+        "owner_emailed": connection.failure_notified_at is not None,
         "last_run": present.run_json(last) if last is not None else None,
     }
 
@@ -105,7 +114,9 @@ def _connection_view(s: Session, connection: Connection) -> dict[str, Any]:
 def dashboard() -> Any:
     with read_session() as s:
         user = current_db_user(s)
-        connections = [_connection_view(s, c) for c in store.list_connections(s, user)]
+        owned = store.list_connections(s, user)
+        latest = store.last_runs(s, owned)
+        connections = [_connection_view(s, c, latest.get(c.id)) for c in owned]
     return render_template(
         "dashboard.html",
         connections=connections,
@@ -132,6 +143,18 @@ def refresh(connection_id: int) -> Any:
     return redirect(url_for("pages.dashboard"))
 
 
+@bp.post("/connections/<int:connection_id>/resume")
+def resume(connection_id: int) -> Any:
+    """Un-pause scheduled refreshes after the owner fixed the problem."""
+    with db_session() as s:
+        user = current_db_user(s)
+        connection = _owned(s, user, connection_id)
+        store.resume_connection(s, user, connection.id)
+        name = connection.name
+    flash(f"Scheduled refreshes of “{name}” resumed.", "info")
+    return redirect(url_for("pages.dashboard"))
+
+
 @bp.get("/connections/<int:connection_id>/runs/<int:run_id>.json")
 def run_status(connection_id: int, run_id: int) -> Any:
     with read_session() as s:
@@ -147,7 +170,46 @@ def runs(connection_id: int) -> Any:
         connection = _owned(s, user, connection_id)
         view = _connection_view(s, connection)
         history = [present.run_json(r) for r in store.list_runs(s, user, connection.id, 100)]
-    return render_template("runs.html", connection=view, runs=history)
+        table = _last_table(connection)
+    return render_template("runs.html", connection=view, runs=history, table=table)
+
+
+def _last_table(connection: Connection) -> dict[str, Any] | None:
+    """The table of the last successful refresh, formatted like the sheet, or None."""
+    stored = (connection.options or {}).get("last_table")
+    if not isinstance(stored, dict):
+        return None
+    try:
+        kinds = [kind for _, kind in stored["columns"]]
+
+        def show(value: Any, kind: str) -> str:
+            if value is None or value == "":
+                return ""
+            if kind == "percent":
+                return f"{float(value):.1%}"
+            if kind == "int":
+                return f"{int(value):,}"
+            return str(value)
+
+        rows = [
+            {
+                "cells": [show(v, k) for v, k in zip(values, kinds, strict=True)],
+                "highlight": highlight or "",
+                "kind": kind,
+            }
+            for values, highlight, kind in stored["rows"]
+        ]
+        return {
+            "headers": [header for header, _ in stored["columns"]],
+            "numeric": [k in ("int", "percent") for k in kinds],
+            "rows": rows,
+            "title": stored.get("title", ""),
+            "date_label": stored.get("date_label", ""),
+            "synced_at": stored.get("synced_at", ""),
+            "omitted_rows": int(stored.get("omitted_rows") or 0),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # --- create, edit, delete ------------------------------------------------------------------
@@ -214,6 +276,10 @@ def edit_connection(connection_id: int) -> Any:
         try:
             with db_session() as s:
                 user = current_db_user(s)
+                features = changes.pop("features", None)
+                if features is not None:
+                    current = _owned(s, user, connection_id)
+                    changes["options"] = with_features(dict(current.options or {}), features)
                 store.update_connection(
                     s, user, connection_id, fernet=runtime().fernet, **changes
                 )

@@ -1,0 +1,425 @@
+"""Rate budgets shared by every worker process through the database.
+
+Google gives one service account 60 Sheets writes (and 60 reads) a minute for every
+customer together, and Instantly limits each workspace. Each worker process has its own
+threads and clients, so the only place they can agree on "how many calls went out in the
+last minute" is the database:
+
+* ``rate_limits`` has one row per budget (``sheets:write``, ``sheets:read``,
+  ``instantly:<key digest>``). Taking a permit locks that row (``SELECT … FOR UPDATE`` on
+  PostgreSQL; SQLite sessions already hold the write lock, see ``db.make_session_factory``)
+  for one short transaction.
+* ``rate_limit_grants`` logs each permit's time. A permit is granted only while fewer than
+  ``limit`` permits lie in the last ``window + margin`` seconds: a *rolling* window, which
+  is how Google counts (fixed per-minute buckets would allow twice the budget across a
+  minute boundary). The margin absorbs the delay between the permit and the call reaching
+  Google.
+* A 429 sets ``blocked_until`` on the row: every worker waits out the cooldown, not only
+  the one that saw it.
+
+Workers take the Sheets write permit *before* claiming a run (``Worker`` does this), so a
+backlog waits as queued runs, not as claimed runs sleeping on a lease; the sync's one
+write then uses the prepaid permit (``prepay``), and any further write (a retry) takes a
+new one. Unused prepaid permits are refunded.
+
+Nothing here stores or logs an Instantly key: budgets are named by a digest of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import InstantlyRateLimited, SheetsQuotaExhausted
+from .models import RateLimit, RateLimitGrant
+from .retry import parse_retry_after
+
+log = logging.getLogger("sheets_sync.quota")
+
+SHEETS_WRITE = "sheets:write"
+SHEETS_READ = "sheets:read"
+# Cooldown after a 429 that did not say how long to wait: long enough for a rolling
+# per-minute window to make room, short enough not to idle the pool for long.
+DEFAULT_COOLDOWN_FRACTION = 1 / 12  # 5 s of a 60 s window
+
+
+def instantly_budget_name(api_key: str) -> str:
+    """A stable budget name per Instantly workspace key that reveals nothing about it."""
+    return "instantly:" + hashlib.sha256(api_key.strip().encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A permit: ``id`` to refund it, or ``None`` with ``wait`` seconds until one may be
+    granted."""
+
+    id: int | None
+    wait: float
+
+    @property
+    def granted(self) -> bool:
+        return self.id is not None
+
+
+class QuotaWaitTooLong(Exception):
+    pass
+
+
+class QuotaBudget:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        self.session_factory = session_factory
+        self.window = float(window)
+        # Any ``limit`` permits are spread over at least window + margin seconds.
+        self.margin = self.window / 60
+        self.clock = clock
+        self.sleep = sleep
+        self._local = threading.local()
+
+    # -- permits ------------------------------------------------------------------------
+
+    def try_acquire(self, name: str, limit: int, *, pending_for: float = 0.0) -> Grant:
+        """Take a permit now if the budget allows; otherwise say how long to wait.
+
+        ``pending_for``: the permit is for a call made later (the worker takes it before
+        claiming a run). It is dated that far ahead, so it keeps counting until ``touch``
+        dates it to the real call (or ``refund`` returns it); a worker that dies holding
+        one only loses it for that long plus a window."""
+        engine = self.session_factory.kw["bind"]
+        if engine.dialect.name == "postgresql":
+            # One autocommit statement (migration 0002's function): the budget's lock is
+            # held inside the server only.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                row = conn.execute(
+                    text(
+                        "SELECT * FROM sheets_sync_take_permit(:name, :span, :limit, :now, "
+                        ":ahead)"
+                    ),
+                    {
+                        "name": name,
+                        "span": self.window + self.margin,
+                        "limit": limit,
+                        "now": None if self.clock is time.time else self.clock(),
+                        "ahead": float(pending_for),
+                    },
+                ).one()
+            return Grant(None if row[0] is None else int(row[0]), float(row[1]))
+        with self.session_factory() as s, s.begin():
+            return self._try_acquire(s, name, limit, pending_for)
+
+    def _try_acquire(self, s: Session, name: str, limit: int, pending_for: float) -> Grant:
+        blocked_until = self._lock_row(s, name)
+        now = self.clock()
+        if blocked_until > now:
+            return Grant(None, blocked_until - now)
+        span = self.window + self.margin
+        in_window = (RateLimitGrant.name == name, RateLimitGrant.granted_at > now - span)
+        used = s.scalar(select(func.count()).select_from(RateLimitGrant).where(*in_window)) or 0
+        if used >= limit:
+            # Old permits go now (they no longer count); the one that must age out before
+            # the next fits says how long to wait.
+            s.execute(
+                delete(RateLimitGrant).where(
+                    RateLimitGrant.name == name, RateLimitGrant.granted_at <= now - span
+                )
+            )
+            pivot = s.scalar(
+                select(RateLimitGrant.granted_at)
+                .where(*in_window)
+                .order_by(RateLimitGrant.granted_at)
+                .offset(used - limit)
+                .limit(1)
+            )
+            return Grant(None, min(max((pivot or now) + span - now, 0.005), span))
+        if used and used % 64 == 0:
+            s.execute(
+                delete(RateLimitGrant).where(
+                    RateLimitGrant.name == name, RateLimitGrant.granted_at <= now - span
+                )
+            )
+        grant_id = s.scalar(
+            insert(RateLimitGrant)
+            .values(name=name, granted_at=now + pending_for)
+            .returning(RateLimitGrant.id)
+        )
+        return Grant(int(grant_id), 0.0)
+
+    def acquire(
+        self,
+        name: str,
+        limit: int,
+        *,
+        max_wait: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Block until a permit is granted; ``QuotaWaitTooLong`` beyond ``max_wait``."""
+        deadline = time.monotonic() + max_wait
+        while True:
+            grant = self.try_acquire(name, limit)
+            if grant.id is not None:
+                return grant.id
+            remaining = deadline - time.monotonic()
+            if grant.wait > remaining:
+                raise QuotaWaitTooLong(f"{name}: next permit in {grant.wait:.1f}s")
+            if stop is not None:
+                if stop.wait(grant.wait):
+                    raise QuotaWaitTooLong(f"{name}: stopping")
+            else:
+                self.sleep(grant.wait)
+
+    def wait_hint(self, name: str, limit: int) -> float:
+        """Seconds until a permit could be granted (0 = now), without taking one."""
+        with self.session_factory() as s:
+            row = s.get(RateLimit, name)
+            now = self.clock()
+            blocked = max(0.0, row.blocked_until - now) if row is not None else 0.0
+            span = self.window + self.margin
+            used = s.scalar(
+                select(func.count())
+                .select_from(RateLimitGrant)
+                .where(RateLimitGrant.name == name, RateLimitGrant.granted_at > now - span)
+            ) or 0
+            if used < limit:
+                return blocked
+            pivot = s.scalar(
+                select(RateLimitGrant.granted_at)
+                .where(RateLimitGrant.name == name, RateLimitGrant.granted_at > now - span)
+                .order_by(RateLimitGrant.granted_at)
+                .offset(used - limit)
+                .limit(1)
+            )
+            return max(blocked, min((pivot or now) + span - now, span))
+
+    def touch(self, grant_id: int) -> None:
+        """Date a permit taken earlier (before claiming a run) to now, when its call is
+        made: the rolling window must count the call when Google sees it, however long
+        the sync took to get there."""
+        engine = self.session_factory.kw["bind"]
+        now: Any = self.clock()
+        if engine.dialect.name == "postgresql" and self.clock is time.time:
+            now = text("extract(epoch from clock_timestamp())")  # the permits' clock
+        with self.session_factory() as s, s.begin():
+            s.execute(
+                update(RateLimitGrant)
+                .where(RateLimitGrant.id == grant_id)
+                .values(granted_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+    def refund(self, grant_id: int) -> None:
+        """Give back a permit that was not used for a call."""
+        with self.session_factory() as s, s.begin():
+            s.execute(
+                delete(RateLimitGrant)
+                .where(RateLimitGrant.id == grant_id)
+                .execution_options(synchronize_session=False)
+            )
+
+    def cooldown(self, name: str, seconds: float) -> None:
+        """Make every worker wait ``seconds`` before the next permit (after a 429)."""
+        if seconds <= 0:
+            return
+        with self.session_factory() as s, s.begin():
+            self._lock_row(s, name)
+            s.execute(
+                update(RateLimit)
+                .where(RateLimit.name == name, RateLimit.blocked_until < self.clock() + seconds)
+                .values(blocked_until=self.clock() + seconds)
+            )
+        log.warning("rate limit hit budget=%s cooldown_seconds=%.1f", name, seconds)
+
+    def default_cooldown(self) -> float:
+        return self.window * DEFAULT_COOLDOWN_FRACTION
+
+    # -- the permit a worker took before claiming a run ---------------------------------
+
+    def prepay(self, name: str, grant_id: int | None) -> None:
+        """Hand this thread's next call under ``name`` a permit taken earlier."""
+        prepaid: dict[str, int] = self._local.__dict__.setdefault("prepaid", {})
+        if grant_id is None:
+            prepaid.pop(name, None)
+        else:
+            prepaid[name] = grant_id
+
+    def take_prepaid(self, name: str) -> int | None:
+        prepaid: dict[str, int] = self._local.__dict__.setdefault("prepaid", {})
+        return prepaid.pop(name, None)
+
+    def refund_prepaid(self, name: str) -> None:
+        grant_id = self.take_prepaid(name)
+        if grant_id is not None:
+            try:
+                self.refund(grant_id)
+            except Exception:  # a lost refund only wastes one permit
+                log.exception("refunding a permit of %s failed", name)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _lock_row(self, s: Session, name: str) -> float:
+        """Lock the budget's row for this transaction (creating it once); its
+        ``blocked_until``."""
+        query = (
+            select(RateLimit.blocked_until).where(RateLimit.name == name).with_for_update()
+        )
+        blocked_until = s.scalar(query)
+        if blocked_until is None:
+            dialect = s.get_bind().dialect.name
+            maker = pg_insert if dialect == "postgresql" else sqlite_insert
+            s.execute(
+                maker(RateLimit)
+                .values(name=name, blocked_until=0.0)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            blocked_until = s.scalar(query)
+        return float(blocked_until or 0.0)
+
+    def claim_job(self, name: str, every: float) -> bool:
+        """True for exactly one caller per ``every`` seconds across all processes (for
+        housekeeping such as pruning run history). One conditional UPDATE (or the INSERT
+        that creates the row), no lock held across round trips."""
+        now = self.clock()
+        with self.session_factory() as s, s.begin():
+            result = s.execute(
+                update(RateLimit)
+                .where(RateLimit.name == name, RateLimit.blocked_until <= now)
+                .values(blocked_until=now + every)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+            dialect = s.get_bind().dialect.name
+            maker = pg_insert if dialect == "postgresql" else sqlite_insert
+            created = s.execute(
+                maker(RateLimit)
+                .values(name=name, blocked_until=now + every)
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(RateLimit.name)
+            ).first()
+            return created is not None
+
+
+# --- backlog -----------------------------------------------------------------------------
+
+
+def backlog_eta(pending: int, limit: int, window: float, *, wait_now: float = 0.0) -> float:
+    """Seconds until ``pending`` syncs (one write each) have gone out at ``limit`` writes
+    per ``window`` seconds: the first ``limit`` may go at once (after ``wait_now``), then
+    one window per further ``limit``."""
+    if pending <= 0:
+        return 0.0
+    span = window + window / 60
+    full_windows = (pending - 1) // max(1, limit)
+    return wait_now + full_windows * span
+
+
+# --- hooking the HTTP clients ------------------------------------------------------------
+
+
+class BudgetAdapter(HTTPAdapter):
+    """A requests transport that takes a permit before each call and turns a 429 into a
+    cooldown for every worker."""
+
+    def __init__(
+        self,
+        budget: QuotaBudget,
+        classify: Callable[[requests.PreparedRequest], tuple[str, int] | None],
+        *,
+        max_wait: float,
+        on_exhausted: Callable[[str], Exception],
+    ) -> None:
+        super().__init__()
+        self.budget = budget
+        self.classify = classify
+        self.max_wait = max_wait
+        self.on_exhausted = on_exhausted
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        budget = self.classify(request)
+        if budget is not None:
+            name, limit = budget
+            prepaid = self.budget.take_prepaid(name)
+            if prepaid is not None:
+                self.budget.touch(prepaid)
+            else:
+                try:
+                    self.budget.acquire(name, limit, max_wait=self.max_wait)
+                except QuotaWaitTooLong:
+                    raise self.on_exhausted(name) from None
+        response = super().send(request, *args, **kwargs)
+        if budget is not None and response.status_code == 429:
+            hinted = parse_retry_after(response.headers.get("Retry-After"))
+            self.budget.cooldown(
+                budget[0], hinted if hinted is not None else self.budget.default_cooldown()
+            )
+        return response
+
+
+def _sheets_exhausted(name: str) -> Exception:
+    return SheetsQuotaExhausted(
+        "The Google Sheets budget of sheets-sync is used up for now "
+        f"({'writes' if name == SHEETS_WRITE else 'reads'} per minute). The refresh will be "
+        "tried again; the sheet was not changed."
+    )
+
+
+def _instantly_exhausted(_name: str) -> Exception:
+    return InstantlyRateLimited(
+        "Too many Instantly requests for this workspace right now. The refresh will be tried "
+        "again shortly."
+    )
+
+
+def sheets_adapter(
+    budget: QuotaBudget, *, writes_per_minute: int, reads_per_minute: int, max_wait: float
+) -> BudgetAdapter:
+    def classify(request: requests.PreparedRequest) -> tuple[str, int] | None:
+        if request.method == "GET":
+            return SHEETS_READ, reads_per_minute
+        return SHEETS_WRITE, writes_per_minute
+
+    return BudgetAdapter(budget, classify, max_wait=max_wait, on_exhausted=_sheets_exhausted)
+
+
+def instantly_session(
+    budget: QuotaBudget, api_key: str, *, requests_per_minute: int, max_wait: float
+) -> requests.Session:
+    name = instantly_budget_name(api_key)
+    adapter = BudgetAdapter(
+        budget,
+        lambda _request: (name, requests_per_minute),
+        max_wait=max_wait,
+        on_exhausted=_instantly_exhausted,
+    )
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def attach_to_sheets_client(client: Any, adapter: BudgetAdapter) -> Any:
+    """Route a ``SheetsClient``'s API calls (not the token exchange) through ``adapter``."""
+    session = getattr(client, "_session", None)
+    if isinstance(session, requests.Session):
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    else:  # pragma: no cover - SheetsClient changed shape; fail loudly in tests
+        raise RuntimeError("SheetsClient has no requests session to attach the budget to")
+    return client

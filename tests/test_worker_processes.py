@@ -1,0 +1,236 @@
+"""Real worker processes on real PostgreSQL against the local fakes.
+
+Each test starts ``python -m sheets_sync.cli worker`` subprocesses (the same code as the
+``sheets-sync worker`` command) pointed at a fresh PostgreSQL schema and at fakes served
+by this test process, then checks the outcome in the database and in the fakes' call logs.
+Skipped without PostgreSQL locally, failed under CI=true (see tests/db_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from sheets_sync.config import Settings
+from sheets_sync.migrate import upgrade
+from sheets_sync.models import SyncRun
+from sheets_sync.runtime import Runtime, build_runtime
+from tests.fakes.instantly_api import FakeInstantlyServer
+from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info
+from tests.worker_helpers import (
+    SERVICE_ACCOUNT_EMAIL,
+    add_connections,
+    make_user,
+    runs_by_status,
+    start_worker,
+    worker_env,
+)
+
+pytestmark = pytest.mark.postgres
+
+API_KEY = "proc-test-instantly-key-77aa"
+# How many due connections 4 processes must each sync exactly once. The issue asks for 500;
+# with the fakes in this process that takes ~15-25 s on a 2-core machine.
+MANY = 500
+
+
+class Stack:
+    def __init__(self, rt: Runtime, settings: Settings, sheets: FakeSheetsServer,
+                 instantly: FakeInstantlyServer, tmp: Path) -> None:
+        self.rt, self.settings, self.sheets, self.instantly, self.tmp = (
+            rt, settings, sheets, instantly, tmp)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spreadsheets(self, n: int) -> list[str]:
+        return [
+            self.sheets.create_spreadsheet(f"Book {i}", shared_with=(SERVICE_ACCOUNT_EMAIL,))
+            for i in range(n)
+        ]
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        proc = start_worker(
+            worker_env(self.settings, **env), *args,
+            log_path=self.tmp / f"worker-{len(self.procs)}.log",
+        )
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, stack: Stack) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; runs={runs_by_status(stack.rt)}\n"
+                         f"{stack.logs()[-4000:]}")
+
+
+@pytest.fixture
+def make_stack(postgres_url: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def build(*, sheets: FakeSheetsServer | None = None, **settings_overrides: object) -> Stack:
+        sheets = sheets or FakeSheetsServer(
+            reads_per_minute=1_000_000, writes_per_minute=1_000_000,
+            project_reads_per_minute=1_000_000, project_writes_per_minute=1_000_000,
+        )
+        sheets.start()
+        info = make_service_account_info(sheets.token_uri, SERVICE_ACCOUNT_EMAIL)
+        sheets.register_service_account(info)
+        sa_file = tmp_path / "service-account.json"
+        sa_file.write_text(json.dumps(info))
+        instantly = FakeInstantlyServer().start()
+        workspace = instantly.add_workspace(API_KEY)
+        campaign = workspace.add_campaign("Q1 outbound")
+        workspace.record(campaign, dt.date(2026, 1, 5), step=0, variant=0, sent=40, replies=2)
+        settings = Settings(
+            data_dir=tmp_path / "instance",
+            database_url=postgres_url,
+            instantly_api_url=instantly.url,
+            sheets_api_url=sheets.url,
+            google_application_credentials=sa_file,
+            retry_max_wait=5.0,
+            **settings_overrides,  # type: ignore[arg-type]
+        )
+        upgrade(settings.resolved_database_url)
+        rt = build_runtime(settings)
+        stack = Stack(rt, settings, sheets, instantly, tmp_path)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        for proc in stack.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+        stack.rt.engine.dispose()
+        stack.sheets.stop()
+        stack.instantly.stop()
+
+
+def _due(minutes: int = 1) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes)
+
+
+GENEROUS = {
+    "SHEETS_SYNC_SHEETS_WRITES_PER_MINUTE": "1000000",
+    "SHEETS_SYNC_SHEETS_READS_PER_MINUTE": "1000000",
+    "SHEETS_SYNC_INSTANTLY_REQUESTS_PER_MINUTE": "1000000",
+}
+
+
+def test_four_processes_sync_each_due_connection_exactly_once(make_stack) -> None:
+    stack = make_stack()
+    books = stack.spreadsheets(MANY)
+    user_id = make_user(stack.rt)
+    ids = add_connections(stack.rt, user_id, books, api_key=API_KEY, due_at=_due())
+
+    started = time.monotonic()
+    for _ in range(4):
+        stack.start("--concurrency", "6", "--poll", "0.2", **GENEROUS)
+    wait_for(lambda: runs_by_status(stack.rt).get("succeeded", 0) >= MANY, 120,
+             "every due connection to sync", stack)
+    elapsed = time.monotonic() - started
+    # Give a double run the chance to show up before counting.
+    time.sleep(1.0)
+
+    for proc in stack.procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in stack.procs:
+        assert proc.wait(30) == 0
+
+    assert runs_by_status(stack.rt) == {"succeeded": MANY}
+    with stack.rt.session_factory() as s:
+        per_connection = {cid: 0 for cid in ids}
+        workers = set()
+        for run in s.scalars(select(SyncRun)):
+            per_connection[run.connection_id] += 1
+            workers.add(run.worker_id.rsplit(":", 2)[1])
+    assert set(per_connection.values()) == {1}
+    assert len(workers) == 4, "every process took part"
+    writes = {ssid: stack.sheets.count("batchUpdate", ssid, status=200) for ssid in books}
+    assert set(writes.values()) == {1}, "each spreadsheet written exactly once in this slot"
+    assert stack.sheets.status_counts().get(429) is None
+    print(f"{MANY} connections synced by 4 processes in {elapsed:.1f}s")
+
+
+def test_a_killed_worker_s_run_is_retried_after_its_lease_expires(make_stack) -> None:
+    stack = make_stack()
+    # Slow Instantly: the sync is still fetching (no Sheets write yet) when the worker dies.
+    stack.instantly.latency = 2.0
+    books = stack.spreadsheets(1)
+    user_id = make_user(stack.rt)
+    [cid] = add_connections(stack.rt, user_id, books, api_key=API_KEY, due_at=_due())
+    lease = ("--lease-seconds", "2", "--poll", "0.2")
+
+    doomed = stack.start("--concurrency", "1", *lease, **GENEROUS)
+
+    def running_on_doomed() -> bool:
+        with stack.rt.session_factory() as s:
+            run = s.scalar(select(SyncRun).where(SyncRun.status == "running"))
+            return run is not None and f":{doomed.pid}:" in (run.worker_id or "")
+
+    wait_for(running_on_doomed, 30, "the first worker to claim the run", stack)
+    survivor = stack.start("--concurrency", "2", *lease, **GENEROUS)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait(10)
+
+    wait_for(lambda: runs_by_status(stack.rt).get("succeeded") == 1, 40,
+             "another worker to retry the run", stack)
+    with stack.rt.session_factory() as s:
+        runs = list(s.scalars(select(SyncRun).where(SyncRun.connection_id == cid)
+                              .order_by(SyncRun.id)))
+    assert [(r.status, r.attempt) for r in runs] == [("interrupted", 1), ("succeeded", 2)]
+    assert runs[0].error_code == "worker_lost"
+    assert f":{survivor.pid}:" in (runs[1].worker_id or "")
+    assert stack.sheets.count("batchUpdate", books[0], status=200) == 1
+    survivor.send_signal(signal.SIGTERM)
+    assert survivor.wait(30) == 0
+
+
+def test_the_writes_budget_holds_across_processes(make_stack) -> None:
+    # Time runs 15x faster for the fake's per-minute quota and for our budget window, so
+    # a "minute" lasts 4 s. Google (the fake) allows 25 writes a minute; our budget is 20.
+    speed = 15.0
+    sheets = FakeSheetsServer(
+        reads_per_minute=1_000_000, writes_per_minute=25,
+        project_reads_per_minute=1_000_000, project_writes_per_minute=1_000_000,
+        clock=lambda: time.monotonic() * speed,
+    )
+    window = 60.0 / speed
+    stack = make_stack(sheets=sheets, quota_window_seconds=window)
+    count = 50
+    books = stack.spreadsheets(count)
+    user_id = make_user(stack.rt)
+    add_connections(stack.rt, user_id, books, api_key=API_KEY, due_at=_due())
+    env = {
+        "SHEETS_SYNC_SHEETS_WRITES_PER_MINUTE": "20",
+        "SHEETS_SYNC_SHEETS_READS_PER_MINUTE": "1000000",
+        "SHEETS_SYNC_INSTANTLY_REQUESTS_PER_MINUTE": "1000000",
+        "SHEETS_SYNC_QUOTA_WINDOW_SECONDS": str(window),
+    }
+    for _ in range(4):
+        stack.start("--concurrency", "4", "--poll", "0.2", **env)
+    wait_for(lambda: runs_by_status(stack.rt).get("succeeded", 0) >= count, 60,
+             "the backlog to drain under the budget", stack)
+
+    assert stack.sheets.status_counts().get(429) is None, "no 429 from Google"
+    assert stack.sheets.writes_per_minute_max() <= 20
+    assert runs_by_status(stack.rt) == {"succeeded": count}
+    assert all(stack.sheets.count("batchUpdate", b, status=200) == 1 for b in books)
+    # The scheduler said how long the backlog would take instead of hammering Google.
+    assert "backlog queued=" in stack.logs()
