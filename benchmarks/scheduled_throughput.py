@@ -82,25 +82,33 @@ class Schema:
         self.admin.dispose()
 
 
+def seed(args: argparse.Namespace, schema: Schema, sheets: FakeSheetsServer,
+         instantly: FakeInstantlyServer, sa_file: Path, tmp: Path, prefix: str) -> tuple:
+    """A migrated schema, one spreadsheet per connection, a user and a due time."""
+    settings = Settings(
+        data_dir=tmp / "instance",
+        database_url=schema.url,
+        instantly_api_url=instantly.url,
+        sheets_api_url=sheets.url,
+        google_application_credentials=sa_file,
+    )
+    upgrade(schema.url)
+    rt = build_runtime(settings)
+    books = [
+        sheets.create_spreadsheet(f"{prefix} {i}", shared_with=(SERVICE_ACCOUNT_EMAIL,))
+        for i in range(args.connections)
+    ]
+    user_id = make_user(rt)
+    due = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    return settings, rt, books, user_id, due
+
+
 def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: FakeInstantlyServer,
              sa_file: Path, tmp: Path, processes: int) -> dict[str, float]:
     schema = Schema(args.postgres)
     try:
-        settings = Settings(
-            data_dir=tmp / "instance",
-            database_url=schema.url,
-            instantly_api_url=instantly.url,
-            sheets_api_url=sheets.url,
-            google_application_credentials=sa_file,
-        )
-        upgrade(schema.url)
-        rt = build_runtime(settings)
-        books = [
-            sheets.create_spreadsheet(f"Bench {i}", shared_with=(SERVICE_ACCOUNT_EMAIL,))
-            for i in range(args.connections)
-        ]
-        user_id = make_user(rt)
-        due = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        settings, rt, books, user_id, due = seed(args, schema, sheets, instantly, sa_file, tmp,
+                                                 "Bench")
         for n, key in enumerate(API_KEYS):
             add_connections(rt, user_id, books[n :: len(API_KEYS)], api_key=key, due_at=due)
         sheets.reset_calls()
@@ -178,21 +186,8 @@ def default_budget_backlog(args: argparse.Namespace, sheets: FakeSheetsServer,
                            instantly: FakeInstantlyServer, sa_file: Path, tmp: Path) -> dict:
     schema = Schema(args.postgres)
     try:
-        settings = Settings(
-            data_dir=tmp / "instance",
-            database_url=schema.url,
-            instantly_api_url=instantly.url,
-            sheets_api_url=sheets.url,
-            google_application_credentials=sa_file,
-        )
-        upgrade(schema.url)
-        rt = build_runtime(settings)
-        books = [
-            sheets.create_spreadsheet(f"Backlog {i}", shared_with=(SERVICE_ACCOUNT_EMAIL,))
-            for i in range(args.connections)
-        ]
-        user_id = make_user(rt)
-        due = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        settings, rt, books, user_id, due = seed(args, schema, sheets, instantly, sa_file, tmp,
+                                                 "Backlog")
         add_connections(rt, user_id, books, api_key=API_KEYS[0], due_at=due)
         enqueue_due(rt, limit=args.connections)
         report = backlog(rt)

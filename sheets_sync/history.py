@@ -22,7 +22,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from .notes import row_key
-from .render import HEADER_FORMAT, INT_FORMAT, PERCENT_FORMAT, cell_of, text_cell
+from .render import (
+    HEADER_FORMAT,
+    INT_FORMAT,
+    PERCENT_FORMAT,
+    cell_of,
+    column_properties,
+    text_cell,
+)
 from .report import ALL_CAMPAIGNS, Report
 
 DEFAULT_HORIZON_DAYS = 180
@@ -286,24 +293,9 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
                 }
             )
         props: dict[str, Any] = {"pixelSize": width}
-        fields = "pixelSize"
         if kind == "key":
             props["hiddenByUser"] = True
-            fields = "pixelSize,hiddenByUser"
-        out.append(
-            {
-                "updateDimensionProperties": {
-                    "range": {
-                        "sheetId": sheet_id,
-                        "dimension": "COLUMNS",
-                        "startIndex": index,
-                        "endIndex": index + 1,
-                    },
-                    "properties": props,
-                    "fields": fields,
-                }
-            }
-        )
+        out.append(column_properties(sheet_id, index, props))
     return out
 
 

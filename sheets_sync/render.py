@@ -314,6 +314,22 @@ def _chart_request(report: Report, sheet_id: int, extras: Extras) -> list[dict[s
     ]
 
 
+def column_properties(sheet_id: int, index: int, props: dict[str, Any]) -> dict[str, Any]:
+    """Set ``props`` (width, hidden) of one column; the field mask names exactly those."""
+    return {
+        "updateDimensionProperties": {
+            "range": {
+                "sheetId": sheet_id,
+                "dimension": "COLUMNS",
+                "startIndex": index,
+                "endIndex": index + 1,
+            },
+            "properties": props,
+            "fields": ",".join(props),
+        }
+    }
+
+
 def _number_formats(report: Report, sheet_id: int, rows: int) -> list[dict[str, Any]]:
     """One ``repeatCell`` per run of integer or percent columns, over the data rows.
 
@@ -409,20 +425,7 @@ def render(
         if extras.notes is not None or extras.chart is not None:
             # Managed columns are shown again if someone hid one; ours stay hidden.
             props["hiddenByUser"] = hidden
-        requests.append(
-            {
-                "updateDimensionProperties": {
-                    "range": {
-                        "sheetId": sheet_id,
-                        "dimension": "COLUMNS",
-                        "startIndex": index,
-                        "endIndex": index + 1,
-                    },
-                    "properties": props,
-                    "fields": ",".join(props),
-                }
-            }
-        )
+        requests.append(column_properties(sheet_id, index, props))
     requests.append(
         {
             "updateDimensionProperties": {

@@ -249,6 +249,9 @@ class Worker:
     def _loop(self) -> None:
         while not self.stopping:
             wait = self.idle_poll
+            # Clear before looking at the queue, never after: a run queued while we look
+            # then leaves the event set and the wait below returns at once.
+            self._wake.clear()
             try:
                 self._housekeeping()
                 while not self.stopping and self.work_one():
@@ -263,7 +266,6 @@ class Worker:
                 self._stop.wait(wait)
             else:
                 self._wake.wait(wait)
-                self._wake.clear()
 
     def _heartbeat(self) -> None:
         interval = max(0.2, self.lease_seconds / 3)
