@@ -14,6 +14,12 @@ from .config import Settings
 from .errors import InvalidInput
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Alembic narrates every plugin it loads on each start; only its problems matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _runtime(settings: Settings, *, migrate: bool = False) -> Any:
     from .migrate import upgrade
     from .runtime import build_runtime
@@ -32,7 +38,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from .scheduler import enqueue_due
     from .worker import EmbeddedWorker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logging()
     rt = _runtime(settings, migrate=True)
     app = create_app({"SETTINGS": settings, "RUNTIME": rt})
     # Scheduled refreshes too: the embedded worker queues due connections as it polls.
@@ -62,7 +68,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from .scheduler import enqueue_due
     from .worker import Worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logging()
     rt = _runtime(settings, migrate=args.migrate)
     worker = Worker(
         rt,
