@@ -113,3 +113,33 @@ def test_users_api_keys_and_stored_sync(env, capsys, monkeypatch, fake_sheets, s
         runs = store.list_runs(s, store.get_user_by_email(s, "ops@example.com"), conn_id)
         assert [(r.status, r.trigger, r.rows_written) for r in runs] == [("succeeded", "cli", 4)]
         assert runs[0].http_calls == 3  # campaign-less: 1 Instantly + metadata + batchUpdate
+
+
+def test_keys_rotate_lets_the_old_key_be_dropped(env, capsys, runtime, settings):
+    from cryptography.fernet import Fernet
+
+    from sheets_sync import store
+    from sheets_sync.config import load_settings
+    from sheets_sync.runtime import build_runtime
+
+    old = (settings.data_dir / "encryption.key").read_text().strip()
+    new = Fernet.generate_key().decode()
+    with runtime.session_factory() as s, s.begin():
+        user = store.create_user(s, "rot@example.com", "a long enough password")
+        conn = store.create_connection(
+            s, user, fernet=runtime.fernet, name="R", instantly_api_key=INSTANTLY_KEY,
+            spreadsheet_url=link("k" * 44), worksheet_title="T", campaign_ids=[],
+            date_range={"preset": "all_time"}, include_opportunities=False, schedule="off",
+            schedule_time=None, schedule_weekday=None, timezone="UTC", options={},
+        )
+        conn_id = conn.id
+    env.setenv("SHEETS_SYNC_ENCRYPTION_KEYS", f"{new},{old}")
+    assert main(["keys", "rotate"]) == 0
+    assert "Re-encrypted 1 stored Instantly key" in capsys.readouterr().out
+    env.setenv("SHEETS_SYNC_ENCRYPTION_KEYS", new)  # the old key is gone now
+    rt = build_runtime(load_settings())
+    with rt.session_factory() as s:
+        from sheets_sync.models import Connection
+
+        assert store.decrypted_api_key(rt.fernet, s.get(Connection, conn_id)) == INSTANTLY_KEY
+    rt.engine.dispose()
