@@ -40,8 +40,10 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _make_sqlite_engine(url, foreign_keys=sqlite_foreign_keys)
     # pool_pre_ping: a server restart or an idle-connection reaper (PgBouncer, cloud
-    # proxies) otherwise surfaces as one failed request per pooled connection.
-    return create_engine(url, pool_pre_ping=True)
+    # proxies) otherwise surfaces as one failed request per pooled connection. The pool
+    # is sized for a worker's sync threads plus its heartbeat and housekeeping, while
+    # staying far enough below PostgreSQL's default 100 connections for several workers.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
 def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
