@@ -127,13 +127,15 @@ PAYMENT_REQUIRED = (
     "Instantly refused the request because the workspace has no paid plan that includes "
     "API access. Check the workspace's billing in Instantly."
 )
+# Shown after a refresh and after "Test key" alike, so they say what happens next in
+# both cases: scheduled refreshes retry by themselves, a person can simply try again.
 RATE_LIMITED = (
-    "Instantly is rate-limiting this workspace right now. The refresh will be tried again "
-    "shortly; no action is needed unless this keeps happening."
+    "Instantly is rate-limiting this workspace right now. Try again in a minute; scheduled "
+    "refreshes retry by themselves. No action is needed unless this keeps happening."
 )
 UNAVAILABLE = (
-    "Instantly could not be reached or answered with an error ({detail}). "
-    "The refresh will be tried again shortly."
+    "Instantly could not be reached or answered with an error ({detail}). Try again in a "
+    "few minutes; scheduled refreshes retry by themselves."
 )
 MALFORMED = (
     "Instantly sent analytics this tool cannot read ({detail}). The sheet was left as it "
