@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sheets_sync.instantly import StepStats
 from sheets_sync.render import FIRST_DATA_ROW, Extras, chart_id_for, render
 from sheets_sync.report import CampaignSection, build_report
+from tests.factories import step_stats
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def report(n=3):
-    stats = [StepStats(step=i // 2, variant=i % 2, sent=10, opened=0, unique_opened=0,
-                       replies=0, unique_replies=1, replies_automatic=0,
-                       unique_replies_automatic=0, clicks=0, unique_clicks=0)
-             for i in range(n)]
+    stats = [step_stats(i // 2, i % 2, 10, unique_replies=1) for i in range(n)]
     return build_report([CampaignSection("c", "C", stats)], include_opportunities=False,
                         date_label="All time")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from sheets_sync import history
-from sheets_sync.instantly import StepStats
 from sheets_sync.report import CampaignSection, build_report
+from tests.factories import step_stats
 
 TODAY = dt.date(2026, 11, 27)
 
@@ -63,9 +63,7 @@ def test_the_cell_cap_drops_the_oldest_days_first():
 
 
 def test_snapshot_cells_follow_the_fixed_layout():
-    stat = StepStats(step=0, variant=1, sent=100, opened=5, unique_opened=4, replies=3,
-                     unique_replies=2, replies_automatic=0, unique_replies_automatic=0,
-                     clicks=0, unique_clicks=0)
+    stat = step_stats(0, 1, 100, opened=5, unique_opened=4, replies=3, unique_replies=2)
     report = build_report([CampaignSection("c1", "Q4", [stat])], include_opportunities=False,
                           date_label="All time", subjects=False, winner_calls=True)
     [(key, cells)] = history.snapshot(report, TODAY)

@@ -7,27 +7,15 @@ from datetime import UTC, datetime
 import pytest
 
 from sheets_sync.errors import ReportTooLarge
-from sheets_sync.instantly import StepStats
 from sheets_sync.render import FIRST_DATA_ROW, MAX_TAB_CELLS, render
 from sheets_sync.report import CampaignSection, build_report
+from tests.factories import step_stats
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
 
 
 def stat(step, variant, sent):
-    return StepStats(
-        step=step,
-        variant=variant,
-        sent=sent,
-        opened=1,
-        unique_opened=1,
-        replies=0,
-        unique_replies=0,
-        replies_automatic=0,
-        unique_replies_automatic=0,
-        clicks=0,
-        unique_clicks=0,
-    )
+    return step_stats(step, variant, sent, opened=1, unique_opened=1)
 
 
 def report_of(sections):

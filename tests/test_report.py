@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sheets_sync.instantly import Campaign, StepStats
+from sheets_sync.instantly import Campaign
 from sheets_sync.report import (
     UNATTRIBUTED_STEP,
     UNATTRIBUTED_VARIANT,
@@ -13,24 +13,7 @@ from sheets_sync.report import (
     step_label,
     variant_letter,
 )
-
-
-def stat(step, variant, sent=100, **kw):
-    base = dict(
-        step=step,
-        variant=variant,
-        sent=sent,
-        opened=0,
-        unique_opened=0,
-        replies=0,
-        unique_replies=0,
-        replies_automatic=0,
-        unique_replies_automatic=0,
-        clicks=0,
-        unique_clicks=0,
-    )
-    base.update(kw)
-    return StepStats.model_validate(base)
+from tests.factories import step_stats as stat
 
 
 def col(report, key):

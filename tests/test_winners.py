@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from scipy import integrate, stats
 
-from sheets_sync.instantly import StepStats
 from sheets_sync.report import CampaignSection, build_report
 from sheets_sync.winners import Arm, call_step, percent_floor, prob_beats
+from tests.factories import step_stats
 
 
 def scipy_p_beats(s1, n1, s2, n2):
@@ -70,10 +70,8 @@ def test_shown_percent_never_rounds_up_to_the_threshold():
 
 
 def _stat(step, variant, sent, replies, opps=None):
-    return StepStats(step=step, variant=variant, sent=sent, opened=0, unique_opened=0,
-                     replies=replies, unique_replies=replies, replies_automatic=0,
-                     unique_replies_automatic=0, clicks=0, unique_clicks=0,
-                     opportunities=opps, unique_opportunities=opps)
+    return step_stats(step, variant, sent, replies=replies, unique_replies=replies,
+                      opportunities=opps, unique_opportunities=opps)
 
 
 def test_report_columns_and_highlight():
