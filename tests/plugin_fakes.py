@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from sheets_sync.config import Settings
+from sheets_sync.instantly import InstantlyClient
 from sheets_sync.retry import RetryPolicy
+from sheets_sync.sheets import SheetsClient, make_sheets_client
 from tests.fakes.instantly_api import FakeInstantlyServer
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info
 
@@ -75,6 +77,30 @@ def spreadsheet_id(fake_sheets: FakeSheetsServer) -> str:
 @pytest.fixture
 def fast_retry() -> RetryPolicy:
     return RetryPolicy(attempts=3, base_backoff=0.01, max_backoff=0.05, max_total_wait=2.0)
+
+
+@pytest.fixture
+def workspace(fake_instantly: FakeInstantlyServer):
+    """The fake Instantly workspace behind ``INSTANTLY_KEY``."""
+    return fake_instantly.add_workspace(INSTANTLY_KEY)
+
+
+@pytest.fixture
+def instantly(fake_instantly: FakeInstantlyServer, fast_retry: RetryPolicy) -> InstantlyClient:
+    """The real Instantly client, pointed at the fake."""
+    return InstantlyClient(
+        INSTANTLY_KEY, base_url=fake_instantly.url, timeout=(2, 5), retry=fast_retry
+    )
+
+
+@pytest.fixture
+def sheets(
+    fake_sheets: FakeSheetsServer, service_account_file: Path, fast_retry: RetryPolicy
+) -> SheetsClient:
+    """The real Sheets writer (gspread + google-auth), pointed at the fake."""
+    return make_sheets_client(
+        service_account_file, api_url=fake_sheets.url, timeout=(2, 5), retry=fast_retry
+    )
 
 
 @pytest.fixture

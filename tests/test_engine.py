@@ -12,19 +12,12 @@ from sheets_sync.errors import (
     SheetNotShared,
     SpreadsheetNotFound,
 )
-from sheets_sync.instantly import InstantlyClient
 from sheets_sync.render import FIRST_DATA_ROW
-from sheets_sync.sheets import make_sheets_client
-from tests.plugin_fakes import INSTANTLY_KEY, SERVICE_ACCOUNT_EMAIL
+from tests.plugin_fakes import SERVICE_ACCOUNT_EMAIL
 
 NOW = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 DAY = dt.date(2026, 11, 20)
 TAB = "Instantly steps"
-
-
-@pytest.fixture
-def workspace(fake_instantly):
-    return fake_instantly.add_workspace(INSTANTLY_KEY)
 
 
 @pytest.fixture
@@ -45,18 +38,6 @@ def campaign(workspace):
         workspace.record(cid, DAY, step, variant, sent=sent, unique_replies=replies,
                          replies=replies, unique_opened=sent // 2, opened=sent)
     return cid
-
-
-@pytest.fixture
-def instantly(fake_instantly, fast_retry):
-    return InstantlyClient(INSTANTLY_KEY, base_url=fake_instantly.url, timeout=(2, 5),
-                           retry=fast_retry)
-
-
-@pytest.fixture
-def sheets(fake_sheets, service_account_file, fast_retry):
-    return make_sheets_client(service_account_file, api_url=fake_sheets.url, timeout=(2, 5),
-                              retry=fast_retry)
 
 
 def sync(instantly, sheets, spreadsheet_id, **kw):

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
-
 from sheets_sync.engine import Features, SyncSpec, history_title, run_sync
-from sheets_sync.instantly import InstantlyClient
 from sheets_sync.notes import KEY_HEADER, NOTES_HEADER, REMOVED_PREFIX
 from sheets_sync.render import FIRST_DATA_ROW, chart_id_for
-from sheets_sync.sheets import make_sheets_client
 from tests.plugin_fakes import INSTANTLY_KEY
 
 NOW = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 DAY = dt.date(2026, 11, 20)
 TAB = "Instantly steps"
 HISTORY = history_title(TAB)
-
-
-@pytest.fixture
-def workspace(fake_instantly):
-    return fake_instantly.add_workspace(INSTANTLY_KEY)
-
-
-@pytest.fixture
-def instantly(fake_instantly, fast_retry):
-    return InstantlyClient(INSTANTLY_KEY, base_url=fake_instantly.url, timeout=(2, 5),
-                           retry=fast_retry)
-
-
-@pytest.fixture
-def sheets(fake_sheets, service_account_file, fast_retry):
-    return make_sheets_client(service_account_file, api_url=fake_sheets.url, timeout=(2, 5),
-                              retry=fast_retry)
 
 
 def campaign(workspace, name, rows, *, disabled_b=False):
