@@ -28,6 +28,7 @@ from typing import Any
 from . import discovery
 from .sheets_cells import (
     DEFAULT_COLUMN_PIXELS,
+    DEFAULT_FORMAT,
     DEFAULT_ROW_PIXELS,
     WRITABLE_CELL_FIELDS,
     A1Error,
@@ -271,7 +272,7 @@ def make_spreadsheet(
             "locale": "en_US",
             "autoRecalc": "ON_CHANGE",
             "timeZone": "Etc/GMT",
-            "defaultFormat": json_copy(_DEFAULT_FORMAT_JSON),
+            "defaultFormat": json_copy(DEFAULT_FORMAT),
         },
         sheets=[],
         shared_with=set(shared_with),
@@ -281,23 +282,6 @@ def make_spreadsheet(
         sheet_id = 0 if index == 0 else new_sheet_id(ss, rng)
         ss.sheets.append(Sheet(sheet_properties(sheet_id, sheet_title, index)))
     return ss
-
-
-_DEFAULT_FORMAT_JSON: Json = {
-    "backgroundColor": {"red": 1, "green": 1, "blue": 1},
-    "padding": {"top": 2, "right": 3, "bottom": 2, "left": 3},
-    "verticalAlignment": "BOTTOM",
-    "wrapStrategy": "OVERFLOW_CELL",
-    "textFormat": {
-        "foregroundColor": {},
-        "fontFamily": "arial",
-        "fontSize": 10,
-        "bold": False,
-        "italic": False,
-        "strikethrough": False,
-        "underline": False,
-    },
-}
 
 
 # --- masks -------------------------------------------------------------------------------
