@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -353,22 +353,11 @@ def update_connection(
         connection.include_opportunities = _clean_bool(
             fields["include_opportunities"], "include_opportunities"
         )
-    if "schedule" in fields:
-        value = _clean_schedule(fields["schedule"])
-        reschedule |= value != connection.schedule
-        connection.schedule = value
-    if "schedule_time" in fields:
-        value = _clean_schedule_time(fields["schedule_time"])
-        reschedule |= value != connection.schedule_time
-        connection.schedule_time = value
-    if "schedule_weekday" in fields:
-        value = _clean_weekday(fields["schedule_weekday"])
-        reschedule |= value != connection.schedule_weekday
-        connection.schedule_weekday = value
-    if "timezone" in fields:
-        value = _clean_timezone(fields["timezone"])
-        reschedule |= value != connection.timezone
-        connection.timezone = value
+    for name, clean in _SCHEDULE_FIELDS:
+        if name in fields:
+            value = clean(fields[name])
+            reschedule |= value != getattr(connection, name)
+            setattr(connection, name, value)
     if "options" in fields:
         connection.options = _clean_options(fields["options"])
 
@@ -501,6 +490,15 @@ def _clean_timezone(value: Any) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidInput("Unknown time zone; use a name such as Europe/Berlin or UTC.") from None
     return value
+
+
+# Fields whose change moves the next scheduled slot, each with its cleaner.
+_SCHEDULE_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("schedule", _clean_schedule),
+    ("schedule_time", _clean_schedule_time),
+    ("schedule_weekday", _clean_weekday),
+    ("timezone", _clean_timezone),
+)
 
 
 def _clean_options(value: Any) -> dict[str, Any]:
