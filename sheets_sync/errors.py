@@ -25,6 +25,13 @@ class SyncError(Exception):
         return {"code": self.code, "message": self.message}
 
 
+class InternalError(SyncError):
+    """A bug in sheets-sync, not the user's doing: retry at the next slot, never pause."""
+
+    code = "internal_error"
+    retryable = True
+
+
 class ConfigurationError(SyncError):
     code = "configuration"
 

@@ -108,7 +108,7 @@ def enqueue_due(rt: Runtime, limit: int = 500) -> int:
             if connection.next_run_at is not None:
                 _run, created = store.enqueue_run(s, connection, "schedule")
                 queued += int(created)
-            connection.next_run_at = connection_next_run(connection, now)
+            schedule_next(connection, now)
     if queued:
         rt.notify_enqueued()
         report = backlog(rt)

@@ -16,10 +16,11 @@ from typing import Any
 from . import alerts, store
 from .connection_input import features_of
 from .engine import Features, SyncSpec, run_sync
-from .errors import SyncError
+from .errors import InternalError, SyncError
 from .instantly import Campaign
 from .models import Connection, SyncRun
 from .runtime import Runtime
+from .scheduler import schedule_next
 
 log = logging.getLogger("sheets_sync.sync")
 
@@ -133,12 +134,15 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
         )
     except Exception:
         log.exception("run %s of connection %s crashed", run_id, connection_id)
-        crash = SyncError(INTERNAL_ERROR)
-        crash.code = "internal_error"
-        # Our bug, not the user's: keep trying at the next slot rather than pausing.
-        crash.retryable = True
         return _record_failure(
-            rt, run_id, connection_id, crash, instantly, sheets, started, secrets=(api_key,)
+            rt,
+            run_id,
+            connection_id,
+            InternalError(INTERNAL_ERROR),
+            instantly,
+            sheets,
+            started,
+            secrets=(api_key,),
         )
 
     calls = outcome.instantly_calls + outcome.sheets_calls
@@ -157,11 +161,10 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
             # The tab was written either way: remember where it is.
             connection.sheet_id = outcome.sheet_id
             # Tab ids/titles for the next read and the last table for the page.
-            connection.options = {**(connection.options or {}), **outcome.saved_options}
+            options = {**(connection.options or {}), **outcome.saved_options}
             if outcome.campaigns:
-                connection.options = _cache_campaigns(
-                    dict(connection.options or {}), dict(outcome.campaigns), now
-                )
+                options = _cache_campaigns(options, dict(outcome.campaigns), now)
+            connection.options = options
         if connection is not None and recorded:
             if connection.failure_notified_at is not None:
                 recovered = _alert(connection, run_id, None)
@@ -170,7 +173,7 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
             if connection.paused_reason is not None:
                 # A manual Refresh that works fixes the pause too.
                 connection.paused_reason = None
-                store._schedule_next(connection, rt.clock())
+                schedule_next(connection, rt.clock())
     log.info(
         "run finished connection_id=%s run_id=%s outcome=succeeded rows=%s http_calls=%s "
         "instantly_calls=%s sheets_calls=%s seconds=%.3f",
