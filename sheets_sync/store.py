@@ -121,12 +121,6 @@ def authenticate(s: Session, email: str, password: str) -> User | None:
     return None
 
 
-def set_password(s: Session, user: User, password: str) -> None:
-    if not password:
-        raise InvalidInput("Enter a password.")
-    user.password_hash = generate_password_hash(password, _PASSWORD_METHOD)
-
-
 def _dummy_hash() -> str:
     global _DUMMY_HASH
     if _DUMMY_HASH is None:

@@ -110,11 +110,6 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    @property
-    def in_flight(self) -> list[int]:
-        with self._lock:
-            return sorted(self._in_flight)
-
     # -- work --
 
     def claim_one(self) -> int | None:
