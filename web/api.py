@@ -18,22 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from flask import Blueprint, Response, current_app, g, request, url_for
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sheets_sync import store
 from sheets_sync.connection_input import ConnectionCreate, ConnectionFields, with_features
-from sheets_sync.db import session_scope
 from sheets_sync.errors import InvalidInput
 from sheets_sync.models import User
-from sheets_sync.runtime import Runtime
 
 from .api_models import (
     ConnectionList,
@@ -44,6 +39,7 @@ from .api_models import (
     run_out,
 )
 from .openapi import API_PREFIX, build_openapi
+from .users import db_session, runtime
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +74,6 @@ class ApiError(Exception):
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _runtime() -> Runtime:
-    return current_app.extensions["sheets_sync"]
-
-
-@contextmanager
-def _session() -> Iterator[Session]:
-    with session_scope(_runtime().session_factory) as s:
-        yield s
 
 
 def _user() -> User:
@@ -208,7 +194,7 @@ def _authenticate() -> Response | None:
             "Send an API key in the header Authorization: Bearer <api key>.",
             {"WWW-Authenticate": REALM},
         )
-    with _session() as s:
+    with db_session() as s:
         # Commits the key's last_used_at (the store only writes it once a minute).
         user = store.user_for_api_key(s, token)
     if user is None:
@@ -323,7 +309,7 @@ def openapi_document() -> Response:
 
 @bp.get("/connections", **_NO_AUTO_OPTIONS)
 def list_connections() -> Response:
-    with _session() as s:
+    with db_session() as s:
         items = [
             connection_out(c, store.last_run(s, c)) for c in store.list_connections(s, _user())
         ]
@@ -333,9 +319,9 @@ def list_connections() -> Response:
 @bp.post("/connections", **_NO_AUTO_OPTIONS)
 def create_connection() -> Response:
     data = parse_body(ConnectionCreate)
-    with _session() as s:
+    with db_session() as s:
         connection = store.create_connection(
-            s, _user(), fernet=_runtime().fernet, **data.as_store_kwargs()
+            s, _user(), fernet=runtime().fernet, **data.as_store_kwargs()
         )
         out = connection_out(connection, None)
     response = json_response(out, 201)
@@ -345,7 +331,7 @@ def create_connection() -> Response:
 
 @bp.get("/connections/<int:connection_id>", **_NO_AUTO_OPTIONS)
 def get_connection(connection_id: int) -> Response:
-    with _session() as s:
+    with db_session() as s:
         connection = store.get_connection(s, _user(), connection_id)
         out = connection_out(connection, store.last_run(s, connection))
     return json_response(out)
@@ -355,7 +341,7 @@ def get_connection(connection_id: int) -> Response:
 def update_connection(connection_id: int) -> Response:
     changes = parse_body(ConnectionFields).changes()
     features = changes.pop("features", None)
-    with _session() as s:
+    with db_session() as s:
         if features is not None:
             # Feature switches live in the connection's options: merge, keep the rest.
             current = store.get_connection(s, _user(), connection_id)
@@ -363,7 +349,7 @@ def update_connection(connection_id: int) -> Response:
         # InvalidInput from the store rolls the whole transaction back: a rejected PATCH
         # changes nothing, not even the fields that were valid.
         connection = store.update_connection(
-            s, _user(), connection_id, fernet=_runtime().fernet, **changes
+            s, _user(), connection_id, fernet=runtime().fernet, **changes
         )
         out = connection_out(connection, store.last_run(s, connection))
     return json_response(out)
@@ -371,7 +357,7 @@ def update_connection(connection_id: int) -> Response:
 
 @bp.delete("/connections/<int:connection_id>", **_NO_AUTO_OPTIONS)
 def delete_connection(connection_id: int) -> Response:
-    with _session() as s:
+    with db_session() as s:
         store.delete_connection(s, _user(), connection_id)
     response = current_app.response_class(status=204)
     # 204 has no body, so it has no media type either.
@@ -381,14 +367,14 @@ def delete_connection(connection_id: int) -> Response:
 
 @bp.post("/connections/<int:connection_id>/sync", **_NO_AUTO_OPTIONS)
 def sync_connection(connection_id: int) -> Response:
-    with _session() as s:
+    with db_session() as s:
         connection = store.get_connection(s, _user(), connection_id)
         run, created = store.enqueue_run(s, connection, "api")
         out = run_out(run)
     if created:
         # After the commit, so the worker that wakes up can see the run.
         try:
-            _runtime().notify_enqueued()
+            runtime().notify_enqueued()
         except Exception:
             # The run is stored; a worker polling the queue will still pick it up.
             log.exception("could not wake the worker after queueing run %s", out.id)
@@ -400,7 +386,7 @@ def sync_connection(connection_id: int) -> Response:
 @bp.get("/connections/<int:connection_id>/runs", **_NO_AUTO_OPTIONS)
 def list_runs(connection_id: int) -> Response:
     limit = _runs_limit()
-    with _session() as s:
+    with db_session() as s:
         runs = store.list_runs(s, _user(), connection_id, limit=limit)
         out = RunList(runs=[run_out(r) for r in runs])
     return json_response(out)
@@ -408,7 +394,7 @@ def list_runs(connection_id: int) -> Response:
 
 @bp.get("/runs/<int:run_id>", **_NO_AUTO_OPTIONS)
 def get_run(run_id: int) -> Response:
-    with _session() as s:
+    with db_session() as s:
         out = run_out(store.get_run(s, _user(), run_id))
     return json_response(out)
 

@@ -16,9 +16,11 @@ import logging
 import os
 from typing import Any
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import Blueprint, abort, jsonify, request
 
 from sheets_sync.worker import run_due
+
+from .users import runtime
 
 bp = Blueprint("cron", __name__, url_prefix="/internal/cron")
 log = logging.getLogger("sheets_sync.cron")
@@ -43,17 +45,15 @@ def _authorized(token: str | None) -> bool:
 
 @bp.route("/run-due", methods=["GET", "POST"])
 def run_due_endpoint() -> Any:
-    runtime = current_app.extensions["sheets_sync"]
-    token = runtime.settings.cron_token
+    rt = runtime()
+    token = rt.settings.cron_token
     if not token and not on_app_engine():
         abort(404)
     if request.method == "GET" and not on_app_engine():
         abort(405)
     if not _authorized(token):
         return jsonify({"error": {"code": "unauthorized", "message": "Not allowed."}}), 401
-    result = run_due(
-        runtime, max_seconds=runtime.settings.cron_max_seconds, concurrency=CRON_CONCURRENCY
-    )
+    result = run_due(rt, max_seconds=rt.settings.cron_max_seconds, concurrency=CRON_CONCURRENCY)
     log.info(
         "cron run-due queued=%s ran=%s succeeded=%s failed=%s seconds=%s",
         result["queued"], result["ran"], result["succeeded"], result["failed"], result["seconds"],
