@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from sheets_sync.instantly import StepStats
 
-_ZERO_METRICS = (
-    "opened",
-    "unique_opened",
-    "replies",
-    "unique_replies",
-    "replies_automatic",
-    "unique_replies_automatic",
-    "clicks",
-    "unique_clicks",
+# Every required count of the model (so a new metric needs no edit here).
+_ZERO_METRICS = tuple(
+    name
+    for name, field in StepStats.model_fields.items()
+    if field.is_required() and name not in ("step", "variant", "sent")
 )
 
 
