@@ -6,7 +6,7 @@ payload raises before Google is called and the sheet keeps its previous contents
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -121,8 +121,16 @@ def run_sync(
     instantly: InstantlyClient,
     sheets: SheetsClient,
     now: datetime | None = None,
+    before_write: Callable[[], None] | None = None,
 ) -> SyncOutcome:
+    """Fetch, build and write one refresh.
+
+    ``before_write`` runs after everything is fetched and planned, right before each
+    write is sent; raising a ``SyncError`` there aborts the refresh with the sheet
+    untouched (the sync uses it to refuse writing for a connection deleted meanwhile).
+    """
     now = now or datetime.now(UTC)
+    check = before_write or (lambda: None)
     instantly_before, sheets_before = instantly.calls, sheets.calls
     sections, campaigns, date_label = fetch_sections(spec, instantly, now)
     features = spec.features
@@ -137,8 +145,9 @@ def run_sync(
     if features.needs_read:
         return _sync_with_read(
             spec, report, campaigns, sheets=sheets, now=now,
-            before=(instantly_before, sheets_before), instantly=instantly,
+            before=(instantly_before, sheets_before), instantly=instantly, check=check,
         )
+    check()
     written = sheets.write_tab(
         spec.spreadsheet_id,
         title=spec.worksheet_title,
@@ -234,6 +243,7 @@ def _sync_with_read(
     instantly: InstantlyClient,
     now: datetime,
     before: tuple[int, int],
+    check: Callable[[], None],
 ) -> SyncOutcome:
     """One read (cells, charts) plus one atomic write for every feature and tab."""
     known = spec.sheet_id is not None
@@ -256,6 +266,7 @@ def _sync_with_read(
         )
     read = sheets.read_tabs(spec.spreadsheet_id, wanted)
     requests, info = plan_requests(spec, report, read, now=now)
+    check()
     sheets.batch_update(spec.spreadsheet_id, requests)
     titles = {"main": info["title"]}
     if "history_title" in info:
