@@ -6,13 +6,16 @@ payload raises before Google is called and the sheet keeps its previous contents
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from . import history as history_tab
-from .date_ranges import resolve
+from . import revision
+from .date_ranges import DateRange, resolve
+from .errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed, SyncError
 from .instantly import Campaign, InstantlyClient
 from .links import spreadsheet_link
 from .notes import plan_notes, read_notes, row_key
@@ -23,6 +26,9 @@ from .winners import DEFAULT_MIN_SAMPLE
 
 # The connection page shows the last synced table from this many rows.
 LAST_TABLE_ROWS = 200
+# Sends of one refresh's write at most: the first, and up to two re-planned after an
+# unconfirmed outcome (each after a fresh read).
+WRITE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class SyncSpec:
     # the steady-state read can name its ranges.
     history_sheet_id: int | None = None
     tab_titles: Mapping[str, str] = field(default_factory=dict)
+    # What the last successful refresh saw (``sent_memory``), to refuse a sudden empty
+    # answer that would blank a full table.
+    last_sent: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ class SyncOutcome:
 
 def fetch_sections(
     spec: SyncSpec, instantly: InstantlyClient, now: datetime
-) -> tuple[list[CampaignSection], dict[str, Campaign], str]:
+) -> tuple[list[CampaignSection], dict[str, Campaign], DateRange]:
     """Instantly data for every selected campaign (or all combined, in one call)."""
     dates = resolve(dict(spec.date_range or {}), now.astimezone(UTC).date())
     common: dict[str, Any] = {
@@ -104,7 +113,7 @@ def fetch_sections(
     }
     if not spec.campaign_ids:
         stats = instantly.step_analytics(None, **common)
-        return [CampaignSection(None, ALL_CAMPAIGNS, stats)], {}, dates.label
+        return [CampaignSection(None, ALL_CAMPAIGNS, stats)], {}, dates
     sections: list[CampaignSection] = []
     campaigns: dict[str, Campaign] = {}
     for campaign_id in dict.fromkeys(spec.campaign_ids):
@@ -112,7 +121,77 @@ def fetch_sections(
         campaigns[campaign_id] = campaign
         stats = instantly.step_analytics(campaign_id, **common)
         sections.append(CampaignSection(campaign_id, campaign.name, stats, campaign))
-    return sections, campaigns, dates.label
+    return sections, campaigns, dates
+
+
+_ALL_KEY = "*"  # the memory's key for "all campaigns combined"
+
+
+def _fingerprint(spec: SyncSpec) -> str:
+    # Sent totals are comparable only for the same question asked of Instantly.
+    return json.dumps(
+        [sorted(spec.campaign_ids), spec.date_range or {}, bool(spec.include_opportunities)],
+        sort_keys=True,
+    )
+
+
+def sent_memory(
+    spec: SyncSpec, sections: Sequence[CampaignSection], dates: DateRange
+) -> dict[str, Any]:
+    """What this refresh saw, for the next one's empty-answer check."""
+    return {
+        "fingerprint": _fingerprint(spec),
+        "start": dates.start.isoformat() if dates.start else None,
+        "end": dates.end.isoformat() if dates.end else None,
+        "sent": {
+            section.campaign_id or _ALL_KEY: sum(r.sent for r in section.stats)
+            for section in sections
+        },
+    }
+
+
+def _covers(now: Mapping[str, Any], before: Mapping[str, Any]) -> bool:
+    """Does this refresh's date range contain the last one's? (None = open end.)"""
+    def contains(outer: str | None, inner: str | None, *, start: bool) -> bool:
+        if outer is None:
+            return True
+        if inner is None:
+            return False
+        return outer <= inner if start else outer >= inner
+
+    return contains(now["start"], before.get("start"), start=True) and contains(
+        now["end"], before.get("end"), start=False
+    )
+
+
+def refuse_sudden_empty(
+    spec: SyncSpec, sections: Sequence[CampaignSection], memory: Mapping[str, Any]
+) -> None:
+    """Refuse to replace numbers with an empty table when Instantly suddenly says nothing.
+
+    A campaign that had sends at the last refresh cannot have none over a date range
+    that contains the last one, so an empty answer then is Instantly's hiccup, not news.
+    Ranges that moved on (last 7 days), changed settings, or campaigns that never sent
+    are written as they come.
+    """
+    before = spec.last_sent or {}
+    if before.get("fingerprint") != memory["fingerprint"] or not _covers(memory, before):
+        return
+    for section in sections:
+        key = section.campaign_id or _ALL_KEY
+        had = before.get("sent", {}).get(key)
+        if section.stats or not isinstance(had, int) or had <= 0:
+            continue
+        what = "all campaigns combined" if section.campaign_id is None else (
+            f"campaign '{section.name}'"
+        )
+        raise InstantlyEmptyAnswer(
+            f"Instantly returned no step analytics for {what}, which showed {had:,} sent at "
+            "the last refresh, for a date range that includes that one. The sheet was left "
+            "as it was. This is usually a passing problem at Instantly; the next refresh "
+            "tries again. If the campaign was deleted or reset in Instantly, remove it from "
+            "this connection's campaigns."
+        )
 
 
 def run_sync(
@@ -132,41 +211,55 @@ def run_sync(
     now = now or datetime.now(UTC)
     check = before_write or (lambda: None)
     instantly_before, sheets_before = instantly.calls, sheets.calls
-    sections, campaigns, date_label = fetch_sections(spec, instantly, now)
+    sections, campaigns, dates = fetch_sections(spec, instantly, now)
+    memory = sent_memory(spec, sections, dates)
+    refuse_sudden_empty(spec, sections, memory)
     features = spec.features
     report = build_report(
         sections,
         include_opportunities=spec.include_opportunities,
-        date_label=date_label,
+        date_label=dates.label,
         subjects=features.subjects,
         winner_calls=features.winner_calls,
         min_sample=features.min_sample,
     )
-    if features.needs_read:
-        return _sync_with_read(
-            spec, report, campaigns, sheets=sheets, now=now,
-            before=(instantly_before, sheets_before), instantly=instantly, check=check,
-        )
-    check()
+    write = _write_planned if features.needs_read else _write_plain
+    info = write(spec, report, sheets, now, check)
+    saved: dict[str, Any] = {"last_table": last_table(report, now), "last_sent": memory}
+    if "titles" in info:
+        saved["tab_titles"] = info["titles"]
+    if info.get("history_sheet_id") is not None:
+        saved["history_sheet_id"] = info["history_sheet_id"]
+    return SyncOutcome(
+        rows_written=len(report.all_rows),
+        sheet_id=info["sheet_id"],
+        sheet_title=info["title"],
+        sheet_url=spreadsheet_link(spec.spreadsheet_id, info["sheet_id"]),
+        tab_created=info["created"],
+        instantly_calls=instantly.calls - instantly_before,
+        sheets_calls=sheets.calls - sheets_before,
+        campaigns=campaigns,
+        report=report,
+        history_sheet_id=info.get("history_sheet_id"),
+        saved_options=saved,
+    )
+
+
+def _write_plain(
+    spec: SyncSpec, report: Report, sheets: SheetsClient, now: datetime,
+    check: Callable[[], None],
+) -> dict[str, Any]:
+    """The numbers alone: no read, one absolute write that is safe to send twice."""
     written = sheets.write_tab(
         spec.spreadsheet_id,
         title=spec.worksheet_title,
         sheet_id=spec.sheet_id,
         tab_requests=lambda sid: render(report, sheet_id=sid, synced_at=now),
         add_sheet=lambda sid, title: add_sheet_request(report, sheet_id=sid, title=title),
+        before_write=check,
+        attempts=WRITE_ATTEMPTS,
     )
-    return SyncOutcome(
-        rows_written=len(report.all_rows),
-        sheet_id=written.sheet_id,
-        sheet_title=written.title,
-        sheet_url=written.url,
-        tab_created=written.created,
-        instantly_calls=instantly.calls - instantly_before,
-        sheets_calls=sheets.calls - sheets_before,
-        campaigns=campaigns,
-        report=report,
-        saved_options={"last_table": last_table(report, now)},
-    )
+    return {"sheet_id": written.sheet_id, "title": written.title, "created": written.created}
 
 
 def _fresh_id(taken: set[int]) -> int:
@@ -184,7 +277,11 @@ def plan_requests(
     *,
     now: datetime,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The one batch for every feature, from the one read (pure: no I/O)."""
+    """The one batch for every feature, from the one read (pure: no I/O).
+
+    The batch ends with the revision guard (``revision.py``): it applies at most once,
+    and ``info["revision"]`` is what a re-read shows if it did.
+    """
     features = spec.features
     taken = set(read.taken_ids)
     main = read.tabs.get("main")
@@ -212,7 +309,10 @@ def plan_requests(
             add_sheet_request(report, sheet_id=main_id, title=main_title, extras=extras)
         )
     requests += render(report, sheet_id=main_id, synced_at=now, extras=extras)
-    info: dict[str, Any] = {"sheet_id": main_id, "title": main_title, "created": main is None}
+    titles = {"main": main_title}
+    info: dict[str, Any] = {
+        "sheet_id": main_id, "title": main_title, "created": main is None, "titles": titles,
+    }
     if features.history:
         tab = read.tabs.get("history")
         if tab is None:
@@ -230,27 +330,25 @@ def plan_requests(
             horizon_days=features.history_days,
         )
         requests += history_tab.requests(edit, history_id)
-        info.update(history_sheet_id=history_id, history_title=title)
+        info["history_sheet_id"] = history_id
+        titles["history"] = title
+    before = main.revision if main is not None else None
+    after = revision.next_revision(main_id, before)
+    requests += revision.requests(main_id, before, after)
+    info["revision"] = after
     return requests, info
 
 
-def _sync_with_read(
-    spec: SyncSpec,
-    report: Report,
-    campaigns: dict[str, Campaign],
-    *,
-    sheets: SheetsClient,
-    instantly: InstantlyClient,
-    now: datetime,
-    before: tuple[int, int],
-    check: Callable[[], None],
-) -> SyncOutcome:
-    """One read (cells, charts) plus one atomic write for every feature and tab."""
-    known = spec.sheet_id is not None
+def _wanted(spec: SyncSpec, known: dict[str, tuple[int, str]] | None) -> list[TabWanted]:
+    """The tabs the read asks for: by the ids a lost write planned, else as stored."""
+    if known is not None:
+        return [TabWanted(name, title, sheet_id, "A:B" if name == "history" else "")
+                for name, (sheet_id, title) in known.items()]
+    stored = spec.sheet_id is not None
     wanted = [
         TabWanted(
             "main",
-            (spec.tab_titles.get("main") if known else None) or spec.worksheet_title,
+            (spec.tab_titles.get("main") if stored else None) or spec.worksheet_title,
             spec.sheet_id,
         )
     ]
@@ -258,35 +356,51 @@ def _sync_with_read(
         wanted.append(
             TabWanted(
                 "history",
-                (spec.tab_titles.get("history") if known else None)
+                (spec.tab_titles.get("history") if stored else None)
                 or history_title(spec.worksheet_title),
-                spec.history_sheet_id if known else None,
+                spec.history_sheet_id if stored else None,
                 "A:B",
             )
         )
-    read = sheets.read_tabs(spec.spreadsheet_id, wanted)
-    requests, info = plan_requests(spec, report, read, now=now)
-    check()
-    sheets.batch_update(spec.spreadsheet_id, requests)
-    titles = {"main": info["title"]}
-    if "history_title" in info:
-        titles["history"] = info["history_title"]
-    saved: dict[str, Any] = {"tab_titles": titles, "last_table": last_table(report, now)}
-    if "history_sheet_id" in info:
-        saved["history_sheet_id"] = info["history_sheet_id"]
-    return SyncOutcome(
-        rows_written=len(report.all_rows),
-        sheet_id=info["sheet_id"],
-        sheet_title=info["title"],
-        sheet_url=spreadsheet_link(spec.spreadsheet_id, info["sheet_id"]),
-        tab_created=info["created"],
-        instantly_calls=instantly.calls - before[0],
-        sheets_calls=sheets.calls - before[1],
-        campaigns=campaigns,
-        report=report,
-        history_sheet_id=info.get("history_sheet_id"),
-        saved_options=saved,
-    )
+    return wanted
+
+
+def _write_planned(
+    spec: SyncSpec, report: Report, sheets: SheetsClient, now: datetime,
+    check: Callable[[], None],
+) -> dict[str, Any]:
+    """One read (cells, charts, revision) plus one guarded atomic write.
+
+    After an unconfirmed write nothing is resent blind: the tabs are read again; if the
+    read shows the write's revision it applied, otherwise the batch is planned again from
+    what the sheet holds now (a late copy of the lost batch then fails on its guard).
+    """
+    known: dict[str, tuple[int, str]] | None = None
+    pending: dict[str, Any] | None = None
+    unconfirmed: SheetsWriteUnconfirmed | None = None
+    for _ in range(WRITE_ATTEMPTS):
+        try:
+            read = sheets.read_tabs(spec.spreadsheet_id, _wanted(spec, known))
+        except SyncError:
+            if unconfirmed is not None:
+                raise unconfirmed from None
+            raise
+        if pending is not None:
+            main = read.tabs.get("main")
+            if main is not None and main.revision == pending["revision"]:
+                return pending
+        requests, info = plan_requests(spec, report, read, now=now)
+        check()
+        try:
+            sheets.batch_update(spec.spreadsheet_id, requests)
+            return info
+        except SheetsWriteUnconfirmed as exc:
+            unconfirmed, pending = exc, info
+            known = {"main": (info["sheet_id"], info["title"])}
+            if "history_sheet_id" in info:
+                known["history"] = (info["history_sheet_id"], info["titles"]["history"])
+    assert unconfirmed is not None  # noqa: S101 - only unconfirmed writes loop
+    raise unconfirmed
 
 
 def last_table(report: Report, synced_at: datetime) -> dict[str, Any]:

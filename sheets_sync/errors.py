@@ -70,6 +70,13 @@ class InstantlyMalformedResponse(SyncError):
     retryable = True
 
 
+class InstantlyEmptyAnswer(SyncError):
+    """Instantly suddenly reported nothing for a campaign that had numbers: keep the sheet."""
+
+    code = "instantly_empty_answer"
+    retryable = False  # asking again within the run rarely helps; the next slot will
+
+
 class InstantlyNotFound(SyncError):
     code = "instantly_campaign_not_found"
 
@@ -93,6 +100,17 @@ class SheetsQuotaExhausted(SyncError):
 class SheetsUnavailable(SyncError):
     code = "sheets_unavailable"
     retryable = True
+
+
+class SheetsWriteUnconfirmed(SyncError):
+    """Google may or may not have applied a write: no answer, a timeout, or a 5xx after
+    the body was sent. Never resent blind: the engine re-reads the sheet and plans again,
+    and only this error's final form (the re-read failed too) reaches the run record."""
+
+    code = "sheets_write_unconfirmed"
+    # Not retried by the retry policy (that would resend the same batch); the next
+    # refresh re-reads and reconciles.
+    retryable = False
 
 
 class SheetsRequestRejected(SyncError):

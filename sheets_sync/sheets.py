@@ -19,11 +19,12 @@ from typing import Any
 import google.auth.exceptions
 import gspread
 import requests
+import urllib3
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 from gspread.exceptions import APIError
 
-from . import USER_AGENT
+from . import USER_AGENT, revision
 from .config import DEFAULT_SHEETS_API_URL
 from .errors import (
     ConfigurationError,
@@ -32,11 +33,13 @@ from .errors import (
     SheetsQuotaExhausted,
     SheetsRequestRejected,
     SheetsUnavailable,
+    SheetsWriteUnconfirmed,
     SpreadsheetNotFound,
     SyncError,
 )
 from .links import spreadsheet_link
 from .retry import RetryPolicy, call_with_retry, parse_retry_after
+from .revision import Revision
 
 SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
 _GOOGLE_ROOT = DEFAULT_SHEETS_API_URL
@@ -45,6 +48,7 @@ _METADATA_FIELDS = "sheets.properties(sheetId,title,index)"
 # titles, our chart's id, and the cells' entered values (notes, keys, history dates).
 _STATE_FIELDS = (
     "sheets(properties(sheetId,title),charts(chartId),"
+    "developerMetadata(metadataId,metadataKey,metadataValue),"
     "data(startRow,startColumn,rowData(values(userEnteredValue))))"
 )
 
@@ -125,6 +129,7 @@ class TabState:
     title: str
     charts: set[int]
     rows: list[list[dict[str, Any]]]  # entered values, from A1 (empty rows as [])
+    revision: Revision | None = None  # the write guard's last revision (revision.py)
 
 
 @dataclass
@@ -262,6 +267,7 @@ class SheetsClient:
                 title=sheet["properties"]["title"],
                 charts={int(c["chartId"]) for c in sheet.get("charts", [])},
                 rows=_grid_rows(sheet),
+                revision=revision.current(sheet.get("developerMetadata", [])),
             )
         return out
 
@@ -275,6 +281,7 @@ class SheetsClient:
         return self._call(
             spreadsheet_id,
             lambda: self._client.http_client.batch_update(spreadsheet_id, {"requests": requests_}),
+            write=True,
         )
 
     def write_tab(
@@ -285,48 +292,107 @@ class SheetsClient:
         sheet_id: int | None,
         tab_requests: Callable[[int], list[dict[str, Any]]],
         add_sheet: Callable[[int, str], dict[str, Any]],
+        before_write: Callable[[], None] = lambda: None,
+        attempts: int = 3,
     ) -> TabWrite:
-        """Write the managed tab in one atomic ``batchUpdate``.
+        """Write the managed tab (no read needed) in one atomic ``batchUpdate``.
 
-        With a known ``sheet_id`` this is one call. Otherwise one metadata read finds the
-        tab by title (or a fresh id is chosen and ``addSheet`` joins the same batch). A
-        stored id whose tab was deleted fails the whole batch, so nothing was written:
-        re-read, then find-or-create as on a first sync.
+        With a known ``sheet_id`` this is one call, and the batch only sets absolute
+        cells, sizes and formats, so applying it twice gives the same tab. Otherwise one
+        metadata read finds the tab by title (or a fresh id is chosen and ``addSheet``
+        joins the same batch). A stored id whose tab was deleted fails the whole batch,
+        so nothing was written: re-read, then find-or-create as on a first sync. After an
+        unconfirmed write, the tabs are read again and the batch planned again (an
+        ``addSheet`` that did apply is not sent twice).
         """
-        tabs: list[dict[str, Any]] | None = None
-        if sheet_id is not None:
+        tabs: list[dict[str, Any]] | None = None  # None: not read, trust the stored id
+        unconfirmed: SheetsWriteUnconfirmed | None = None
+        created_unconfirmed = False  # a lost attempt may have added the tab itself
+        for _ in range(attempts):
+            if tabs is None and sheet_id is not None:
+                link = spreadsheet_link(spreadsheet_id, sheet_id)
+                target, batch = TabWrite(sheet_id, title, False, link), tab_requests(sheet_id)
+            else:
+                tabs = tabs if tabs is not None else self.sheet_properties(spreadsheet_id)
+                target, batch = self._find_or_create(
+                    spreadsheet_id, tabs, title, sheet_id, tab_requests, add_sheet
+                )
+            before_write()
             try:
-                self.batch_update(spreadsheet_id, tab_requests(sheet_id))
-                return TabWrite(sheet_id, title, False, spreadsheet_link(spreadsheet_id, sheet_id))
+                self.batch_update(spreadsheet_id, batch)
+            except SheetsWriteUnconfirmed as exc:
+                unconfirmed, sheet_id = exc, target.sheet_id
+                created_unconfirmed = created_unconfirmed or target.created
+                tabs = self._reread_after(exc, spreadsheet_id)
+                continue
             except SheetsRequestRejected:
+                if tabs is not None or sheet_id is None:
+                    raise
                 # Google words a missing tab differently per request kind, so ask the
                 # spreadsheet rather than parse the message: is our tab still there?
                 tabs = self.sheet_properties(spreadsheet_id)
                 if any(int(t["sheetId"]) == sheet_id for t in tabs):
                     raise
-        if tabs is None:
-            tabs = self.sheet_properties(spreadsheet_id)
-        found = next((t for t in tabs if t["title"].casefold() == title.casefold()), None)
+                continue
+            if created_unconfirmed and not target.created:
+                target = TabWrite(target.sheet_id, target.title, True, target.url)
+            return target
+        assert unconfirmed is not None  # noqa: S101 - only unconfirmed writes loop
+        raise unconfirmed
+
+    def _find_or_create(
+        self,
+        spreadsheet_id: str,
+        tabs: list[dict[str, Any]],
+        title: str,
+        sheet_id: int | None,
+        tab_requests: Callable[[int], list[dict[str, Any]]],
+        add_sheet: Callable[[int, str], dict[str, Any]],
+    ) -> tuple[TabWrite, list[dict[str, Any]]]:
+        found = next((t for t in tabs if int(t["sheetId"]) == sheet_id), None) or next(
+            (t for t in tabs if t["title"].casefold() == title.casefold()), None
+        )
         if found is not None:
             found_id = int(found["sheetId"])
-            self.batch_update(spreadsheet_id, tab_requests(found_id))
-            return TabWrite(
-                found_id, found["title"], False, spreadsheet_link(spreadsheet_id, found_id)
-            )
+            link = spreadsheet_link(spreadsheet_id, found_id)
+            return TabWrite(found_id, found["title"], False, link), tab_requests(found_id)
         taken = {int(t["sheetId"]) for t in tabs}
         new_id = new_sheet_id()
         while new_id in taken:
             new_id = new_sheet_id()
-        self.batch_update(spreadsheet_id, [add_sheet(new_id, title), *tab_requests(new_id)])
-        return TabWrite(new_id, title, True, spreadsheet_link(spreadsheet_id, new_id))
+        link = spreadsheet_link(spreadsheet_id, new_id)
+        return TabWrite(new_id, title, True, link), [
+            add_sheet(new_id, title),
+            *tab_requests(new_id),
+        ]
+
+    def _reread_after(
+        self, unconfirmed: SheetsWriteUnconfirmed, spreadsheet_id: str
+    ) -> list[dict[str, Any]]:
+        """The tabs as they are now; if even that fails, the write's outcome stays unknown."""
+        try:
+            return self.sheet_properties(spreadsheet_id)
+        except SyncError:
+            raise unconfirmed from None
 
     # -- plumbing --
 
-    def _call(self, spreadsheet_id: str, fn: Callable[[], Any]) -> Any:
+    def _call(self, spreadsheet_id: str, fn: Callable[[], Any], *, write: bool = False) -> Any:
+        """Run one API call under the retry policy.
+
+        A read is always safe to repeat. A write is repeated only when Google certainly
+        did not apply it (429, a token-endpoint failure or a refused connection, all
+        before the body reached the Sheets API); after any other failure it may have
+        applied, so it raises ``SheetsWriteUnconfirmed`` at once and the caller re-reads
+        before deciding what to send.
+        """
+
         def once() -> Any:
             try:
                 return fn()
             except APIError as exc:
+                if write and exc.response.status_code >= 500:
+                    raise _unconfirmed(f"HTTP {exc.response.status_code}") from None
                 raise self._translate(exc, spreadsheet_id) from None
             except google.auth.exceptions.RefreshError:
                 raise ConfigurationError(
@@ -338,12 +404,17 @@ class SheetsClient:
                     "Google's sign-in service could not be reached. The refresh will be tried "
                     "again shortly."
                 ) from None
-            except requests.Timeout:
-                raise SheetsUnavailable(
-                    "Google Sheets did not answer in time. The refresh will be tried again "
-                    "shortly; the sheet was not changed."
-                ) from None
-            except requests.RequestException:
+            except requests.RequestException as exc:
+                if write and not _never_sent(exc):
+                    what = "no answer in time" if isinstance(exc, requests.Timeout) else (
+                        "the connection broke before Google answered"
+                    )
+                    raise _unconfirmed(what) from None
+                if isinstance(exc, requests.Timeout):
+                    raise SheetsUnavailable(
+                        "Google Sheets did not answer in time. The refresh will be tried "
+                        "again shortly; the sheet was not changed."
+                    ) from None
                 raise SheetsUnavailable(
                     "Google Sheets could not be reached. The refresh will be tried again "
                     "shortly; the sheet was not changed."
@@ -391,6 +462,25 @@ class SheetsClient:
             f"Google Sheets rejected the update: {message[:300] or f'HTTP {status}'}. "
             "The sheet was not changed."
         )
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached Google (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
+
+
+def _unconfirmed(what: str) -> SheetsWriteUnconfirmed:
+    return SheetsWriteUnconfirmed(
+        f"Google Sheets did not confirm this refresh's update ({what}), and the sheet could "
+        "not be checked afterwards, so whether the new numbers reached the sheet is "
+        "unknown. Nothing is lost: the next refresh reads the sheet first and completes "
+        "or corrects it."
+    )
 
 
 def make_sheets_client(

@@ -85,6 +85,7 @@ def spec_for(connection: Connection, now: datetime) -> SyncSpec:
             else None
         ),
         tab_titles=dict(titles) if isinstance(titles, dict) else {},
+        last_sent=dict(options.get("last_sent") or {}),
     )
 
 

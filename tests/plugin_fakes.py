@@ -55,8 +55,10 @@ def service_account_file(
 def fake_sheets(fake_sheets_server: FakeSheetsServer, service_account_file: Path):
     """The shared Sheets fake with a clean call log and no pending faults."""
     fake_sheets_server.reset_calls()
+    fake_sheets_server.clear_faults()
     fake_sheets_server.latency = 0.0
     yield fake_sheets_server
+    fake_sheets_server.clear_faults()
     fake_sheets_server.reset_calls()
 
 

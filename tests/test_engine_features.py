@@ -40,18 +40,20 @@ class Syncer:
         self.titles = {}
         self.known = {}
 
-    def __call__(self, campaign_ids, now=NOW, **kw):
+    def __call__(self, campaign_ids, now=NOW, before_write=None, **kw):
         spec = SyncSpec(
             spreadsheet_id=self.ssid, worksheet_title=TAB, sheet_id=self.sheet_id,
             campaign_ids=tuple(campaign_ids), features=self.features,
             history_sheet_id=self.history_id, tab_titles=self.titles,
             known_campaigns=self.known, **kw,
         )
-        out = run_sync(spec, instantly=self.instantly, sheets=self.sheets, now=now)
+        out = run_sync(spec, instantly=self.instantly, sheets=self.sheets, now=now,
+                       before_write=before_write)
         self.sheet_id = out.sheet_id
         self.history_id = out.saved_options.get("history_sheet_id")
         self.titles = dict(out.saved_options.get("tab_titles", {}))
         self.known = dict(out.campaigns)
+        self.last = out.saved_options
         return out
 
 

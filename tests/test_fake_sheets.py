@@ -454,3 +454,40 @@ def test_values_api_used_by_gspread(server: FakeSheetsServer, gc: gspread.Client
     assert server.cell(ssid, "Step analytics", "A1")["userEnteredFormat"] == {
         "textFormat": {"bold": True}}
     assert server.count("values_write", ssid) == 5
+
+
+def test_developer_metadata_ids_are_unique_per_spreadsheet(
+    server: FakeSheetsServer, gc: gspread.Client
+) -> None:
+    ssid = server.create_spreadsheet()
+    sh = gc.open_by_key(ssid)
+    create = {"createDeveloperMetadata": {"developerMetadata": {
+        "metadataId": 77, "metadataKey": "k", "metadataValue": "1",
+        "location": {"sheetId": 0}, "visibility": "DOCUMENT"}}}
+    sh.batch_update({"requests": [create]})
+    before = server.snapshot(ssid)
+    with pytest.raises(gspread.exceptions.APIError) as again:
+        sh.batch_update({"requests": [
+            {"updateCells": {"start": {"sheetId": 0}, "rows": [{"values": [
+                {"userEnteredValue": {"stringValue": "x"}}]}], "fields": "userEnteredValue"}},
+            create,
+        ]})
+    assert "already exists" in api_error(again)["message"]
+    assert server.snapshot(ssid) == before  # the whole batch was refused
+    meta = sh.fetch_sheet_metadata({"fields": "sheets(developerMetadata)"})
+    assert meta["sheets"][0]["developerMetadata"][0]["metadataId"] == 77
+    sh.batch_update({"requests": [{"deleteDeveloperMetadata": {
+        "dataFilter": {"developerMetadataLookup": {"metadataId": 77}}}}]})
+    assert "developerMetadata" not in sh.fetch_sheet_metadata(
+        {"fields": "sheets(developerMetadata)"})["sheets"][0]
+
+
+def test_a_fault_after_apply_changes_the_sheet_and_still_fails(
+    server: FakeSheetsServer, gc: gspread.Client
+) -> None:
+    ssid = server.create_spreadsheet()
+    sh = gc.open_by_key(ssid)
+    server.fail_next("write", 503, when="after")
+    with pytest.raises(gspread.exceptions.APIError):
+        sh.batch_update({"requests": [{"addSheet": {"properties": {"title": "Two"}}}]})
+    assert server.sheet_titles(ssid) == ["Sheet1", "Two"]

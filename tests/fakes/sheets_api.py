@@ -224,6 +224,11 @@ class _Fault:
     message: str | None
     headers: dict[str, str]
     remaining: int
+    # "before": answer ``status`` without applying (after ``delay`` seconds);
+    # "after": apply the request, then answer ``status`` (0 = its real reply) after
+    # ``delay`` seconds: the response Google lost or sent after the client gave up.
+    when: str = "before"
+    delay: float = 0.0
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -351,16 +356,30 @@ class FakeSheetsServer:
         message: str | None = None,
         headers: dict[str, str] | None = None,
         count: int = 1,
+        *,
+        when: str = "before",
+        delay: float = 0.0,
     ) -> None:
-        """Answer the next ``count`` matching calls with ``status`` without touching state.
+        """Answer the next ``count`` matching calls with ``status``.
 
         ``kind``: "read" (GET), "write" (POST/PUT), "any" (read or write) or "token".
         A 502 is answered with Google's HTML error page, as Google's front end does.
+
+        ``when="before"`` (default): the call is not applied; with ``delay`` the answer
+        comes that many seconds late (a hang), and ``status=0`` then means "apply it
+        after the delay and answer normally": Google applying a call the client already
+        gave up on. ``when="after"``: the call is applied, then answered with ``status``
+        (0 = its real reply) after ``delay`` seconds: a response lost on the way back.
         """
         if kind not in ("read", "write", "any", "token"):
             raise ValueError(f"unknown fault kind {kind!r}")
+        if when not in ("before", "after"):
+            raise ValueError(f"unknown fault timing {when!r}")
+        if status == 0 and not delay and when == "before":
+            raise ValueError("status 0 (the real reply) needs a delay or when='after'")
         with self._lock:
-            self._faults.append(_Fault(kind, status, message, dict(headers or {}), count))
+            self._faults.append(_Fault(kind, status, message, dict(headers or {}), count,
+                                       when, delay))
 
     def clear_faults(self) -> None:
         """Drop faults queued by ``fail_next`` that no call has consumed yet."""
@@ -696,9 +715,12 @@ class FakeSheetsServer:
             except ValueError:
                 body_error = bad_request("Invalid JSON payload received. Unexpected token.")
         with self._lock:
-            email: str | None = None
             fault = self._take_fault((access, "any"))
-            if fault is not None:
+        if fault is not None and fault.when == "before" and fault.delay:
+            time.sleep(fault.delay)  # outside the lock: other callers go on meanwhile
+        with self._lock:
+            email: str | None = None
+            if fault is not None and fault.when == "before" and fault.status:
                 response = self._fault_response(fault, access)
             else:
                 try:
@@ -713,7 +735,11 @@ class FakeSheetsServer:
                     if error.code == 401:
                         headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
                     response = _json_response(error.body(), error.code, headers)
+                if fault is not None and fault.when == "after" and fault.status:
+                    response = self._fault_response(fault, access)
             self._log(request, kind, ssid, response.status_code, email, body)
+        if fault is not None and fault.when == "after" and fault.delay:
+            time.sleep(fault.delay)
         return response
 
     def _route(self, verb: str, raw_path: str) -> tuple[discovery.Method | None, dict[str, str]]:

@@ -118,6 +118,7 @@ class Sheet:
     conditional_formats: list[Json] = field(default_factory=list)
     charts: list[Json] = field(default_factory=list)
     basic_filter: Json | None = None
+    developer_metadata: list[Json] = field(default_factory=list)
 
     @property
     def sheet_id(self) -> int:
@@ -171,6 +172,7 @@ class Sheet:
             conditional_formats=json_copy(self.conditional_formats),
             charts=json_copy(self.charts),
             basic_filter=json_copy(self.basic_filter),
+            developer_metadata=json_copy(self.developer_metadata),
         )
 
     def cells_in(self, r0: int, r1: int, c0: int, c1: int) -> Iterator[tuple[int, int]]:
@@ -1229,6 +1231,50 @@ def _delete_embedded_object(ss: Spreadsheet, req: Json, ctx: Context) -> None:
     sheet.charts.remove(chart)
 
 
+# Developer metadata: only sheet-located entries, looked up by id (what the product uses).
+# Ids are "spreadsheet-scoped unique" (reference), so creating an id that exists fails.
+
+
+@_handles("createDeveloperMetadata")
+def _create_developer_metadata(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    meta = json_copy(req.get("developerMetadata", {}))
+    location = meta.get("location", {})
+    if set(location) != {"sheetId"}:
+        raise bad_request("fake: developer metadata outside a sheet location not implemented")
+    if meta.get("visibility") not in ("DOCUMENT", "PROJECT"):
+        raise ctx.error("Developer metadata must specify a visibility.")
+    if not meta.get("metadataKey"):
+        raise ctx.error("Developer metadata must specify a metadata key.")
+    sheet = ctx.sheet(ss, location.get("sheetId"))
+    existing = {int(m["metadataId"]) for s in ss.sheets for m in s.developer_metadata}
+    if "metadataId" in meta:
+        if int(meta["metadataId"]) <= 0:
+            raise ctx.error("Developer metadata IDs must be positive.")
+        if int(meta["metadataId"]) in existing:
+            raise ctx.error(
+                f"Developer metadata with ID {meta['metadataId']} already exists."
+            )
+    else:
+        meta["metadataId"] = _new_int_id(existing, ctx.rng)
+    meta["location"] = {"sheetId": sheet.sheet_id, "locationType": "SHEET"}
+    sheet.developer_metadata.append(meta)
+    return {"createDeveloperMetadata": {"developerMetadata": json_copy(meta)}}
+
+
+@_handles("deleteDeveloperMetadata")
+def _delete_developer_metadata(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
+    lookup = req.get("dataFilter", {}).get("developerMetadataLookup", {})
+    if set(lookup) != {"metadataId"}:
+        raise bad_request("fake: developer metadata lookups other than by id not implemented")
+    wanted = int(lookup["metadataId"])
+    deleted: list[Json] = []
+    for sheet in ss.sheets:
+        keep = [m for m in sheet.developer_metadata if int(m["metadataId"]) != wanted]
+        deleted += [m for m in sheet.developer_metadata if int(m["metadataId"]) == wanted]
+        sheet.developer_metadata = keep
+    return {"deleteDeveloperMetadata": {"deletedDeveloperMetadata": json_copy(deleted)}}
+
+
 _NAMED_RANGE = r"[A-Za-z_][A-Za-z0-9_.]*"
 
 
@@ -1332,6 +1378,8 @@ def spreadsheet_json(
             item["basicFilter"] = json_copy(sheet.basic_filter)
         if sheet.charts:
             item["charts"] = json_copy(sheet.charts)
+        if sheet.developer_metadata:
+            item["developerMetadata"] = json_copy(sheet.developer_metadata)
         sheets.append(item)
     out: Json = {
         "spreadsheetId": ss.spreadsheet_id,
