@@ -229,6 +229,7 @@ class _Fault:
     # ``delay`` seconds: the response Google lost or sent after the client gave up.
     when: str = "before"
     delay: float = 0.0
+    skip: int = 0  # let this many matching calls through first
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -359,6 +360,7 @@ class FakeSheetsServer:
         *,
         when: str = "before",
         delay: float = 0.0,
+        skip: int = 0,
     ) -> None:
         """Answer the next ``count`` matching calls with ``status``.
 
@@ -370,6 +372,7 @@ class FakeSheetsServer:
         after the delay and answer normally": Google applying a call the client already
         gave up on. ``when="after"``: the call is applied, then answered with ``status``
         (0 = its real reply) after ``delay`` seconds: a response lost on the way back.
+        ``skip``: the first ``skip`` matching calls go through untouched.
         """
         if kind not in ("read", "write", "any", "token"):
             raise ValueError(f"unknown fault kind {kind!r}")
@@ -379,7 +382,7 @@ class FakeSheetsServer:
             raise ValueError("status 0 (the real reply) needs a delay or when='after'")
         with self._lock:
             self._faults.append(_Fault(kind, status, message, dict(headers or {}), count,
-                                       when, delay))
+                                       when, delay, skip))
 
     def clear_faults(self) -> None:
         """Drop faults queued by ``fail_next`` that no call has consumed yet."""
@@ -457,6 +460,11 @@ class FakeSheetsServer:
     def unshare(self, spreadsheet_id: str, email: str) -> None:
         with self._lock:
             self._book(spreadsheet_id).shared_with.discard(email)
+
+    def delete_spreadsheet(self, spreadsheet_id: str) -> None:
+        """The owner deleted the file: from now on its id answers 404."""
+        with self._lock:
+            self._spreadsheets.pop(spreadsheet_id, None)
 
     def sheet_properties(
         self, spreadsheet_id: str, title: str | None = None, sheet_id: int | None = None
@@ -625,6 +633,9 @@ class FakeSheetsServer:
     def _take_fault(self, kinds: tuple[str, ...]) -> _Fault | None:
         for fault in self._faults:
             if fault.kind in kinds:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    return None
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
