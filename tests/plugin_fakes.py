@@ -58,6 +58,7 @@ def fake_sheets(fake_sheets_server: FakeSheetsServer, service_account_file: Path
     fake_sheets_server.clear_faults()
     fake_sheets_server.latency = 0.0
     yield fake_sheets_server
+    fake_sheets_server.wait_idle()
     fake_sheets_server.clear_faults()
     fake_sheets_server.reset_calls()
 

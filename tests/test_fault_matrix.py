@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from sheets_sync import store, sync
 from sheets_sync.config import Settings
-from sheets_sync.models import Connection, User
+from sheets_sync.models import Connection, RateLimitGrant, User
+from sheets_sync.quota import SHEETS_WRITE
 from sheets_sync.render import FIRST_DATA_ROW
 from tests.plugin_fakes import INSTANTLY_KEY
 from tests.worker_helpers import SERVICE_ACCOUNT_EMAIL, make_user
@@ -217,6 +219,15 @@ def test_fault_matrix(ctx: Ctx, fault: Fault) -> None:
     ]
     ctx.fake_sheets.clear_faults()
     ctx.fake_instantly.clear_faults()
+
+    ctx.fake_sheets.wait_idle()  # a held call is logged once it has been answered
+    with ctx.rt.session_factory() as s:
+        write_permits = s.scalar(
+            select(func.count()).select_from(RateLimitGrant)
+            .where(RateLimitGrant.name == SHEETS_WRITE)
+        )
+    # Every send of a write took a permit of the shared budget, resent or not.
+    assert write_permits == ctx.fake_sheets.count("batchUpdate")
 
     first = results[0]
     assert first.status == fault.status, first.summary

@@ -293,6 +293,8 @@ class FakeSheetsServer:
         self._accounts: dict[str, str] = {}  # email -> public key PEM
         self._tokens: dict[str, _Token] = {}
         self._faults: list[_Fault] = []
+        self._in_flight = 0
+        self._idle = threading.Condition()
         self._windows: dict[tuple[str, str], collections.deque[float]] = (
             collections.defaultdict(collections.deque)
         )
@@ -611,7 +613,24 @@ class FakeSheetsServer:
 
     # HTTP ------------------------------------------------------------------------------
 
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no call is being answered: a held (hanging) call finishes and is
+        logged after its client gave up, and must not land in the next test's log."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout):
+                raise TimeoutError("a call to the Sheets fake is still being answered")
+
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            return self._answer(environ, start_response)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _answer(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
         if self.latency:
             time.sleep(self.latency)  # outside the lock: concurrent callers overlap
