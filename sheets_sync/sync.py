@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from . import alerts, store
 from .connection_input import features_of
-from .engine import Features, SyncSpec, run_sync
+from .engine import Features, SyncOutcome, SyncSpec, run_sync
 from .errors import InternalError, SyncError
 from .instantly import Campaign
 from .models import Connection, SyncRun
@@ -31,6 +33,9 @@ INTERNAL_ERROR = (
     "Something went wrong inside sheets-sync while refreshing. The sheet was not changed. "
     "Try again; if it keeps failing, contact support with the run number."
 )
+# Where the tabs of the settings a sync started from are. After a person's edit they
+# describe the old target (another tab title, another spreadsheet), not the current one.
+TARGET_OPTIONS = frozenset({"tab_titles", "history_sheet_id"})
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
             raise LookupError(f"run {run_id} does not exist")
         connection = run.connection
         connection_id = connection.id
+        # The settings this sync works from; an edit during the sync moves it on.
+        version = connection.version
         now = rt.clock()
         spec = spec_for(connection, now)
         try:
@@ -146,34 +153,7 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
         )
 
     calls = outcome.instantly_calls + outcome.sheets_calls
-    recovered: alerts.Alert | None = None
-    with rt.session_factory() as s, s.begin():
-        connection = s.get(Connection, connection_id)
-        recorded = store.finish_run(
-            s,
-            run_id,
-            status="succeeded",
-            rows_written=outcome.rows_written,
-            http_calls=calls,
-            sheet_url=outcome.sheet_url,
-        )
-        if connection is not None:
-            # The tab was written either way: remember where it is.
-            connection.sheet_id = outcome.sheet_id
-            # Tab ids/titles for the next read and the last table for the page.
-            options = {**(connection.options or {}), **outcome.saved_options}
-            if outcome.campaigns:
-                options = _cache_campaigns(options, dict(outcome.campaigns), now)
-            connection.options = options
-        if connection is not None and recorded:
-            if connection.failure_notified_at is not None:
-                recovered = _alert(connection, run_id, None)
-            connection.consecutive_failures = 0
-            connection.failure_notified_at = None
-            if connection.paused_reason is not None:
-                # A manual Refresh that works fixes the pause too.
-                connection.paused_reason = None
-                schedule_next(connection, rt.clock())
+    recovered = _record_success(rt, run_id, connection_id, version, outcome, calls, now)
     log.info(
         "run finished connection_id=%s run_id=%s outcome=succeeded rows=%s http_calls=%s "
         "instantly_calls=%s sheets_calls=%s seconds=%.3f",
@@ -188,6 +168,69 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     if recovered is not None:
         alerts.send(recovered, rt.settings, redact=(api_key,))
     return RunResult(run_id, True, "succeeded", outcome.rows_written, None, None, outcome.sheet_url)
+
+
+def _locked_connection(s: Session, connection_id: int) -> Connection | None:
+    """The connection, for a read-modify-write that a person's edit may race.
+
+    PostgreSQL: the row stays locked until commit, and a person's edit locks it the same
+    way (``store.get_connection(for_update=True)``), so each starts from what the other
+    stored (FOR NO KEY UPDATE: queueing a run, which only references the row, is not held
+    up). SQLite serialises writers. Take it before the run row, in the order a delete's
+    cascade takes them, so the two never deadlock.
+    """
+    return s.get(Connection, connection_id, with_for_update={"key_share": True})
+
+
+def _record_success(
+    rt: Runtime,
+    run_id: int,
+    connection_id: int,
+    version: int,
+    outcome: SyncOutcome,
+    calls: int,
+    now: datetime,
+) -> alerts.Alert | None:
+    """Record the run as succeeded and what the connection keeps from it, in one
+    transaction; the recovery e-mail to send, if any."""
+    with rt.session_factory() as s, s.begin():
+        connection = _locked_connection(s, connection_id)
+        recorded = store.finish_run(
+            s,
+            run_id,
+            status="succeeded",
+            rows_written=outcome.rows_written,
+            http_calls=calls,
+            sheet_url=outcome.sheet_url,
+        )
+        if connection is None:
+            return None
+        # Tab ids/titles for the next read and the last table for the page, merged into
+        # the options as they are now, so switches a person saved meanwhile stay.
+        saved = dict(outcome.saved_options)
+        if connection.version == version:
+            # The tab was written either way: remember where it is.
+            connection.sheet_id = outcome.sheet_id
+        else:
+            # Edited during the sync: where the old settings' tabs are says nothing about
+            # the new ones (the edit reset sheet_id when the target changed).
+            saved = {k: v for k, v in saved.items() if k not in TARGET_OPTIONS}
+        options = {**(connection.options or {}), **saved}
+        if outcome.campaigns:
+            options = _cache_campaigns(options, dict(outcome.campaigns), now)
+        connection.options = options
+        if not recorded:
+            return None
+        recovered = None
+        if connection.failure_notified_at is not None:
+            recovered = _alert(connection, run_id, None)
+        connection.consecutive_failures = 0
+        connection.failure_notified_at = None
+        if connection.paused_reason is not None:
+            # A manual Refresh that works fixes the pause too.
+            connection.paused_reason = None
+            schedule_next(connection, rt.clock())
+        return recovered
 
 
 def _alert(connection: Connection, run_id: int, error_message: str | None) -> alerts.Alert:
@@ -225,10 +268,10 @@ def _record_failure(
     notify: alerts.Alert | None = None
     paused = False
     with rt.session_factory() as s, s.begin():
+        connection = _locked_connection(s, connection_id)
         recorded = store.finish_run(
             s, run_id, status="failed", http_calls=calls, error_code=code, error_message=message
         )
-        connection = s.get(Connection, connection_id)
         # Not recorded: the lease ran out and another worker owns the retry; the streak
         # and the e-mail are its business.
         if connection is not None and recorded:
