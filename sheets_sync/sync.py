@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import alerts, store
 from .connection_input import features_of
 from .engine import Features, SyncOutcome, SyncSpec, run_sync
-from .errors import InternalError, SyncError
+from .errors import ConnectionDeleted, InternalError, SyncError
 from .instantly import Campaign
 from .models import Connection, SyncRun
 from .runtime import Runtime
@@ -32,6 +33,9 @@ CAMPAIGN_CACHE_TTL = timedelta(hours=24)
 INTERNAL_ERROR = (
     "Something went wrong inside sheets-sync while refreshing. The sheet was not changed. "
     "Try again; if it keeps failing, contact support with the run number."
+)
+CONNECTION_DELETED = (
+    "The connection was deleted during the refresh, so nothing was written to the sheet."
 )
 # Where the tabs of the settings a sync started from are. After a person's edit they
 # describe the old target (another tab title, another spreadsheet), not the current one.
@@ -114,7 +118,11 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     with rt.session_factory() as s:
         run = s.get(SyncRun, run_id)
         if run is None:
-            raise LookupError(f"run {run_id} does not exist")
+            # Claimed, then gone: its connection was deleted and took its runs along.
+            log.info("run %s is gone (connection deleted); nothing written", run_id)
+            return RunResult(
+                run_id, False, "failed", None, ConnectionDeleted.code, CONNECTION_DELETED, None
+            )
         connection = run.connection
         connection_id = connection.id
         # The settings this sync works from; an edit during the sync moves it on.
@@ -134,7 +142,13 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
             raise key_error
         instantly = rt.instantly(api_key)
         sheets = rt.sheets()
-        outcome = run_sync(spec, instantly=instantly, sheets=sheets, now=now)
+        outcome = run_sync(
+            spec,
+            instantly=instantly,
+            sheets=sheets,
+            now=now,
+            before_write=lambda: _refuse_if_deleted(rt, connection_id),
+        )
     except SyncError as exc:
         return _record_failure(
             rt, run_id, connection_id, exc, instantly, sheets, started, secrets=(api_key,)
@@ -168,6 +182,15 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     if recovered is not None:
         alerts.send(recovered, rt.settings, redact=(api_key,))
     return RunResult(run_id, True, "succeeded", outcome.rows_written, None, None, outcome.sheet_url)
+
+
+def _refuse_if_deleted(rt: Runtime, connection_id: int) -> None:
+    """Called right before the write: a connection deleted during the refresh no longer
+    owns its tab, so nothing may be written for it."""
+    with rt.session_factory() as s:
+        found = s.scalar(select(Connection.id).where(Connection.id == connection_id))
+    if found is None:
+        raise ConnectionDeleted(CONNECTION_DELETED)
 
 
 def _locked_connection(s: Session, connection_id: int) -> Connection | None:

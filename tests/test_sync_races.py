@@ -2,6 +2,7 @@
 
 * A person edits the connection while its sync runs: the edit wins, and the sync keeps
   only what it owns (the run record, the last table, the failure streak).
+* A person deletes the connection while its sync runs: nothing is written for it.
 
 The moments are set by wrapping the real clients the sync gets from the runtime (real
 requests, gspread and google-auth against the local fakes), so every interleaving is
@@ -23,11 +24,12 @@ from sheets_sync import secrets as crypto
 from sheets_sync import store
 from sheets_sync.config import Settings
 from sheets_sync.connection_input import features_of, with_features
+from sheets_sync.errors import ConnectionDeleted
 from sheets_sync.migrate import upgrade
 from sheets_sync.models import User
 from sheets_sync.retry import RetryPolicy
 from sheets_sync.runtime import Runtime, build_runtime
-from sheets_sync.sync import run_connection_now
+from sheets_sync.sync import execute_run, run_connection_now
 from tests.db_fixtures import postgres_admin_url
 from tests.plugin_fakes import INSTANTLY_KEY
 from tests.worker_helpers import add_connections, connection, make_user, runs_of
@@ -112,6 +114,11 @@ def edit(rt: Runtime, user_id: int, cid: int, **fields: Any) -> None:
             current = store.get_connection(s, user, cid, for_update=True)
             fields["options"] = with_features(dict(current.options or {}), features)
         store.update_connection(s, user, cid, fernet=rt.fernet, **fields)
+
+
+def delete(rt: Runtime, user_id: int, cid: int) -> None:
+    with rt.session_factory() as s, s.begin():
+        store.delete_connection(s, s.get(User, user_id), cid)
 
 
 def tab_id(fake_sheets: Any, spreadsheet_id: str, title: str) -> int:
@@ -281,3 +288,45 @@ def test_a_new_key_saved_while_a_failure_is_recorded_ends_the_streak(
     # The person's fix came after the failed call: the schedule is not paused over it.
     assert after.paused_reason is None
     assert after.consecutive_failures == 0
+
+
+# --- a connection deleted during the sync is not written -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "method", "after"),
+    [("instantly", "step_analytics", False), ("sheets", "read_tabs", True)],
+    ids=["during-the-instantly-fetch", "after-the-sheets-read"],
+)
+def test_a_connection_deleted_during_the_sync_is_not_written(
+    rt, stored, monkeypatch, fake_sheets, spreadsheet_id, client, method, after
+) -> None:
+    user_id, cid = stored
+    when_called(monkeypatch, rt, client, method, lambda: delete(rt, user_id, cid), after=after)
+    result = run_connection_now(rt, cid)
+    assert not result.ok
+    assert result.error_code == ConnectionDeleted.code
+    assert "deleted" in (result.error_message or "")
+    assert fake_sheets.count("batchUpdate", spreadsheet_id) == 0
+    # Its run went with it (ON DELETE CASCADE): nothing left to record.
+    assert runs_of(rt, cid) == []
+
+
+def test_a_run_whose_connection_was_deleted_before_it_started_is_not_written(
+    rt, stored, fake_sheets, spreadsheet_id
+) -> None:
+    user_id, cid = stored
+    with rt.session_factory() as s, s.begin():
+        run, _ = store.enqueue_run(s, s.get(store.Connection, cid), "manual")
+        assert store.claim_run(s, run.id, "test-worker", lease_seconds=60) is not None
+        run_id = run.id
+    delete(rt, user_id, cid)
+    result = execute_run(rt, run_id)
+    assert (result.ok, result.error_code) == (False, ConnectionDeleted.code)
+    assert fake_sheets.count(spreadsheet_id=spreadsheet_id) == 0
+
+
+def test_connection_deleted_is_final() -> None:
+    assert ConnectionDeleted.code == "connection_deleted"
+    assert ConnectionDeleted.retryable is False
+    assert ConnectionDeleted.pauses is False
