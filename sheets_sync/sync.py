@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from . import alerts, store
 from .connection_input import features_of
+from .db import is_transient_error
 from .engine import Features, SyncOutcome, SyncSpec, run_sync
 from .errors import ConnectionDeleted, InternalError, SyncError
 from .instantly import Campaign
 from .models import Connection, SyncRun
 from .runtime import Runtime
 from .scheduler import schedule_next
+
+T = TypeVar("T")
 
 log = logging.getLogger("sheets_sync.sync")
 
@@ -40,6 +53,11 @@ CONNECTION_DELETED = (
 # Where the tabs of the settings a sync started from are. After a person's edit they
 # describe the old target (another tab title, another spreadsheet), not the current one.
 TARGET_OPTIONS = frozenset({"tab_titles", "history_sheet_id"})
+# A locked SQLite file or a dropped PostgreSQL connection usually clears within seconds.
+# Giving up on recording a run that already wrote the sheet leaves it "running" until its
+# lease expires, and the retry after that writes the sheet a second time.
+BOOKKEEPING_ATTEMPTS = 5
+BOOKKEEPING_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -167,7 +185,11 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
         )
 
     calls = outcome.instantly_calls + outcome.sheets_calls
-    recovered = _record_success(rt, run_id, connection_id, version, outcome, calls, now)
+    # The sheet is written: from here on, giving up would get it written again.
+    recovered = _retry_transient(
+        f"recording run {run_id}",
+        lambda: _record_success(rt, run_id, connection_id, version, outcome, calls, now),
+    )
     log.info(
         "run finished connection_id=%s run_id=%s outcome=succeeded rows=%s http_calls=%s "
         "instantly_calls=%s sheets_calls=%s seconds=%.3f",
@@ -184,12 +206,43 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     return RunResult(run_id, True, "succeeded", outcome.rows_written, None, None, outcome.sheet_url)
 
 
+def _retry_transient(what: str, transaction: Callable[[], T]) -> T:
+    """Run ``transaction`` (which opens its own session) until it gets past transient
+    database errors, a bounded number of times; the last error is raised."""
+
+    def note(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        # The driver's message only: SQLAlchemy's own carries the statement's parameters.
+        reason = str(getattr(exc, "orig", None) or exc).strip().partition("\n")[0]
+        log.warning(
+            "%s: database error on attempt %s of %s, trying again: %s",
+            what,
+            state.attempt_number,
+            BOOKKEEPING_ATTEMPTS,
+            reason or type(exc).__name__,
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient_error),
+        stop=stop_after_attempt(BOOKKEEPING_ATTEMPTS) | stop_after_delay(BOOKKEEPING_MAX_SECONDS),
+        # Jitter: several workers that met the same lock should not come back together.
+        wait=wait_exponential(multiplier=0.2, max=8.0) + wait_random(0, 0.5),
+        before_sleep=note,
+        reraise=True,
+    )
+    return retrying(transaction)
+
+
 def _refuse_if_deleted(rt: Runtime, connection_id: int) -> None:
     """Called right before the write: a connection deleted during the refresh no longer
     owns its tab, so nothing may be written for it."""
-    with rt.session_factory() as s:
-        found = s.scalar(select(Connection.id).where(Connection.id == connection_id))
-    if found is None:
+
+    def exists() -> bool:
+        with rt.session_factory() as s:
+            found = s.scalar(select(Connection.id).where(Connection.id == connection_id))
+            return found is not None
+
+    if not _retry_transient(f"checking connection {connection_id}", exists):
         raise ConnectionDeleted(CONNECTION_DELETED)
 
 
@@ -199,8 +252,9 @@ def _locked_connection(s: Session, connection_id: int) -> Connection | None:
     PostgreSQL: the row stays locked until commit, and a person's edit locks it the same
     way (``store.get_connection(for_update=True)``), so each starts from what the other
     stored (FOR NO KEY UPDATE: queueing a run, which only references the row, is not held
-    up). SQLite serialises writers. Take it before the run row, in the order a delete's
-    cascade takes them, so the two never deadlock.
+    up). SQLite serialises writers: a transaction that read before another one committed
+    fails as "locked" when it writes, and is tried again. Take it before the run row, in
+    the order a delete's cascade takes them, so the two never deadlock.
     """
     return s.get(Connection, connection_id, with_for_update={"key_share": True})
 
@@ -267,18 +321,11 @@ def _alert(connection: Connection, run_id: int, error_message: str | None) -> al
     )
 
 
-def _record_failure(
-    rt: Runtime,
-    run_id: int,
-    connection_id: int,
-    exc: SyncError,
-    instantly: Any,
-    sheets: Any,
-    started: float,
-    *,
-    secrets: tuple[str, ...] = (),
-) -> RunResult:
-    """Record a failed run and the connection's failure streak.
+def _failure_bookkeeping(
+    rt: Runtime, run_id: int, connection_id: int, exc: SyncError, calls: int
+) -> tuple[alerts.Alert | None, bool]:
+    """Record a failed run and the connection's failure streak; the e-mail to send and
+    whether the schedule was paused.
 
     Transient errors (``exc.retryable``: 429, 5xx, timeouts) were already retried within
     the run; the schedule simply tries again at its next slot. A streak of
@@ -287,7 +334,6 @@ def _record_failure(
     once per streak (``failure_notified_at``), never per failed run.
     """
     code, message = exc.code, exc.message
-    calls = (getattr(instantly, "calls", 0) or 0) + (getattr(sheets, "calls", 0) or 0)
     notify: alerts.Alert | None = None
     paused = False
     with rt.session_factory() as s, s.begin():
@@ -310,6 +356,27 @@ def _record_failure(
                 paused = True
             if connection.failure_notified_at is None and rt.settings.smtp_url:
                 notify = _alert(connection, run_id, message)
+    return notify, paused
+
+
+def _record_failure(
+    rt: Runtime,
+    run_id: int,
+    connection_id: int,
+    exc: SyncError,
+    instantly: Any,
+    sheets: Any,
+    started: float,
+    *,
+    secrets: tuple[str, ...] = (),
+) -> RunResult:
+    """Record a failed run (``_failure_bookkeeping``), log it and tell the owner."""
+    code, message = exc.code, exc.message
+    calls = (getattr(instantly, "calls", 0) or 0) + (getattr(sheets, "calls", 0) or 0)
+    notify, paused = _retry_transient(
+        f"recording run {run_id}",
+        lambda: _failure_bookkeeping(rt, run_id, connection_id, exc, calls),
+    )
     log.info(
         "run finished connection_id=%s run_id=%s outcome=failed error_code=%s retryable=%s "
         "paused=%s http_calls=%s seconds=%.3f",
@@ -322,11 +389,18 @@ def _record_failure(
         time.monotonic() - started,
     )
     if notify is not None and alerts.send(notify, rt.settings, redact=secrets):
-        with rt.session_factory() as s, s.begin():
-            connection = s.get(Connection, connection_id)
-            if connection is not None and connection.consecutive_failures:
-                connection.failure_notified_at = rt.clock()
+        _retry_transient(
+            f"noting the e-mail of run {run_id}",
+            lambda: _mark_notified(rt, connection_id),
+        )
     return RunResult(run_id, False, "failed", None, code, message, None)
+
+
+def _mark_notified(rt: Runtime, connection_id: int) -> None:
+    with rt.session_factory() as s, s.begin():
+        connection = s.get(Connection, connection_id)
+        if connection is not None and connection.consecutive_failures:
+            connection.failure_notified_at = rt.clock()
 
 
 def run_connection_now(

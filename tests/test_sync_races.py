@@ -1,8 +1,10 @@
-"""A stored connection's sync racing what people do meanwhile.
+"""A stored connection's sync racing what people and the database do meanwhile.
 
 * A person edits the connection while its sync runs: the edit wins, and the sync keeps
   only what it owns (the run record, the last table, the failure streak).
 * A person deletes the connection while its sync runs: nothing is written for it.
+* The database hiccups right after the sheet was written: the run is still recorded as
+  succeeded, and the sheet is not written a second time.
 
 The moments are set by wrapping the real clients the sync gets from the runtime (real
 requests, gspread and google-auth against the local fakes), so every interleaving is
@@ -12,24 +14,27 @@ sequenced, never timed. Each test runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from sheets_sync import secrets as crypto
 from sheets_sync import store
 from sheets_sync.config import Settings
 from sheets_sync.connection_input import features_of, with_features
+from sheets_sync.db import is_transient_error
 from sheets_sync.errors import ConnectionDeleted
 from sheets_sync.migrate import upgrade
 from sheets_sync.models import User
 from sheets_sync.retry import RetryPolicy
 from sheets_sync.runtime import Runtime, build_runtime
-from sheets_sync.sync import execute_run, run_connection_now
+from sheets_sync.sync import RunResult, execute_run, run_connection_now
 from tests.db_fixtures import postgres_admin_url
 from tests.plugin_fakes import INSTANTLY_KEY
 from tests.worker_helpers import add_connections, connection, make_user, runs_of
@@ -330,3 +335,109 @@ def test_connection_deleted_is_final() -> None:
     assert ConnectionDeleted.code == "connection_deleted"
     assert ConnectionDeleted.retryable is False
     assert ConnectionDeleted.pauses is False
+
+
+# --- a database hiccup after the write -------------------------------------------------
+
+
+class Hiccup:
+    """After ``arm()``, the next transaction of the arming thread fails as it does in
+    production: on SQLite another process holds the write lock past the busy timeout;
+    on PostgreSQL the server ends the connection under it."""
+
+    BUSY_TIMEOUT_MS = 50
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.fired = 0
+        self._thread: int | None = None
+        self._holder: sqlite3.Connection | None = None
+        self.sqlite = engine.dialect.name == "sqlite"
+        if self.sqlite:
+            event.listen(engine, "connect", self._short_busy_timeout)
+            event.listen(engine, "handle_error", self._release)
+            engine.dispose()  # pooled connections wait the full timeout
+        else:
+            event.listen(engine, "before_cursor_execute", self._terminate)
+
+    def _short_busy_timeout(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
+
+    def arm(self) -> None:
+        self._thread = threading.get_ident()
+        if self.sqlite:
+            self._holder = sqlite3.connect(self.engine.url.database, isolation_level=None)
+            self._holder.execute("BEGIN IMMEDIATE")
+
+    def _release(self, context: Any) -> None:
+        if self._holder is not None and "locked" in str(context.original_exception):
+            self._holder.execute("ROLLBACK")
+            self._holder.close()
+            self._holder = None
+            self.fired += 1
+
+    def _terminate(self, _conn: Any, cursor: Any, *_rest: Any) -> None:
+        if self._thread != threading.get_ident():
+            return
+        self._thread = None
+        admin = create_engine(postgres_admin_url(), poolclass=NullPool)
+        try:
+            with admin.connect() as c:
+                # Waits (up to 10 s) until the backend is gone, so the statement meets a
+                # closed connection rather than racing the signal.
+                assert c.execute(
+                    text("SELECT pg_terminate_backend(:pid, 10000)"),
+                    {"pid": cursor.connection.info.backend_pid},
+                ).scalar_one()
+        finally:
+            admin.dispose()
+        self.fired += 1
+
+
+def test_a_success_whose_recording_hits_a_database_hiccup_is_recorded_once(
+    rt, stored, monkeypatch, fake_sheets, spreadsheet_id
+) -> None:
+    _, cid = stored
+    hiccup = Hiccup(rt.engine)
+    when_called(monkeypatch, rt, "sheets", "batch_update", hiccup.arm, after=True)
+    result: RunResult = run_connection_now(rt, cid)
+    assert hiccup.fired == 1
+    assert result.ok
+    [run] = runs_of(rt, cid)
+    assert run.status == "succeeded"
+    assert run.rows_written == result.rows_written == 3
+    assert fake_sheets.count("batchUpdate", spreadsheet_id) == 1
+    assert connection(rt, cid).sheet_id == tab_id(fake_sheets, spreadsheet_id, TAB)
+
+
+def test_a_failure_whose_recording_hits_a_database_hiccup_is_recorded(
+    rt, stored, monkeypatch
+) -> None:
+    _, cid = stored
+    with rt.session_factory() as s, s.begin():
+        c = s.get(store.Connection, cid)
+        c.instantly_api_key_encrypted = crypto.encrypt(rt.fernet, "revoked-key-0000")
+    hiccup = Hiccup(rt.engine)
+    when_called(monkeypatch, rt, "instantly", "step_analytics", hiccup.arm, after=True)
+    result = run_connection_now(rt, cid)
+    assert hiccup.fired == 1
+    assert result.error_code == "instantly_key_rejected"
+    [run] = runs_of(rt, cid)
+    assert (run.status, run.error_code) == ("failed", "instantly_key_rejected")
+    assert connection(rt, cid).consecutive_failures == 1
+
+
+def _wrapped(orig: BaseException, **kw: Any) -> DBAPIError:
+    return DBAPIError.instance("UPDATE sync_runs …", {}, orig, sqlite3.Error, **kw)
+
+
+def test_which_database_errors_are_worth_another_attempt() -> None:
+    assert is_transient_error(_wrapped(sqlite3.OperationalError("database is locked")))
+    assert not is_transient_error(_wrapped(sqlite3.OperationalError("no such table: x")))
+    assert not is_transient_error(_wrapped(sqlite3.IntegrityError("UNIQUE failed")))
+    assert is_transient_error(
+        _wrapped(sqlite3.IntegrityError("closed"), connection_invalidated=True)
+    )
+    assert isinstance(_wrapped(sqlite3.OperationalError("x")), OperationalError)
+    assert isinstance(_wrapped(sqlite3.IntegrityError("x")), IntegrityError)
+    assert not is_transient_error(ValueError("database is locked"))
