@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -154,3 +155,19 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Whether the same transaction may succeed in a fresh session a moment later.
+
+    A dropped or reset connection, a SQLite write lock held past the busy timeout, a
+    PostgreSQL deadlock or serialization conflict: yes. SQLite's other operational errors
+    ("no such table") stay what they are however often they are retried.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        return "locked" in str(exc.orig)
+    return True

@@ -123,3 +123,16 @@ class ReportTooLarge(SyncError):
 
 class GoogleCredentialsMissing(ConfigurationError):
     code = "google_credentials_missing"
+
+
+# --- the store -------------------------------------------------------------------------
+
+
+class ConnectionDeleted(SyncError):
+    """The connection was deleted while its refresh ran; the refresh stopped unwritten.
+
+    Nothing to fix and nobody to tell: never retried and never a reason to pause.
+    """
+
+    code = "connection_deleted"
+    pauses = False

@@ -207,6 +207,10 @@ class Connection(Base):
     failure_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Per-connection feature switches, so a new option needs no migration.
     options: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+    # Bumped by every edit a person makes (store.update_connection, resume), never by a
+    # sync's own bookkeeping: a finishing sync compares it with the version it started
+    # from, so what it learnt about the old settings never lands on the new ones.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

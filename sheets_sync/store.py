@@ -225,14 +225,25 @@ EDITABLE_FIELDS = frozenset(
 )
 
 
-def get_connection(s: Session, user: User, connection_id: int) -> Connection:
-    """THE ownership check: the user's connection, else ``NotFound`` (missing or not theirs)."""
+def get_connection(
+    s: Session, user: User, connection_id: int, *, for_update: bool = False
+) -> Connection:
+    """THE ownership check: the user's connection, else ``NotFound`` (missing or not theirs).
+
+    ``for_update``: read the row as it is now and, on PostgreSQL, hold it until the
+    transaction ends, for an edit computed from what is stored (a finishing sync writes
+    the same row; see ``sync._locked_connection``).
+    """
     number = _valid_id(connection_id)
     connection = None
     if number is not None:
-        connection = s.scalar(
-            select(Connection).where(Connection.id == number, Connection.user_id == user.id)
-        )
+        query = select(Connection).where(Connection.id == number, Connection.user_id == user.id)
+        if for_update:
+            # FOR NO KEY UPDATE: queueing a run, which only references the row, goes on.
+            query = query.with_for_update(key_share=True).execution_options(
+                populate_existing=True
+            )
+        connection = s.scalar(query)
     if connection is None:
         raise NotFound("connection")
     return connection
@@ -310,11 +321,13 @@ def update_connection(
       the old target. Submitting the same values again (forms send every field) does not.
     * a new key, sheet or schedule clears ``paused_reason``/``consecutive_failures``: the
       user acted on the problem, so scheduled syncs get another chance.
+    * ``version`` goes up, so a sync that started before this edit does not store what
+      it learnt about the old settings over the new ones.
     """
     unknown = set(fields) - EDITABLE_FIELDS
     if unknown:
         raise TypeError(f"update_connection: not editable: {', '.join(sorted(unknown))}")
-    connection = get_connection(s, user, connection_id)
+    connection = get_connection(s, user, connection_id, for_update=True)
     retry = False
     reschedule = False
 
@@ -362,6 +375,7 @@ def update_connection(
         connection.paused_reason = None
         connection.consecutive_failures = 0
     connection.updated_at = _now()
+    connection.version = (connection.version or 0) + 1
     s.flush()
     return connection
 
@@ -805,9 +819,10 @@ def resume_connection(
 ) -> Connection:
     """The dashboard's "Resume": clear the pause and the failure streak, compute the
     next slot. ``NotFound`` if not the user's."""
-    connection = get_connection(s, user, connection_id)
+    connection = get_connection(s, user, connection_id, for_update=True)
     connection.paused_reason = None
     connection.consecutive_failures = 0
+    connection.version = (connection.version or 0) + 1
     _schedule_next(connection, now)
     s.flush()
     return connection

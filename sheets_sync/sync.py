@@ -9,18 +9,34 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from . import alerts, store
 from .connection_input import features_of
-from .engine import Features, SyncSpec, run_sync
-from .errors import InternalError, SyncError
+from .db import is_transient_error
+from .engine import Features, SyncOutcome, SyncSpec, run_sync
+from .errors import ConnectionDeleted, InternalError, SyncError
 from .instantly import Campaign
 from .models import Connection, SyncRun
 from .runtime import Runtime
 from .scheduler import schedule_next
+
+T = TypeVar("T")
 
 log = logging.getLogger("sheets_sync.sync")
 
@@ -31,6 +47,17 @@ INTERNAL_ERROR = (
     "Something went wrong inside sheets-sync while refreshing. The sheet was not changed. "
     "Try again; if it keeps failing, contact support with the run number."
 )
+CONNECTION_DELETED = (
+    "The connection was deleted during the refresh, so nothing was written to the sheet."
+)
+# Where the tabs of the settings a sync started from are. After a person's edit they
+# describe the old target (another tab title, another spreadsheet), not the current one.
+TARGET_OPTIONS = frozenset({"tab_titles", "history_sheet_id"})
+# A locked SQLite file or a dropped PostgreSQL connection usually clears within seconds.
+# Giving up on recording a run that already wrote the sheet leaves it "running" until its
+# lease expires, and the retry after that writes the sheet a second time.
+BOOKKEEPING_ATTEMPTS = 5
+BOOKKEEPING_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -110,9 +137,15 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     with rt.session_factory() as s:
         run = s.get(SyncRun, run_id)
         if run is None:
-            raise LookupError(f"run {run_id} does not exist")
+            # Claimed, then gone: its connection was deleted and took its runs along.
+            log.info("run %s is gone (connection deleted); nothing written", run_id)
+            return RunResult(
+                run_id, False, "failed", None, ConnectionDeleted.code, CONNECTION_DELETED, None
+            )
         connection = run.connection
         connection_id = connection.id
+        # The settings this sync works from; an edit during the sync moves it on.
+        version = connection.version
         now = rt.clock()
         spec = spec_for(connection, now)
         try:
@@ -128,7 +161,13 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
             raise key_error
         instantly = rt.instantly(api_key)
         sheets = rt.sheets()
-        outcome = run_sync(spec, instantly=instantly, sheets=sheets, now=now)
+        outcome = run_sync(
+            spec,
+            instantly=instantly,
+            sheets=sheets,
+            now=now,
+            before_write=lambda: _refuse_if_deleted(rt, connection_id),
+        )
     except SyncError as exc:
         return _record_failure(
             rt, run_id, connection_id, exc, instantly, sheets, started, secrets=(api_key,)
@@ -147,34 +186,11 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
         )
 
     calls = outcome.instantly_calls + outcome.sheets_calls
-    recovered: alerts.Alert | None = None
-    with rt.session_factory() as s, s.begin():
-        connection = s.get(Connection, connection_id)
-        recorded = store.finish_run(
-            s,
-            run_id,
-            status="succeeded",
-            rows_written=outcome.rows_written,
-            http_calls=calls,
-            sheet_url=outcome.sheet_url,
-        )
-        if connection is not None:
-            # The tab was written either way: remember where it is.
-            connection.sheet_id = outcome.sheet_id
-            # Tab ids/titles for the next read and the last table for the page.
-            options = {**(connection.options or {}), **outcome.saved_options}
-            if outcome.campaigns:
-                options = _cache_campaigns(options, dict(outcome.campaigns), now)
-            connection.options = options
-        if connection is not None and recorded:
-            if connection.failure_notified_at is not None:
-                recovered = _alert(connection, run_id, None)
-            connection.consecutive_failures = 0
-            connection.failure_notified_at = None
-            if connection.paused_reason is not None:
-                # A manual Refresh that works fixes the pause too.
-                connection.paused_reason = None
-                schedule_next(connection, rt.clock())
+    # The sheet is written: from here on, giving up would get it written again.
+    recovered = _retry_transient(
+        f"recording run {run_id}",
+        lambda: _record_success(rt, run_id, connection_id, version, outcome, calls, now),
+    )
     log.info(
         "run finished connection_id=%s run_id=%s outcome=succeeded rows=%s http_calls=%s "
         "instantly_calls=%s sheets_calls=%s seconds=%.3f",
@@ -191,6 +207,110 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     return RunResult(run_id, True, "succeeded", outcome.rows_written, None, None, outcome.sheet_url)
 
 
+def _retry_transient(what: str, transaction: Callable[[], T]) -> T:
+    """Run ``transaction`` (which opens its own session) until it gets past transient
+    database errors, a bounded number of times; the last error is raised."""
+
+    def note(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        # The driver's message only: SQLAlchemy's own carries the statement's parameters.
+        reason = str(getattr(exc, "orig", None) or exc).strip().partition("\n")[0]
+        log.warning(
+            "%s: database error on attempt %s of %s, trying again: %s",
+            what,
+            state.attempt_number,
+            BOOKKEEPING_ATTEMPTS,
+            reason or type(exc).__name__,
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient_error),
+        stop=stop_after_attempt(BOOKKEEPING_ATTEMPTS) | stop_after_delay(BOOKKEEPING_MAX_SECONDS),
+        # Jitter: several workers that met the same lock should not come back together.
+        wait=wait_exponential(multiplier=0.2, max=8.0) + wait_random(0, 0.5),
+        before_sleep=note,
+        reraise=True,
+    )
+    return retrying(transaction)
+
+
+def _refuse_if_deleted(rt: Runtime, connection_id: int) -> None:
+    """Called right before the write: a connection deleted during the refresh no longer
+    owns its tab, so nothing may be written for it."""
+
+    def exists() -> bool:
+        with rt.session_factory() as s:
+            found = s.scalar(select(Connection.id).where(Connection.id == connection_id))
+            return found is not None
+
+    if not _retry_transient(f"checking connection {connection_id}", exists):
+        raise ConnectionDeleted(CONNECTION_DELETED)
+
+
+def _locked_connection(s: Session, connection_id: int) -> Connection | None:
+    """The connection, for a read-modify-write that a person's edit may race.
+
+    PostgreSQL: the row stays locked until commit, and a person's edit locks it the same
+    way (``store.get_connection(for_update=True)``), so each starts from what the other
+    stored (FOR NO KEY UPDATE: queueing a run, which only references the row, is not held
+    up). SQLite serialises writers: a transaction that read before another one committed
+    fails as "locked" when it writes, and is tried again. Take it before the run row, in
+    the order a delete's cascade takes them, so the two never deadlock.
+    """
+    return s.get(Connection, connection_id, with_for_update={"key_share": True})
+
+
+def _record_success(
+    rt: Runtime,
+    run_id: int,
+    connection_id: int,
+    version: int,
+    outcome: SyncOutcome,
+    calls: int,
+    now: datetime,
+) -> alerts.Alert | None:
+    """Record the run as succeeded and what the connection keeps from it, in one
+    transaction; the recovery e-mail to send, if any."""
+    with rt.session_factory() as s, s.begin():
+        connection = _locked_connection(s, connection_id)
+        recorded = store.finish_run(
+            s,
+            run_id,
+            status="succeeded",
+            rows_written=outcome.rows_written,
+            http_calls=calls,
+            sheet_url=outcome.sheet_url,
+        )
+        if connection is None:
+            return None
+        # Tab ids/titles for the next read and the last table for the page, merged into
+        # the options as they are now, so switches a person saved meanwhile stay.
+        saved = dict(outcome.saved_options)
+        if connection.version == version:
+            # The tab was written either way: remember where it is.
+            connection.sheet_id = outcome.sheet_id
+        else:
+            # Edited during the sync: where the old settings' tabs are says nothing about
+            # the new ones (the edit reset sheet_id when the target changed).
+            saved = {k: v for k, v in saved.items() if k not in TARGET_OPTIONS}
+        options = {**(connection.options or {}), **saved}
+        if outcome.campaigns:
+            options = _cache_campaigns(options, dict(outcome.campaigns), now)
+        connection.options = options
+        if not recorded:
+            return None
+        recovered = None
+        if connection.failure_notified_at is not None:
+            recovered = _alert(connection, run_id, None)
+        connection.consecutive_failures = 0
+        connection.failure_notified_at = None
+        if connection.paused_reason is not None:
+            # A manual Refresh that works fixes the pause too.
+            connection.paused_reason = None
+            schedule_next(connection, rt.clock())
+        return recovered
+
+
 def _alert(connection: Connection, run_id: int, error_message: str | None) -> alerts.Alert:
     return alerts.Alert(
         to=connection.user.email,
@@ -202,18 +322,11 @@ def _alert(connection: Connection, run_id: int, error_message: str | None) -> al
     )
 
 
-def _record_failure(
-    rt: Runtime,
-    run_id: int,
-    connection_id: int,
-    exc: SyncError,
-    instantly: Any,
-    sheets: Any,
-    started: float,
-    *,
-    secrets: tuple[str, ...] = (),
-) -> RunResult:
-    """Record a failed run and the connection's failure streak.
+def _failure_bookkeeping(
+    rt: Runtime, run_id: int, connection_id: int, exc: SyncError, calls: int
+) -> tuple[alerts.Alert | None, bool]:
+    """Record a failed run and the connection's failure streak; the e-mail to send and
+    whether the schedule was paused.
 
     Transient errors (``exc.retryable``: 429, 5xx, timeouts) were already retried within
     the run; the schedule simply tries again at its next slot. A streak of
@@ -222,14 +335,13 @@ def _record_failure(
     once per streak (``failure_notified_at``), never per failed run.
     """
     code, message = exc.code, exc.message
-    calls = (getattr(instantly, "calls", 0) or 0) + (getattr(sheets, "calls", 0) or 0)
     notify: alerts.Alert | None = None
     paused = False
     with rt.session_factory() as s, s.begin():
+        connection = _locked_connection(s, connection_id)
         recorded = store.finish_run(
             s, run_id, status="failed", http_calls=calls, error_code=code, error_message=message
         )
-        connection = s.get(Connection, connection_id)
         # Not recorded: the lease ran out and another worker owns the retry; the streak
         # and the e-mail are its business.
         if connection is not None and recorded:
@@ -245,6 +357,27 @@ def _record_failure(
                 paused = True
             if connection.failure_notified_at is None and rt.settings.smtp_url:
                 notify = _alert(connection, run_id, message)
+    return notify, paused
+
+
+def _record_failure(
+    rt: Runtime,
+    run_id: int,
+    connection_id: int,
+    exc: SyncError,
+    instantly: Any,
+    sheets: Any,
+    started: float,
+    *,
+    secrets: tuple[str, ...] = (),
+) -> RunResult:
+    """Record a failed run (``_failure_bookkeeping``), log it and tell the owner."""
+    code, message = exc.code, exc.message
+    calls = (getattr(instantly, "calls", 0) or 0) + (getattr(sheets, "calls", 0) or 0)
+    notify, paused = _retry_transient(
+        f"recording run {run_id}",
+        lambda: _failure_bookkeeping(rt, run_id, connection_id, exc, calls),
+    )
     log.info(
         "run finished connection_id=%s run_id=%s outcome=failed error_code=%s retryable=%s "
         "paused=%s http_calls=%s seconds=%.3f",
@@ -257,11 +390,18 @@ def _record_failure(
         time.monotonic() - started,
     )
     if notify is not None and alerts.send(notify, rt.settings, redact=secrets):
-        with rt.session_factory() as s, s.begin():
-            connection = s.get(Connection, connection_id)
-            if connection is not None and connection.consecutive_failures:
-                connection.failure_notified_at = rt.clock()
+        _retry_transient(
+            f"noting the e-mail of run {run_id}",
+            lambda: _mark_notified(rt, connection_id),
+        )
     return RunResult(run_id, False, "failed", None, code, message, None)
+
+
+def _mark_notified(rt: Runtime, connection_id: int) -> None:
+    with rt.session_factory() as s, s.begin():
+        connection = s.get(Connection, connection_id)
+        if connection is not None and connection.consecutive_failures:
+            connection.failure_notified_at = rt.clock()
 
 
 def run_connection_now(

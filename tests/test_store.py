@@ -442,6 +442,35 @@ def test_update_connection(session_factory: sessionmaker[Session], fernet: Multi
         update(spreadsheet_url="http://docs.google.com/spreadsheets/d/x")
 
 
+def test_every_edit_by_a_person_moves_the_version(
+    session_factory: sessionmaker[Session],
+    owner_and_connection: tuple[int, int],
+    fernet: MultiFernet,
+) -> None:
+    user_id, connection_id = owner_and_connection
+
+    def version() -> int:
+        with session_scope(session_factory) as s:
+            return s.get(Connection, connection_id).version  # type: ignore[union-attr]
+
+    assert version() == 1
+    with session_scope(session_factory) as s:
+        user = s.get(User, user_id)
+        assert user is not None
+        # Any save counts, even of an unchanged form.
+        store.update_connection(s, user, connection_id, fernet=fernet, name="Q3 outbound")
+    assert version() == 2
+    with session_scope(session_factory) as s:
+        user = s.get(User, user_id)
+        assert user is not None
+        store.resume_connection(s, user, connection_id)
+    assert version() == 3
+    with session_scope(session_factory) as s:
+        # The sync's bookkeeping is not an edit.
+        s.get(Connection, connection_id).sheet_id = 99  # type: ignore[union-attr]
+    assert version() == 3
+
+
 def test_delete_cascades(session_factory: sessionmaker[Session], fernet: MultiFernet) -> None:
     with session_scope(session_factory) as s:
         user = make_user(s)

@@ -344,7 +344,7 @@ def update_connection(connection_id: int) -> Response:
     with db_session() as s:
         if features is not None:
             # Feature switches live in the connection's options: merge, keep the rest.
-            current = store.get_connection(s, _user(), connection_id)
+            current = store.get_connection(s, _user(), connection_id, for_update=True)
             changes["options"] = with_features(dict(current.options or {}), features)
         # InvalidInput from the store rolls the whole transaction back: a rejected PATCH
         # changes nothing, not even the fields that were valid.

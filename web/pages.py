@@ -278,7 +278,7 @@ def edit_connection(connection_id: int) -> Any:
                 user = current_db_user(s)
                 features = changes.pop("features", None)
                 if features is not None:
-                    current = _owned(s, user, connection_id)
+                    current = store.get_connection(s, user, connection_id, for_update=True)
                     changes["options"] = with_features(dict(current.options or {}), features)
                 store.update_connection(
                     s, user, connection_id, fernet=runtime().fernet, **changes
