@@ -23,9 +23,9 @@ from .errors import (
     InstantlyNotFound,
     InstantlyPaymentRequired,
     InstantlyRateLimited,
+    InstantlyRequestRejected,
     InstantlyUnavailable,
     InvalidInput,
-    SyncError,
 )
 from .retry import RetryPolicy, call_with_retry, parse_retry_after
 
@@ -139,7 +139,8 @@ UNAVAILABLE = (
 )
 MALFORMED = (
     "Instantly sent analytics this tool cannot read ({detail}). The sheet was left as it "
-    "was. If this persists, Instantly may have changed its API: contact support."
+    "was; scheduled refreshes retry by themselves. If this persists, Instantly may have "
+    "changed its API: contact support."
 )
 
 
@@ -304,7 +305,7 @@ def _raise_for_status(response: requests.Response, path: str) -> None:
     if status >= 500 or status == 408:
         raise InstantlyUnavailable(UNAVAILABLE.format(detail=f"HTTP {status}"))
     detail = _server_message(response)
-    raise SyncError(
+    raise InstantlyRequestRejected(
         f"Instantly rejected the request (HTTP {status}{': ' + detail if detail else ''}). "
         "Check the connection's campaigns and date range."
     )

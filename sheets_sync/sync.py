@@ -216,8 +216,9 @@ def _record_failure(
 
     Transient errors (``exc.retryable``: 429, 5xx, timeouts) were already retried within
     the run; the schedule simply tries again at its next slot. A streak of
-    ``store.PAUSE_AFTER_FAILURES`` ending in an error only the user can fix (key revoked,
-    sheet unshared or deleted) pauses the schedule with the reason. The owner is e-mailed
+    ``store.PAUSE_AFTER_FAILURES`` ending in an error only the owner can fix
+    (``exc.pauses``: key revoked, sheet unshared or deleted) pauses the schedule with the
+    reason; outages, our bugs and sheets-sync's own setup never do. The owner is e-mailed
     once per streak (``failure_notified_at``), never per failed run.
     """
     code, message = exc.code, exc.message
@@ -236,7 +237,7 @@ def _record_failure(
             connection.consecutive_failures = failures
             if (
                 failures >= store.PAUSE_AFTER_FAILURES
-                and not exc.retryable
+                and exc.pauses
                 and connection.schedule != "off"
                 and connection.paused_reason is None
             ):
@@ -246,11 +247,12 @@ def _record_failure(
                 notify = _alert(connection, run_id, message)
     log.info(
         "run finished connection_id=%s run_id=%s outcome=failed error_code=%s retryable=%s "
-        "paused=%s http_calls=%s seconds=%.3f",
+        "pauses=%s paused=%s http_calls=%s seconds=%.3f",
         connection_id,
         run_id,
         code,
         exc.retryable,
+        exc.pauses,
         paused,
         calls,
         time.monotonic() - started,
