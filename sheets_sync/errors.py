@@ -13,10 +13,17 @@ happened and what to do, and two independent judgements about its cause:
   Google outage must not pause every customer.
 
 Messages never contain a secret: they are built from fixed text plus identifiers we
-chose or the user typed.
+chose or the user typed, and any text copied from an upstream answer goes through
+``scrub`` first.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
+
+REDACTED = "[redacted]"
 
 
 class SyncError(Exception):
@@ -172,3 +179,72 @@ class GoogleApiDisabled(ConfigurationError):
     sharing."""
 
     code = "google_api_disabled"
+
+
+# --- scrubbing secrets out of text -----------------------------------------------------
+
+_CREDENTIAL_CHARS = r"A-Za-z0-9._~+/-"
+# A value ends at whitespace, quotes, brackets and separators, and never on a full stop,
+# so the sentence around it survives (and "[redacted]" itself is never matched again).
+_VALUE = r"[^\s&#\"'<>()\[\]{},;]*[^\s&#\"'<>()\[\]{},;.]"
+# Text after "Bearer" is redacted only if it looks like a credential, so that prose such
+# as "Bearer authentication failed" keeps its words.
+_BEARER = re.compile(
+    rf"(\bbearer\s+)([{_CREDENTIAL_CHARS}]*[A-Za-z0-9_~+/-]=*)", re.IGNORECASE
+)
+_AUTHORIZATION = re.compile(
+    r"(\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?"
+    r"(?:(?:bearer|basic|token|digest|apikey)\s+)?)"
+    # Never the scheme word itself: "Bearer [redacted]" stays as it is.
+    rf"(?!(?:bearer|basic|token|digest|apikey)\s)({_VALUE})",
+    re.IGNORECASE,
+)
+_GOOGLE_ACCESS_TOKEN = re.compile(r"\bya29\.[A-Za-z0-9._-]*[A-Za-z0-9_-]")
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_CREDENTIAL_NAMES = (
+    r"api[_-]?key|x-api-key|key|access[_-]?token|refresh[_-]?token|token|"
+    r"client[_-]?secret|secret|password"
+)
+_QUERY_VALUE = re.compile(
+    rf"((?<![A-Za-z0-9_-])(?:{_CREDENTIAL_NAMES})=)({_VALUE})", re.IGNORECASE
+)
+_JSON_VALUE = re.compile(
+    rf"([\"'](?:{_CREDENTIAL_NAMES})[\"']\s*:\s*[\"'])([^\"']+)", re.IGNORECASE
+)
+# A "secret" shorter than this is not a real key, and replacing it would eat ordinary text.
+_MIN_SECRET_LENGTH = 6
+
+
+def _looks_like_credential(token: str) -> bool:
+    if len(token) >= 20:
+        return True
+    return len(token) >= 6 and any(not c.isalpha() for c in token)
+
+
+def _redact_bearer(match: re.Match[str]) -> str:
+    if _looks_like_credential(match.group(2)):
+        return match.group(1) + REDACTED
+    return match.group(0)
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without the given secrets (also URL-encoded) and without anything shaped
+    like a credential: bearer tokens, ``Authorization`` values, Google access tokens,
+    JWTs and ``key=``/``api_key=``/``token=`` values.
+
+    Apply it to any text that came from outside (an upstream error message) before it is
+    stored, logged or shown.
+    """
+    if not text:
+        return text
+    for secret in sorted({s.strip() for s in secrets if s}, key=len, reverse=True):
+        if len(secret) < _MIN_SECRET_LENGTH:
+            continue
+        for form in {secret, quote(secret, safe=""), quote_plus(secret), quote(secret)}:
+            text = text.replace(form, REDACTED)
+    text = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _BEARER.sub(_redact_bearer, text)
+    text = _GOOGLE_ACCESS_TOKEN.sub(REDACTED, text)
+    text = _JWT.sub(REDACTED, text)
+    text = _QUERY_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
+    return _JSON_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
