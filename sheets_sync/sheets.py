@@ -37,6 +37,7 @@ from .errors import (
     SpreadsheetFull,
     SpreadsheetNotFound,
     SyncError,
+    scrub,
 )
 from .links import spreadsheet_link
 from .retry import RetryPolicy, call_with_retry, parse_retry_after
@@ -385,7 +386,8 @@ class SheetsClient:
         response = exc.response
         status = response.status_code
         error = exc.error if isinstance(exc.error, dict) else {}
-        message = str(error.get("message", ""))
+        # Google's text is copied into messages we store and show: scrub it first.
+        message = scrub(str(error.get("message", "")))
         if status == 403 and self._api_disabled(error, message):
             # Also a 403, but the operator's Google Cloud project is at fault, not the
             # sharing of this sheet: it must not pause anyone.

@@ -227,7 +227,13 @@ def _record_failure(
     paused = False
     with rt.session_factory() as s, s.begin():
         recorded = store.finish_run(
-            s, run_id, status="failed", http_calls=calls, error_code=code, error_message=message
+            s,
+            run_id,
+            status="failed",
+            http_calls=calls,
+            error_code=code,
+            error_message=message,
+            redact=secrets,
         )
         connection = s.get(Connection, connection_id)
         # Not recorded: the lease ran out and another worker owns the retry; the streak
@@ -241,7 +247,9 @@ def _record_failure(
                 and connection.schedule != "off"
                 and connection.paused_reason is None
             ):
-                connection.paused_reason = store.pause_reason_for(code, message, failures)
+                connection.paused_reason = store.pause_reason_for(
+                    code, message, failures, redact=secrets
+                )
                 paused = True
             if connection.failure_notified_at is None and rt.settings.smtp_url:
                 notify = _alert(connection, run_id, message)
