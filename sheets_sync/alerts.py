@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .config import Settings
-from .errors import ConfigurationError
+from .errors import ConfigurationError, scrub
 
 log = logging.getLogger("sheets_sync.alerts")
 
@@ -65,13 +65,6 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
-
-
 def compose(alert: Alert, settings: Settings, *, redact: tuple[str, ...] = ()) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = settings.smtp_from
@@ -99,8 +92,8 @@ def compose(alert: Alert, settings: Settings, *, redact: tuple[str, ...] = ()) -
     lines += ["", f"Sheet: {alert.spreadsheet_url}"]
     if page:
         lines.append(f"Connections: {page}")
-    msg.set_content(_redact("\n".join(lines) + "\n", redact))
-    msg.replace_header("Subject", _redact(str(msg["Subject"]), redact))
+    msg.set_content(scrub("\n".join(lines) + "\n", redact))
+    msg.replace_header("Subject", scrub(str(msg["Subject"]), redact))
     return msg
 
 

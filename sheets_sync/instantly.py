@@ -23,9 +23,10 @@ from .errors import (
     InstantlyNotFound,
     InstantlyPaymentRequired,
     InstantlyRateLimited,
+    InstantlyRequestRejected,
     InstantlyUnavailable,
     InvalidInput,
-    SyncError,
+    scrub,
 )
 from .retry import RetryPolicy, call_with_retry, parse_retry_after
 
@@ -139,7 +140,8 @@ UNAVAILABLE = (
 )
 MALFORMED = (
     "Instantly sent analytics this tool cannot read ({detail}). The sheet was left as it "
-    "was. If this persists, Instantly may have changed its API: contact support."
+    "was; scheduled refreshes retry by themselves. If this persists, Instantly may have "
+    "changed its API: contact support."
 )
 
 
@@ -174,6 +176,9 @@ class InstantlyClient:
         self._base = base_url.rstrip("/")
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
+        # Instantly's own words end up in messages we store and show; this client is the
+        # one place that knows the key, so it takes it out of them.
+        self._secrets = (api_key.strip(),)
         self._session = session or requests.Session()
         self._session.headers.update(
             {
@@ -208,8 +213,9 @@ class InstantlyClient:
         try:
             rows = _STEP_LIST.validate_python(payload)
         except ValidationError as exc:
+            detail = f"step analytics row {_describe_validation(exc)}"
             raise InstantlyMalformedResponse(
-                MALFORMED.format(detail=f"step analytics row {_describe_validation(exc)}")
+                MALFORMED.format(detail=scrub(detail, self._secrets))
             ) from None
         if include_opportunities and any(r.opportunities is None for r in rows):
             raise InstantlyMalformedResponse(
@@ -245,13 +251,13 @@ class InstantlyClient:
 
     # -- plumbing --
 
-    @staticmethod
-    def _parse(model: type[Any], payload: Any, what: str) -> Any:
+    def _parse(self, model: type[Any], payload: Any, what: str) -> Any:
         try:
             return model.model_validate(payload)
         except ValidationError as exc:
+            detail = f"{what} {_describe_validation(exc)}"
             raise InstantlyMalformedResponse(
-                MALFORMED.format(detail=f"{what} {_describe_validation(exc)}")
+                MALFORMED.format(detail=scrub(detail, self._secrets))
             ) from None
 
     def _get_json(self, path: str, params: dict[str, str]) -> Any:
@@ -265,24 +271,27 @@ class InstantlyClient:
             raise InstantlyUnavailable(UNAVAILABLE.format(detail="timed out")) from None
         except requests.RequestException:
             raise InstantlyUnavailable(UNAVAILABLE.format(detail="connection failed")) from None
-        _raise_for_status(response, path)
+        _raise_for_status(response, path, self._secrets)
         try:
             return response.json()
         except (json.JSONDecodeError, ValueError):
             raise InstantlyMalformedResponse(MALFORMED.format(detail="not valid JSON")) from None
 
 
-def _server_message(response: requests.Response) -> str:
-    """Instantly's own error text, shortened; never echoes request headers."""
+def _server_message(response: requests.Response, secrets: tuple[str, ...]) -> str:
+    """Instantly's own error text, scrubbed of the key and anything credential-like, then
+    shortened (in that order: a key cut in half would no longer match)."""
     try:
         body = response.json()
     except ValueError:
         return ""
     message = body.get("message") if isinstance(body, dict) else None
-    return str(message)[:200] if message else ""
+    return scrub(str(message), secrets)[:200] if message else ""
 
 
-def _raise_for_status(response: requests.Response, path: str) -> None:
+def _raise_for_status(
+    response: requests.Response, path: str, secrets: tuple[str, ...] = ()
+) -> None:
     status = response.status_code
     if status < 400:
         return
@@ -303,8 +312,8 @@ def _raise_for_status(response: requests.Response, path: str) -> None:
         )
     if status >= 500 or status == 408:
         raise InstantlyUnavailable(UNAVAILABLE.format(detail=f"HTTP {status}"))
-    detail = _server_message(response)
-    raise SyncError(
+    detail = _server_message(response, secrets)
+    raise InstantlyRequestRejected(
         f"Instantly rejected the request (HTTP {status}{': ' + detail if detail else ''}). "
         "Check the connection's campaigns and date range."
     )

@@ -27,15 +27,19 @@ from gspread.exceptions import APIError
 from . import USER_AGENT, revision
 from .config import DEFAULT_SHEETS_API_URL
 from .errors import (
-    ConfigurationError,
+    GoogleApiDisabled,
+    GoogleAuthUnavailable,
     GoogleCredentialsMissing,
+    GoogleCredentialsRejected,
     SheetNotShared,
     SheetsQuotaExhausted,
     SheetsRequestRejected,
     SheetsUnavailable,
     SheetsWriteUnconfirmed,
+    SpreadsheetFull,
     SpreadsheetNotFound,
     SyncError,
+    scrub,
 )
 from .links import spreadsheet_link
 from .retry import RetryPolicy, call_with_retry, parse_retry_after
@@ -52,9 +56,34 @@ _STATE_FIELDS = (
     "data(startRow,startColumn,rowData(values(userEnteredValue))))"
 )
 
+# Problems with how sheets-sync itself is set up: the message says so, because the
+# connection's owner can do nothing about them (and they never pause a schedule).
+SETUP_PROBLEM = (
+    "This is a problem with how sheets-sync is set up, not with this connection: whoever "
+    "runs sheets-sync needs to fix it. Scheduled refreshes carry on and will work again "
+    "once it is fixed."
+)
 CREDENTIALS_MISSING = (
     "Google credentials are not configured. Set GOOGLE_APPLICATION_CREDENTIALS to the path "
-    "of a service-account JSON key file, then share each sheet with that service account."
+    "of a service-account JSON key file, then share each sheet with that service account. "
+    + SETUP_PROBLEM
+)
+CREDENTIALS_REJECTED = (
+    "Google did not accept the service-account key in GOOGLE_APPLICATION_CREDENTIALS (it "
+    "may have been deleted or disabled): create a new key for the service account. "
+    + SETUP_PROBLEM
+)
+API_DISABLED = (
+    "The Google Sheets API is not enabled in the service account's Google Cloud project: "
+    "enable it in the Google Cloud console. " + SETUP_PROBLEM
+)
+GOOGLE_AUTH_FAILED = (
+    "Google's sign-in service answered with an error. The refresh will be tried again "
+    "shortly; the sheet was not changed."
+)
+GOOGLE_AUTH_UNREACHABLE = (
+    "Google's sign-in service could not be reached. The refresh will be tried again "
+    "shortly; the sheet was not changed."
 )
 
 
@@ -86,7 +115,8 @@ def load_credentials(path: Path | None) -> service_account.Credentials:
         stamp = path.stat().st_mtime
     except OSError:
         raise GoogleCredentialsMissing(
-            f"GOOGLE_APPLICATION_CREDENTIALS points to {path}, which cannot be read."
+            f"GOOGLE_APPLICATION_CREDENTIALS points to {path}, which cannot be read. "
+            + SETUP_PROBLEM
         ) from None
     key = (str(path.resolve()), stamp)
     with _credentials_lock:
@@ -99,7 +129,7 @@ def load_credentials(path: Path | None) -> service_account.Credentials:
         except (ValueError, KeyError) as exc:
             raise GoogleCredentialsMissing(
                 f"GOOGLE_APPLICATION_CREDENTIALS ({path}) is not a service-account key file "
-                f"({type(exc).__name__})."
+                f"({type(exc).__name__}). " + SETUP_PROBLEM
             ) from None
         _credentials_cache[key] = creds
         return creds
@@ -394,16 +424,17 @@ class SheetsClient:
                 if write and exc.response.status_code >= 500:
                     raise _unconfirmed(f"HTTP {exc.response.status_code}") from None
                 raise self._translate(exc, spreadsheet_id) from None
-            except google.auth.exceptions.RefreshError:
-                raise ConfigurationError(
-                    "Google did not accept the service-account credentials in "
-                    "GOOGLE_APPLICATION_CREDENTIALS. Create a new key for the service account."
-                ) from None
+            except google.auth.exceptions.RefreshError as exc:
+                # google-auth marks 5xx, 429 and OAuth "temporarily unavailable" answers
+                # retryable. An answer that is no OAuth error at all (a proxy's HTML page, a
+                # body without a token) is not Google judging the key either. The token is
+                # fetched before the Sheets request is sent, so retrying is always safe.
+                data = exc.args[1] if len(exc.args) > 1 else None
+                if exc.retryable or not (isinstance(data, dict) and "error" in data):
+                    raise GoogleAuthUnavailable(GOOGLE_AUTH_FAILED) from None
+                raise GoogleCredentialsRejected(CREDENTIALS_REJECTED) from None
             except google.auth.exceptions.TransportError:
-                raise SheetsUnavailable(
-                    "Google's sign-in service could not be reached. The refresh will be tried "
-                    "again shortly."
-                ) from None
+                raise GoogleAuthUnavailable(GOOGLE_AUTH_UNREACHABLE) from None
             except requests.RequestException as exc:
                 if write and not _never_sent(exc):
                     what = "no answer in time" if isinstance(exc, requests.Timeout) else (
@@ -425,7 +456,13 @@ class SheetsClient:
     def _translate(self, exc: APIError, spreadsheet_id: str) -> SyncError:
         response = exc.response
         status = response.status_code
-        message = str(exc.error.get("message", "")) if isinstance(exc.error, dict) else ""
+        error = exc.error if isinstance(exc.error, dict) else {}
+        # Google's text is copied into messages we store and show: scrub it first.
+        message = scrub(str(error.get("message", "")))
+        if status == 403 and self._api_disabled(error, message):
+            # Also a 403, but the operator's Google Cloud project is at fault, not the
+            # sharing of this sheet: it must not pause anyone.
+            return GoogleApiDisabled(API_DISABLED)
         if status == 403:
             return SheetNotShared(
                 f"The service account cannot open this spreadsheet. Share the sheet with "
@@ -449,18 +486,23 @@ class SheetsClient:
                 "tried again shortly; the sheet was not changed."
             )
         if status == 401:
-            return ConfigurationError(
-                "Google rejected the service account's sign-in. Check "
-                "GOOGLE_APPLICATION_CREDENTIALS."
-            )
+            return GoogleCredentialsRejected(CREDENTIALS_REJECTED)
         if "above the limit of 10000000 cells" in message:
-            return SheetsRequestRejected(
+            return SpreadsheetFull(
                 "The spreadsheet is full (Google allows 10 million cells). Delete unused tabs "
                 "or use another spreadsheet; the sheet was not changed."
             )
         return SheetsRequestRejected(
             f"Google Sheets rejected the update: {message[:300] or f'HTTP {status}'}. "
             "The sheet was not changed."
+        )
+
+    @staticmethod
+    def _api_disabled(error: dict[str, Any], message: str) -> bool:
+        listed = [*(error.get("details") or []), *(error.get("errors") or [])]
+        reasons = {str(d.get("reason", "")) for d in listed if isinstance(d, dict)}
+        return bool(reasons & {"SERVICE_DISABLED", "accessNotConfigured"}) or (
+            "has not been used in project" in message
         )
 
 

@@ -29,7 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import secrets as crypto
 from .date_ranges import validate_date_range
-from .errors import InvalidInput
+from .errors import InvalidInput, scrub
 from .links import parse_spreadsheet_url, spreadsheet_link
 from .models import (
     ACTIVE_RUN_STATUSES,
@@ -667,12 +667,19 @@ def finish_run(
     sheet_url: str | None = None,
     worker_id: str | None = None,
     now: datetime | None = None,
+    redact: Iterable[str] = (),
 ) -> bool:
     """Record a running run's outcome. False (nothing written) if it is not running any
     more, e.g. its lease expired and it was already marked interrupted and re-queued;
-    pass ``worker_id`` to also require that this worker still holds it."""
+    pass ``worker_id`` to also require that this worker still holds it.
+
+    ``error_message`` is scrubbed of ``redact`` (the connection's Instantly key) and of
+    anything credential-like before it is stored: the last line of defence for text that
+    came from an upstream answer."""
     if status not in FINISHED_RUN_STATUSES:
         raise ValueError(f"status must be one of {FINISHED_RUN_STATUSES}")
+    if error_message is not None:
+        error_message = scrub(error_message, redact)
     if error_message is not None and len(error_message) > _MAX_ERROR_MESSAGE:
         error_message = error_message[: _MAX_ERROR_MESSAGE - 1] + "…"
     conditions = [SyncRun.id == run_id, SyncRun.status == "running"]
@@ -828,9 +835,11 @@ def resume_connection(
     return connection
 
 
-def pause_reason_for(error_code: str, error_message: str, failures: int) -> str:
+def pause_reason_for(
+    error_code: str, error_message: str, failures: int, redact: Iterable[str] = ()
+) -> str:
     return (
-        f"{failures} refreshes in a row failed. Last error: {error_message} "
+        f"{failures} refreshes in a row failed. Last error: {scrub(error_message, redact)} "
         "Fix it, then choose Resume (or Refresh)."
     )
 

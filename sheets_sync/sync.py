@@ -323,15 +323,21 @@ def _alert(connection: Connection, run_id: int, error_message: str | None) -> al
 
 
 def _failure_bookkeeping(
-    rt: Runtime, run_id: int, connection_id: int, exc: SyncError, calls: int
+    rt: Runtime,
+    run_id: int,
+    connection_id: int,
+    exc: SyncError,
+    calls: int,
+    secrets: tuple[str, ...],
 ) -> tuple[alerts.Alert | None, bool]:
     """Record a failed run and the connection's failure streak; the e-mail to send and
     whether the schedule was paused.
 
     Transient errors (``exc.retryable``: 429, 5xx, timeouts) were already retried within
     the run; the schedule simply tries again at its next slot. A streak of
-    ``store.PAUSE_AFTER_FAILURES`` ending in an error only the user can fix (key revoked,
-    sheet unshared or deleted) pauses the schedule with the reason. The owner is e-mailed
+    ``store.PAUSE_AFTER_FAILURES`` ending in an error only the owner can fix
+    (``exc.pauses``: key revoked, sheet unshared or deleted) pauses the schedule with the
+    reason; outages, our bugs and sheets-sync's own setup never do. The owner is e-mailed
     once per streak (``failure_notified_at``), never per failed run.
     """
     code, message = exc.code, exc.message
@@ -340,7 +346,13 @@ def _failure_bookkeeping(
     with rt.session_factory() as s, s.begin():
         connection = _locked_connection(s, connection_id)
         recorded = store.finish_run(
-            s, run_id, status="failed", http_calls=calls, error_code=code, error_message=message
+            s,
+            run_id,
+            status="failed",
+            http_calls=calls,
+            error_code=code,
+            error_message=message,
+            redact=secrets,
         )
         # Not recorded: the lease ran out and another worker owns the retry; the streak
         # and the e-mail are its business.
@@ -349,11 +361,13 @@ def _failure_bookkeeping(
             connection.consecutive_failures = failures
             if (
                 failures >= store.PAUSE_AFTER_FAILURES
-                and not exc.retryable
+                and exc.pauses
                 and connection.schedule != "off"
                 and connection.paused_reason is None
             ):
-                connection.paused_reason = store.pause_reason_for(code, message, failures)
+                connection.paused_reason = store.pause_reason_for(
+                    code, message, failures, redact=secrets
+                )
                 paused = True
             if connection.failure_notified_at is None and rt.settings.smtp_url:
                 notify = _alert(connection, run_id, message)
@@ -376,15 +390,16 @@ def _record_failure(
     calls = (getattr(instantly, "calls", 0) or 0) + (getattr(sheets, "calls", 0) or 0)
     notify, paused = _retry_transient(
         f"recording run {run_id}",
-        lambda: _failure_bookkeeping(rt, run_id, connection_id, exc, calls),
+        lambda: _failure_bookkeeping(rt, run_id, connection_id, exc, calls, secrets),
     )
     log.info(
         "run finished connection_id=%s run_id=%s outcome=failed error_code=%s retryable=%s "
-        "paused=%s http_calls=%s seconds=%.3f",
+        "pauses=%s paused=%s http_calls=%s seconds=%.3f",
         connection_id,
         run_id,
         code,
         exc.retryable,
+        exc.pauses,
         paused,
         calls,
         time.monotonic() - started,

@@ -102,7 +102,7 @@ FAULTS = [
     Fault("instantly-401", _instantly(401), "failed", "instantly_key_rejected", pauses=True),
     Fault("instantly-402", _instantly(402), "failed", "instantly_payment_required",
           pauses=True),
-    Fault("instantly-403", _instantly(403), "failed", "instantly_scope_missing", pauses=True),
+    Fault("instantly-403", _instantly(403), "failed", "instantly_key_rejected", pauses=True),
     Fault("instantly-404", _instantly(404, path_contains="/campaigns/"), "failed",
           "instantly_campaign_not_found", pauses=True),
     Fault("instantly-429-retry-after-once",

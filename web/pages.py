@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from sheets_sync import store
 from sheets_sync.connection_input import with_features
-from sheets_sync.errors import InvalidInput, SyncError
+from sheets_sync.errors import InvalidInput, SyncError, scrub
 from sheets_sync.links import parse_spreadsheet_url
 from sheets_sync.models import Connection, SyncRun, User
 
@@ -316,11 +316,16 @@ def delete_connection(connection_id: int) -> Any:
 # --- Test key and Check access --------------------------------------------------------------
 
 
+def _failed(exc: SyncError, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    # The reply is shown as is: scrub it like anything stored, whatever the client did.
+    return {"ok": False, "error": {"code": exc.code, "message": scrub(exc.message, secrets)}}
+
+
 def _campaigns_for_key(key: str) -> dict[str, Any]:
     try:
         campaigns = runtime().instantly(key).list_campaigns()
     except SyncError as exc:
-        return {"ok": False, "error": exc.as_dict()}
+        return _failed(exc, (key,))
     items = sorted(
         ({"id": c.id, "name": c.name} for c in campaigns), key=lambda c: c["name"].lower()
     )
@@ -356,7 +361,7 @@ def test_key() -> Any:
                 try:
                     key = store.decrypted_api_key(runtime().fernet, connection)
                 except SyncError as exc:
-                    result = {"ok": False, "error": exc.as_dict()}
+                    result = _failed(exc)
     if result is None:
         result = _campaigns_for_key(key) if key else _no_key()
     if wants_json():
@@ -371,7 +376,7 @@ def _check_access(spreadsheet_id: str) -> dict[str, Any]:
     try:
         tabs = runtime().sheets().check_access(spreadsheet_id)
     except SyncError as exc:
-        return {"ok": False, "error": exc.as_dict()}
+        return _failed(exc)
     return {
         "ok": True,
         "tabs": tabs,
