@@ -43,7 +43,9 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     # proxies) otherwise surfaces as one failed request per pooled connection. The pool
     # is sized for a worker's sync threads plus its heartbeat and housekeeping, while
     # staying far enough below PostgreSQL's default 100 connections for several workers.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
 
 
 def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
@@ -51,6 +53,9 @@ def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
     kwargs: dict[str, Any] = {
+        # Bound values include password hashes and encrypted Instantly keys: keep them out
+        # of exception text, and so out of logs and error pages.
+        "hide_parameters": True,
         # The embedded server shares the engine between the web threads and the worker
         # thread; the pool hands each thread its own connection, so this check only gets
         # in the way.
