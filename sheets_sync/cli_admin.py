@@ -129,9 +129,11 @@ def _cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from . import store
+    from .db import take_write_lock
 
     rt = _runtime(settings, migrate=True)
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)  # looks the user up, then adds the key
         user = store.get_user_by_email(s, args.email)
         if user is None:
             raise InvalidInput(f"There is no user {args.email!r}; create it with 'users create'.")

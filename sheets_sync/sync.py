@@ -15,6 +15,7 @@ from typing import Any
 
 from . import alerts, store
 from .connection_input import features_of
+from .db import take_write_lock
 from .engine import Features, SyncSpec, run_sync
 from .errors import InternalError, SyncError
 from .instantly import Campaign
@@ -148,6 +149,7 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     calls = outcome.instantly_calls + outcome.sheets_calls
     recovered: alerts.Alert | None = None
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         connection = s.get(Connection, connection_id)
         recorded = store.finish_run(
             s,
@@ -257,6 +259,7 @@ def _record_failure(
     )
     if notify is not None and alerts.send(notify, rt.settings, redact=secrets):
         with rt.session_factory() as s, s.begin():
+            take_write_lock(s)
             connection = s.get(Connection, connection_id)
             if connection is not None and connection.consecutive_failures:
                 connection.failure_notified_at = rt.clock()
@@ -268,6 +271,7 @@ def run_connection_now(
 ) -> RunResult:
     """Queue, claim and carry out one run in the foreground (``sheets-sync sync ID``)."""
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         connection = s.get(Connection, connection_id)
         if connection is None:
             raise SyncError(f"There is no connection {connection_id}.")
