@@ -162,7 +162,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p = sub.add_parser("worker", help="run scheduled and queued syncs")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")
     p.add_argument("--concurrency", type=int, default=8, help="syncs at once (threads)")
-    p.add_argument("--poll", type=float, default=5.0, help="seconds between queue checks")
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=5.0,
+        help="seconds between queue checks (PostgreSQL also wakes workers when a run is queued)",
+    )
     p.add_argument("--grace", type=float, default=60.0, help="seconds to finish on SIGTERM")
     p.add_argument(
         "--lease-seconds",

@@ -70,7 +70,8 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     # pool_pre_ping: a server restart or an idle-connection reaper (PgBouncer, cloud
     # proxies) otherwise surfaces as one failed request per pooled connection. The pool
     # is sized for a worker's sync threads plus its heartbeat and housekeeping, while
-    # staying far enough below PostgreSQL's default 100 connections for several workers.
+    # staying far enough below PostgreSQL's default 100 connections for several workers
+    # (each also holds one LISTEN connection outside the pool, see sheets_sync.wakeup).
     return create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
     )

@@ -48,6 +48,7 @@ from .models import (
     SyncRun,
     User,
 )
+from .wakeup import notify_run_queued
 
 
 class NotFound(Exception):
@@ -558,6 +559,9 @@ def enqueue_run(
     Race-safe without locks: the partial unique index allows one active run per
     connection, so of two concurrent inserts one fails; it is caught inside a SAVEPOINT
     (the caller's transaction survives) and the winner's run is returned.
+
+    On PostgreSQL a new run also sends a ``NOTIFY`` that wakes the workers when the
+    caller's transaction commits (``sheets_sync.wakeup``).
     """
     if trigger not in RUN_TRIGGERS:
         raise ValueError(f"trigger must be one of {RUN_TRIGGERS}")
@@ -596,6 +600,7 @@ def _enqueue(
         if existing is None:
             raise  # a different integrity problem, e.g. the connection was just deleted
         return existing, False
+    notify_run_queued(s)
     return run, True
 
 
