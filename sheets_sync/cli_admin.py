@@ -129,9 +129,11 @@ def _cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from . import store
+    from .db import take_write_lock
 
     rt = _runtime(settings, migrate=True)
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)  # looks the user up, then adds the key
         user = store.get_user_by_email(s, args.email)
         if user is None:
             raise InvalidInput(f"There is no user {args.email!r}; create it with 'users create'.")
@@ -160,7 +162,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p = sub.add_parser("worker", help="run scheduled and queued syncs")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")
     p.add_argument("--concurrency", type=int, default=8, help="syncs at once (threads)")
-    p.add_argument("--poll", type=float, default=5.0, help="seconds between queue checks")
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=5.0,
+        help="seconds between queue checks (PostgreSQL also wakes workers when a run is queued)",
+    )
     p.add_argument("--grace", type=float, default=60.0, help="seconds to finish on SIGTERM")
     p.add_argument(
         "--lease-seconds",

@@ -1,9 +1,34 @@
 """Engines and sessions for SQLite (the embedded default) and PostgreSQL (production).
 
 Keep transactions short: open a ``session_scope`` for one unit of work (claim a run,
-record a result) and never hold one across a network call. On SQLite every ORM session
-takes the database's write lock when it begins (see ``make_session_factory``), so a
-session left open during a 10-second Instantly call would stall every other writer.
+record a result) and never hold one across a network call.
+
+Read units and write units on SQLite
+------------------------------------
+
+Sessions begin ``DEFERRED``: a transaction that only reads takes no lock, and under WAL
+it reads its snapshot while another connection writes, so page views and API reads
+never queue behind a worker recording a run.
+
+A unit that reads and then writes must instead hold SQLite's write lock from its first
+statement, by calling ``take_write_lock(s)`` before anything else. The reason is SQLite,
+not taste: a deferred transaction that has read and then writes fails at once with
+"database is locked" if another connection holds the write lock or committed since the
+read (WAL snapshot conflict; ``busy_timeout`` is not consulted for that upgrade). With
+the lock taken at ``BEGIN IMMEDIATE``, a busy database is a wait of at most
+``SQLITE_BUSY_TIMEOUT_MS`` instead of an error.
+
+Every store and quota function that writes calls ``take_write_lock`` first. A caller
+whose own code reads before calling one (look up the user, then create a connection)
+calls it at the top of its unit (``session_scope(factory, write=True)``); the store's
+calls are then no-ops. A caller that forgets gets a ``RuntimeError`` from the store
+function, in the tests and every time, not only the day two writers collide. Code
+outside the store whose unit starts with a write statement would not need the lock
+(SQLite takes it at that statement and waits for it like for any other), but the
+store functions take it anyway, so the rule stays "writes take the lock first".
+
+On PostgreSQL ``take_write_lock`` does nothing: row locks (``FOR UPDATE``, ``SKIP
+LOCKED``) and the unique indexes already make those units safe, and readers never wait.
 """
 
 from __future__ import annotations
@@ -19,7 +44,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 # Milliseconds a SQLite connection waits for another writer before "database is locked".
@@ -28,6 +53,9 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # Execution option read by the SQLite "begin" hook: "DEFERRED" (SQLite's default) or
 # "IMMEDIATE" (take the write lock at BEGIN).
 SQLITE_BEGIN_OPTION = "sheets_sync_sqlite_begin"
+# Session.info key: how the session's current transaction began on SQLite, so that
+# take_write_lock can tell "not begun yet" from "already read without the lock".
+_BEGUN_AS = "sheets_sync_sqlite_begun_as"
 
 
 def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
@@ -43,8 +71,11 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     # pool_pre_ping: a server restart or an idle-connection reaper (PgBouncer, cloud
     # proxies) otherwise surfaces as one failed request per pooled connection. The pool
     # is sized for a worker's sync threads plus its heartbeat and housekeeping, while
-    # staying far enough below PostgreSQL's default 100 connections for several workers.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # staying far enough below PostgreSQL's default 100 connections for several workers
+    # (each also holds one LISTEN connection outside the pool, see sheets_sync.wakeup).
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
 
 
 def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
@@ -52,6 +83,9 @@ def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
     kwargs: dict[str, Any] = {
+        # Bound values include password hashes and encrypted Instantly keys: keep them out
+        # of exception text, and so out of logs and error pages.
+        "hide_parameters": True,
         # The embedded server shares the engine between the web threads and the worker
         # thread; the pool hands each thread its own connection, so this check only gets
         # in the way.
@@ -126,28 +160,62 @@ def _create_private_file(path: Path) -> None:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for application code.
+    """Sessions for application code; on SQLite they begin ``DEFERRED`` (read units).
 
     ``expire_on_commit=False``: objects stay readable after the scope commits, so a caller
     can return a run or connection from a ``session_scope`` without a surprise query.
 
-    On SQLite, sessions begin with ``BEGIN IMMEDIATE``. A deferred transaction that read
-    first and writes later fails at once with "database is locked" if another connection
-    committed in between (WAL snapshot conflict; ``busy_timeout`` does not help there).
-    Taking the write lock up front turns that failure into a short wait, at the cost of
-    serialising sessions: fine for the embedded default as long as transactions are short.
+    A write unit calls ``take_write_lock`` first (module docstring). On SQLite the
+    factory records how each transaction began, which is what lets ``take_write_lock``
+    refuse a transaction that already read without the lock.
     """
-    bind = engine
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
     if engine.dialect.name == "sqlite":
-        bind = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-    return sessionmaker(bind=bind, expire_on_commit=False)
+        event.listen(factory, "after_begin", _note_begin_mode)
+        event.listen(factory, "after_transaction_end", _forget_begin_mode)
+    return factory
+
+
+def _note_begin_mode(session: Session, _transaction: SessionTransaction, conn: Any) -> None:
+    session.info[_BEGUN_AS] = conn.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+
+
+def _forget_begin_mode(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # a SAVEPOINT ending leaves its transaction as it was
+        session.info.pop(_BEGUN_AS, None)
+
+
+def take_write_lock(s: Session) -> None:
+    """Make the current transaction of ``s`` a write unit: on SQLite, begin it
+    ``IMMEDIATE`` (taking the database's write lock, waiting for it if busy). Call it
+    before the unit's first statement; calling it again in the same transaction is a
+    no-op. On PostgreSQL it does nothing.
+
+    ``RuntimeError`` if the transaction already began without the lock: its read may
+    be followed by a write that fails with "database is locked" under load, so the
+    mistake is reported every time instead.
+    """
+    if s.get_bind().dialect.name != "sqlite":
+        return
+    begun_as = s.info.get(_BEGUN_AS)
+    if begun_as == "IMMEDIATE":
+        return
+    if begun_as is not None:
+        raise RuntimeError(
+            "This SQLite transaction began without the write lock and has already run a "
+            "statement; call db.take_write_lock(session) at the start of the unit of work."
+        )
+    s.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any exception, always close."""
+def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any exception, always close.
+    ``write=True``: a unit that reads and then writes (``take_write_lock`` first)."""
     session = factory()
     try:
+        if write:
+            take_write_lock(session)
         yield session
         session.commit()
     except BaseException:

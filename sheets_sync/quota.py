@@ -7,8 +7,8 @@ last minute" is the database:
 
 * ``rate_limits`` has one row per budget (``sheets:write``, ``sheets:read``,
   ``instantly:<key digest>``). Taking a permit locks that row (``SELECT … FOR UPDATE`` on
-  PostgreSQL; SQLite sessions already hold the write lock, see ``db.make_session_factory``)
-  for one short transaction.
+  PostgreSQL; on SQLite the transaction takes the database's write lock first, see
+  ``db.take_write_lock``) for one short transaction.
 * ``rate_limit_grants`` logs each permit's time. A permit is granted only while fewer than
   ``limit`` permits lie in the last ``window + margin`` seconds: a *rolling* window, which
   is how Google counts (fixed per-minute buckets would allow twice the budget across a
@@ -42,6 +42,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from .db import take_write_lock
 from .errors import InstantlyRateLimited, SheetsQuotaExhausted
 from .models import RateLimit, RateLimitGrant
 from .retry import parse_retry_after
@@ -217,6 +218,7 @@ class QuotaBudget:
         if engine.dialect.name == "postgresql" and self.clock is time.time:
             now = text("extract(epoch from clock_timestamp())")  # the permits' clock
         with self.session_factory() as s, s.begin():
+            take_write_lock(s)
             s.execute(
                 update(RateLimitGrant)
                 .where(RateLimitGrant.id == grant_id)
@@ -227,6 +229,7 @@ class QuotaBudget:
     def refund(self, grant_id: int) -> None:
         """Give back a permit that was not used for a call."""
         with self.session_factory() as s, s.begin():
+            take_write_lock(s)
             s.execute(
                 delete(RateLimitGrant)
                 .where(RateLimitGrant.id == grant_id)
@@ -275,7 +278,9 @@ class QuotaBudget:
 
     def _lock_row(self, s: Session, name: str) -> float:
         """Lock the budget's row for this transaction (creating it once); its
-        ``blocked_until``."""
+        ``blocked_until``. On SQLite that is the database's write lock: the count that
+        follows and the permit it grants must not interleave with another worker's."""
+        take_write_lock(s)
         query = (
             select(RateLimit.blocked_until).where(RateLimit.name == name).with_for_update()
         )
@@ -297,6 +302,7 @@ class QuotaBudget:
         that creates the row), no lock held across round trips."""
         now = self.clock()
         with self.session_factory() as s, s.begin():
+            take_write_lock(s)
             result = s.execute(
                 update(RateLimit)
                 .where(RateLimit.name == name, RateLimit.blocked_until <= now)

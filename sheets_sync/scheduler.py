@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from . import store
+from .db import take_write_lock
 from .models import Connection, SyncRun
 from .quota import SHEETS_WRITE, backlog_eta
 from .runtime import Runtime
@@ -95,6 +96,8 @@ def enqueue_due(rt: Runtime, limit: int = 500) -> int:
     now = rt.clock()
     queued = 0
     with rt.session_factory() as s, s.begin():
+        # Reads the due connections, then queues runs and moves next_run_at on.
+        take_write_lock(s)
         query = (
             select(Connection)
             .where(Connection.schedule != "off", Connection.paused_reason.is_(None))

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .config import Settings
+from .db import take_write_lock
 from .errors import ConfigurationError
 from .models import Connection
 
@@ -161,6 +162,7 @@ def rotate(session: Session, fernet: MultiFernet) -> int:
     ``ConfigurationError`` (and changes nothing, the caller rolls back) if a stored token
     cannot be decrypted with any of the keys.
     """
+    take_write_lock(session)
     rows = session.execute(
         select(Connection.id, Connection.instantly_api_key_encrypted).order_by(Connection.id)
     ).all()

@@ -9,6 +9,11 @@ else, so ids cannot be probed. Web and API code call these functions and never q
 Every function takes the caller's ``Session`` and does not commit: the caller's
 ``session_scope`` decides the transaction. Flushes happen where an id or a constraint
 check is needed.
+
+Every function that writes calls ``db.take_write_lock`` before its first statement, so on
+SQLite its transaction holds the write lock from the start (see ``sheets_sync.db``). A
+caller that reads in the same transaction before calling one takes the lock itself
+first; reading functions take nothing, so read-only requests never wait for a writer.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import secrets as crypto
 from .date_ranges import validate_date_range
+from .db import take_write_lock
 from .errors import InvalidInput, scrub
 from .links import parse_spreadsheet_url, spreadsheet_link
 from .models import (
@@ -42,6 +48,7 @@ from .models import (
     SyncRun,
     User,
 )
+from .wakeup import notify_run_queued
 
 
 class NotFound(Exception):
@@ -88,6 +95,7 @@ def create_user(s: Session, email: str, password: str) -> User:
         raise InvalidInput("Enter an email address such as name@example.com.")
     if not password:
         raise InvalidInput("Enter a password.")
+    take_write_lock(s)
     user = User(email=email, password_hash=generate_password_hash(password, _PASSWORD_METHOD))
     try:
         # SAVEPOINT: a duplicate must not roll back the caller's whole transaction.
@@ -147,6 +155,7 @@ def create_api_key(s: Session, user: User, name: str) -> tuple[ApiKey, str]:
     if len(name) > 200:
         raise InvalidInput("The key name is too long (200 characters at most).")
     plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    take_write_lock(s)
     key = ApiKey(
         user_id=user.id,
         name=name,
@@ -164,6 +173,7 @@ def list_api_keys(s: Session, user: User) -> list[ApiKey]:
 
 def revoke_api_key(s: Session, user: User, key_id: int) -> ApiKey:
     """Revoke one of the user's keys (idempotent); ``NotFound`` if it is not theirs."""
+    take_write_lock(s)
     number = _valid_id(key_id)
     key = None
     if number is not None:
@@ -176,8 +186,8 @@ def revoke_api_key(s: Session, user: User, key_id: int) -> ApiKey:
     return key
 
 
-def user_for_api_key(s: Session, plaintext: str) -> User | None:
-    """The owner of a valid, unrevoked key, else None.
+def find_api_key(s: Session, plaintext: str) -> ApiKey | None:
+    """The valid, unrevoked key ``plaintext`` names, else None. Reads only.
 
     The lookup is by sha256 through a unique index rather than a constant-time compare:
     timing can at most reveal a prefix of the *hash*, which does not help find a key.
@@ -186,18 +196,42 @@ def user_for_api_key(s: Session, plaintext: str) -> User | None:
         return None
     if len(plaintext) > 200:
         return None
-    key = s.scalar(
+    return s.scalar(
         select(ApiKey).where(
             ApiKey.key_hash == _hash_api_key(plaintext), ApiKey.revoked_at.is_(None)
         )
     )
-    if key is None:
-        return None
-    now = _now()
-    if key.last_used_at is None or now - key.last_used_at >= _LAST_USED_RESOLUTION:
-        key.last_used_at = now
-        s.flush()
-    return s.get(User, key.user_id)
+
+
+def user_for_api_key(s: Session, plaintext: str) -> User | None:
+    """The owner of a valid, unrevoked key, else None. Reads only: the request's use of
+    the key is recorded separately (``api_key_use_due``, ``record_api_key_use``)."""
+    key = find_api_key(s, plaintext)
+    return None if key is None else s.get(User, key.user_id)
+
+
+def api_key_use_due(key: ApiKey, *, now: datetime | None = None) -> bool:
+    """Whether ``last_used_at`` is stale enough to be written again (once a minute)."""
+    last = key.last_used_at
+    return last is None or (now or _now()) - last >= _LAST_USED_RESOLUTION
+
+
+def record_api_key_use(s: Session, key_id: int, *, now: datetime | None = None) -> bool:
+    """Stamp ``last_used_at`` unless another request did within the last minute; a
+    unit of its own, so an API read takes the write lock only when a stamp is due."""
+    take_write_lock(s)
+    now = now or _now()
+    result = s.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            (ApiKey.last_used_at.is_(None))
+            | (ApiKey.last_used_at <= now - _LAST_USED_RESOLUTION),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 # --- connections -----------------------------------------------------------------------
@@ -278,6 +312,7 @@ def create_connection(
     if api_key is None:
         raise InvalidInput("Enter the Instantly API key.")
     key, gid = parse_spreadsheet_url(spreadsheet_url)
+    take_write_lock(s)
     connection = Connection(
         user_id=user.id,
         name=_clean_name(name),
@@ -327,6 +362,7 @@ def update_connection(
     unknown = set(fields) - EDITABLE_FIELDS
     if unknown:
         raise TypeError(f"update_connection: not editable: {', '.join(sorted(unknown))}")
+    take_write_lock(s)
     connection = get_connection(s, user, connection_id, for_update=True)
     retry = False
     reschedule = False
@@ -382,6 +418,7 @@ def update_connection(
 
 def delete_connection(s: Session, user: User, connection_id: int) -> None:
     """Delete the user's connection and its run history (``NotFound`` if not theirs)."""
+    take_write_lock(s)
     connection = get_connection(s, user, connection_id)
     s.delete(connection)
     s.flush()
@@ -536,9 +573,13 @@ def enqueue_run(
     Race-safe without locks: the partial unique index allows one active run per
     connection, so of two concurrent inserts one fails; it is caught inside a SAVEPOINT
     (the caller's transaction survives) and the winner's run is returned.
+
+    On PostgreSQL a new run also sends a ``NOTIFY`` that wakes the workers when the
+    caller's transaction commits (``sheets_sync.wakeup``).
     """
     if trigger not in RUN_TRIGGERS:
         raise ValueError(f"trigger must be one of {RUN_TRIGGERS}")
+    take_write_lock(s)
     return _enqueue(s, connection.id, trigger, attempt=1, now=now or _now())
 
 
@@ -573,6 +614,7 @@ def _enqueue(
         if existing is None:
             raise  # a different integrity problem, e.g. the connection was just deleted
         return existing, False
+    notify_run_queued(s)
     return run, True
 
 
@@ -584,9 +626,10 @@ def claim_next_run(
     Correct under any concurrency: the conditional UPDATE only succeeds while the run is
     still queued, so of two workers exactly one sees rowcount 1. On PostgreSQL the
     candidate is selected ``FOR UPDATE SKIP LOCKED`` so concurrent workers pick different
-    runs instead of queueing on the same row; on SQLite the session already holds the
-    write lock (BEGIN IMMEDIATE, see db.make_session_factory).
+    runs instead of queueing on the same row; on SQLite the transaction takes the write
+    lock first (``db.take_write_lock``), so the SELECT and the UPDATE see the same queue.
     """
+    take_write_lock(s)
     query = (
         select(SyncRun.id)
         .where(SyncRun.status == "queued")
@@ -616,6 +659,7 @@ def claim_run(
     """Claim a specific queued run (e.g. the CLI's foreground sync); None if not queued."""
     if not worker_id:
         raise ValueError("worker_id is required")
+    take_write_lock(s)
     now = now or _now()
     result = s.execute(
         update(SyncRun)
@@ -642,6 +686,7 @@ def renew_lease(
     now: datetime | None = None,
 ) -> bool:
     """Extend the lease of a run this worker holds; False if it no longer holds it."""
+    take_write_lock(s)
     result = s.execute(
         update(SyncRun)
         .where(
@@ -682,6 +727,7 @@ def finish_run(
         error_message = scrub(error_message, redact)
     if error_message is not None and len(error_message) > _MAX_ERROR_MESSAGE:
         error_message = error_message[: _MAX_ERROR_MESSAGE - 1] + "…"
+    take_write_lock(s)
     conditions = [SyncRun.id == run_id, SyncRun.status == "running"]
     if worker_id is not None:
         conditions.append(SyncRun.worker_id == worker_id)
@@ -715,6 +761,7 @@ def expire_leases(
     The interrupted run stays in the history. After ``max_attempts`` nothing is re-queued:
     a run that keeps killing its worker (out of memory, say) must not loop forever.
     """
+    take_write_lock(s)
     now = now or _now()
     expired = list(
         s.execute(
@@ -826,6 +873,7 @@ def resume_connection(
 ) -> Connection:
     """The dashboard's "Resume": clear the pause and the failure streak, compute the
     next slot. ``NotFound`` if not the user's."""
+    take_write_lock(s)
     connection = get_connection(s, user, connection_id, for_update=True)
     connection.paused_reason = None
     connection.consecutive_failures = 0
@@ -847,6 +895,7 @@ def pause_reason_for(
 def prune_runs(s: Session, older_than: datetime) -> int:
     """Delete finished runs that finished before ``older_than``, keeping each connection's
     newest run (the page shows it as the last result however old it is)."""
+    take_write_lock(s)
     newest = (
         select(func.max(SyncRun.id)).group_by(SyncRun.connection_id).scalar_subquery()
     )

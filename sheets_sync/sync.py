@@ -28,7 +28,7 @@ from tenacity import (
 
 from . import alerts, store
 from .connection_input import features_of
-from .db import is_transient_error
+from .db import is_transient_error, take_write_lock
 from .engine import Features, SyncOutcome, SyncSpec, run_sync
 from .errors import ConnectionDeleted, InternalError, SyncError
 from .instantly import Campaign
@@ -257,6 +257,7 @@ def _locked_connection(s: Session, connection_id: int) -> Connection | None:
     fails as "locked" when it writes, and is tried again. Take it before the run row, in
     the order a delete's cascade takes them, so the two never deadlock.
     """
+    take_write_lock(s)
     return s.get(Connection, connection_id, with_for_update={"key_share": True})
 
 
@@ -414,6 +415,7 @@ def _record_failure(
 
 def _mark_notified(rt: Runtime, connection_id: int) -> None:
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         connection = s.get(Connection, connection_id)
         if connection is not None and connection.consecutive_failures:
             connection.failure_notified_at = rt.clock()
@@ -424,6 +426,7 @@ def run_connection_now(
 ) -> RunResult:
     """Queue, claim and carry out one run in the foreground (``sheets-sync sync ID``)."""
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         connection = s.get(Connection, connection_id)
         if connection is None:
             raise SyncError(f"There is no connection {connection_id}.")

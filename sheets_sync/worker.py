@@ -16,6 +16,11 @@ is refunded.
 Housekeeping (every loop): expire leases, queue due connections (``before_claim``); at most
 once an hour across all workers: delete run history older than
 ``SHEETS_SYNC_RUN_HISTORY_DAYS``.
+
+An idle worker looks at the queue every ``idle_poll`` seconds, and sooner when woken:
+in-process by ``Runtime.notify_enqueued`` (the embedded worker of ``serve``) and, on
+PostgreSQL, by a ``NOTIFY`` from whichever process queued the run (``sheets_sync.wakeup``;
+the started worker keeps one ``LISTEN`` connection for it).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from . import store
 from .quota import SHEETS_WRITE
 from .runtime import Runtime
 from .sync import RunResult, execute_run
+from .wakeup import QueueListener
 
 log = logging.getLogger("sheets_sync.worker")
 
@@ -57,6 +63,7 @@ class Worker:
         idle_poll: float = 5.0,
         worker_id: str | None = None,
         before_claim: Callable[[], None] | None = None,
+        listen: bool = True,
     ) -> None:
         self.rt = runtime
         self.concurrency = max(1, concurrency)
@@ -65,6 +72,10 @@ class Worker:
         self.worker_id = worker_id or make_worker_id()
         # Hook for the scheduler: queue due connections before looking for work.
         self.before_claim = before_claim
+        # PostgreSQL: woken by NOTIFY from other processes once started (None elsewhere).
+        self.listener: QueueListener | None = None
+        if listen and runtime.engine.dialect.name == "postgresql":
+            self.listener = QueueListener(runtime.engine, self.wake)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -81,6 +92,8 @@ class Worker:
 
     def start(self) -> None:
         self.rt.on_enqueue.append(self.wake)
+        if self.listener is not None:
+            self.listener.start()
         for i in range(self.concurrency):
             t = threading.Thread(target=self._loop, name=f"sync-worker-{i}", daemon=True)
             t.start()
@@ -101,6 +114,8 @@ class Worker:
         self._wake.set()
         if self.wake in self.rt.on_enqueue:
             self.rt.on_enqueue.remove(self.wake)
+        if self.listener is not None:
+            self.listener.stop()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))

@@ -13,6 +13,7 @@ from aiosmtpd.controller import Controller
 
 from sheets_sync import store
 from sheets_sync.alerts import parse_smtp_url
+from sheets_sync.db import take_write_lock
 from sheets_sync.migrate import upgrade
 from sheets_sync.models import User
 from sheets_sync.runtime import build_runtime
@@ -62,6 +63,7 @@ def alert_rt(settings, fast_retry, inbox):
 
 def run_scheduled(rt, cid: int) -> None:
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         c = s.get(type(connection(rt, cid)), cid)
         store.enqueue_run(s, c, "schedule")
     assert Worker(rt).run_once() == 1
@@ -107,6 +109,7 @@ def test_one_mail_on_first_failure_none_after_one_on_recovery(
     # The owner fixes the key's workspace and resumes.
     fake_instantly.add_workspace(KEY)
     with alert_rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         store.resume_connection(s, s.get(User, c.user_id), conn)
     c = connection(alert_rt, conn)
     assert c.paused_reason is None and c.consecutive_failures == 0

@@ -348,7 +348,7 @@ def test_revoked_key_is_401_and_scheme_is_case_insensitive(client, ann, runtime)
     assert client.get(
         "/api/v1/connections", headers={"Authorization": f"bearer {ann.key}"}
     ).status_code == 200
-    with session_scope(runtime.session_factory) as s:
+    with session_scope(runtime.session_factory, write=True) as s:
         user = store.get_user(s, ann.user_id)
         (key,) = store.list_api_keys(s, user)
         store.revoke_api_key(s, user, key.id)

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from sheets_sync import store
 from sheets_sync.config import Settings
-from sheets_sync.db import session_scope
+from sheets_sync.db import session_scope, take_write_lock
 from sheets_sync.migrate import upgrade
 from sheets_sync.models import Connection, SyncRun
 from sheets_sync.runtime import Runtime, build_runtime
@@ -47,6 +47,7 @@ class SeededApi:
         """(Re)create the seeded connection and run if a generated DELETE removed them,
         so later examples keep hitting real objects."""
         with session_scope(self.runtime.session_factory) as s:
+            take_write_lock(s)  # looks the seed up, then may recreate it
             if s.get(Connection, self.connection_id) is not None and s.get(
                 SyncRun, self.run_id
             ) is not None:

@@ -8,6 +8,7 @@ import io
 import pytest
 
 from sheets_sync.cli import main
+from sheets_sync.db import take_write_lock
 from sheets_sync.render import FIRST_DATA_ROW
 from tests.plugin_fakes import INSTANTLY_KEY, SERVICE_ACCOUNT_EMAIL
 
@@ -96,6 +97,7 @@ def test_users_api_keys_and_stored_sync(env, capsys, monkeypatch, fake_sheets, s
     api_key = capsys.readouterr().out.strip().splitlines()[-1]
     assert api_key.startswith("ssk_")
     with runtime.session_factory() as s, s.begin():
+        take_write_lock(s)
         user = store.user_for_api_key(s, api_key)
         assert user is not None and user.email == "ops@example.com"
         conn = store.create_connection(

@@ -314,11 +314,13 @@ def test_stored_connection_keeps_ids_and_shows_the_last_table(
     runtime, client, auth, fake_sheets, spreadsheet_id, workspace
 ):
     from sheets_sync import store
+    from sheets_sync.db import take_write_lock
     from sheets_sync.sync import run_connection_now
 
     cid = campaign(workspace, "Q4", [(0, 0, 300, 40), (0, 1, 300, 12)])
     auth.signup()
     with runtime.session_factory() as s, s.begin():
+        take_write_lock(s)
         user = store.get_user_by_email(s, "ann@example.com")
         conn = store.create_connection(
             s, user, fernet=runtime.fernet, name="Q4", instantly_api_key=INSTANTLY_KEY,

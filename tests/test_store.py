@@ -215,7 +215,7 @@ def test_users_and_authentication(session_factory: sessionmaker[Session]) -> Non
         assert user.email == "alice@example.com"
         assert user.password_hash.startswith("scrypt:")
         assert "s3cret-pass" not in user.password_hash
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         assert store.authenticate(s, "ALICE@example.com", "s3cret-pass") is not None
         assert store.authenticate(s, "alice@example.com", "wrong") is None
         assert store.authenticate(s, "nobody@example.com", "s3cret-pass") is None
@@ -259,11 +259,25 @@ def test_api_keys(session_factory: sessionmaker[Session]) -> None:
         assert user is not None and user.id == alice_id
         assert store.user_for_api_key(s, plaintext + "x") is None
         assert store.user_for_api_key(s, "not-a-key") is None
-        listed = store.list_api_keys(s, user)
-        assert [k.id for k in listed] == [key_id]
-        assert listed[0].last_used_at is not None
+        found = store.find_api_key(s, plaintext)
+        assert found is not None and found.id == key_id
+        assert found.last_used_at is None and store.api_key_use_due(found)
 
+    # The use is stamped in a write of its own, at most once a minute.
+    now = datetime.now(UTC)
     with session_scope(session_factory) as s:
+        assert store.record_api_key_use(s, key_id, now=now)
+        assert not store.record_api_key_use(s, key_id, now=now + timedelta(seconds=59))
+    with session_scope(session_factory) as s:
+        listed = store.list_api_keys(s, s.get(User, alice_id))  # type: ignore[arg-type]
+        assert [k.id for k in listed] == [key_id]
+        assert listed[0].last_used_at == now
+        assert not store.api_key_use_due(listed[0], now=now + timedelta(seconds=59))
+        assert store.api_key_use_due(listed[0], now=now + timedelta(seconds=60))
+    with session_scope(session_factory) as s:
+        assert store.record_api_key_use(s, key_id, now=now + timedelta(seconds=60))
+
+    with session_scope(session_factory, write=True) as s:
         bob = s.get(User, bob_id)
         assert bob is not None
         assert store.list_api_keys(s, bob) == []
@@ -291,7 +305,7 @@ def test_other_users_objects_are_not_found(
         run, _ = store.enqueue_run(s, connection, "manual")
         connection_id, run_id, bob_id, alice_id = connection.id, run.id, bob.id, alice.id
 
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         bob = s.get(User, bob_id)
         assert bob is not None
         # Another user's id and a missing id are indistinguishable.
@@ -357,7 +371,7 @@ def test_create_connection_stores_canonical_values(
         connection = s.get(Connection, connection_id)
         assert connection is not None and connection.options == {"freeze_header": True, "extra": 1}
 
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         user = s.get(User, user_id)
         assert user is not None
         bad_inputs: list[dict[str, Any]] = [
@@ -391,7 +405,7 @@ def test_update_connection(session_factory: sessionmaker[Session], fernet: Multi
         old_token = connection.instantly_api_key_encrypted
 
     def update(**fields: Any) -> Connection:
-        with session_scope(session_factory) as s:
+        with session_scope(session_factory, write=True) as s:
             user = s.get(User, user_id)
             assert user is not None
             return store.update_connection(s, user, connection_id, fernet=fernet, **fields)
@@ -479,7 +493,7 @@ def test_delete_cascades(session_factory: sessionmaker[Session], fernet: MultiFe
         other = make_connection(s, user, fernet, name="second")
         store.enqueue_run(s, other, "api")
         user_id, connection_id = user.id, connection.id
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         user = s.get(User, user_id)
         assert user is not None
         store.delete_connection(s, user, connection_id)
@@ -551,7 +565,7 @@ def test_rotate_reencrypts_with_the_new_first_key(
         ids = [make_connection(s, user, old_only, name=f"c{i}").id for i in range(3)]
         before = s.get(Connection, ids[0]).updated_at  # type: ignore[union-attr]
 
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         with pytest.raises(ConfigurationError):
             store.decrypted_api_key(new_only, s.get(Connection, ids[0]))  # type: ignore[arg-type]
         # A key list that cannot read the data refuses to rotate.
@@ -627,7 +641,7 @@ def test_enqueue_dedupes(
     session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
 ) -> None:
     _, connection_id = owner_and_connection
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         connection = s.get(Connection, connection_id)
         assert connection is not None
         first, created = store.enqueue_run(s, connection, "manual")
@@ -637,7 +651,7 @@ def test_enqueue_dedupes(
     with session_scope(session_factory) as s:
         claimed = store.claim_next_run(s, "w1", 60)
         assert claimed is not None and claimed.id == first.id
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         connection = s.get(Connection, connection_id)
         assert connection is not None
         running, created = store.enqueue_run(s, connection, "schedule")
@@ -655,7 +669,7 @@ def test_enqueue_recovers_when_the_unique_index_fires(
 ) -> None:
     """Simulate losing the race: our SELECT saw nothing, the INSERT hits the index."""
     _, connection_id = owner_and_connection
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         connection = s.get(Connection, connection_id)
         assert connection is not None
         existing, _ = store.enqueue_run(s, connection, "manual")
@@ -668,7 +682,7 @@ def test_enqueue_recovers_when_the_unique_index_fires(
         return None if calls["n"] == 1 else real(s, cid)
 
     monkeypatch.setattr(store, "_find_active_run", blind_once)
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         connection = s.get(Connection, connection_id)
         assert connection is not None
         connection.name = "edited in the same transaction"
@@ -706,7 +720,7 @@ def test_concurrent_enqueues_create_one_run(
     _, connection_id = owner_and_connection
 
     def enqueue(_: int) -> tuple[int, bool]:
-        with session_scope(session_factory) as s:
+        with session_scope(session_factory, write=True) as s:
             connection = s.get(Connection, connection_id)
             assert connection is not None
             run, created = store.enqueue_run(s, connection, "manual")
@@ -725,7 +739,7 @@ def test_claim_race_has_exactly_one_winner(
         connection_id = make_connection(s, user, fernet).id
 
     for round_ in range(8):
-        with session_scope(session_factory) as s:
+        with session_scope(session_factory, write=True) as s:
             connection = s.get(Connection, connection_id)
             assert connection is not None
             run, created = store.enqueue_run(s, connection, "schedule")
@@ -740,7 +754,7 @@ def test_claim_race_has_exactly_one_winner(
         winners = [r for r in results if r is not None]
         assert winners == [run.id], results
 
-        with session_scope(session_factory) as s:
+        with session_scope(session_factory, write=True) as s:
             claimed_run = s.get(SyncRun, run.id)
             assert claimed_run is not None
             assert claimed_run.status == "running"
@@ -825,7 +839,7 @@ def test_leases(
     session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
 ) -> None:
     _, connection_id = owner_and_connection
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         run, _ = store.enqueue_run(s, s.get(Connection, connection_id), "cli")  # type: ignore[arg-type]
     with session_scope(session_factory) as s:
         claimed = store.claim_run(s, run.id, "worker-1", 30)
@@ -865,7 +879,7 @@ def test_expire_leases_requeues_with_the_next_attempt(
     session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
 ) -> None:
     _, connection_id = owner_and_connection
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         store.enqueue_run(s, s.get(Connection, connection_id), "schedule")  # type: ignore[arg-type]
     with session_scope(session_factory) as s:
         lost = store.claim_next_run(s, "worker-that-dies", 30)

@@ -9,6 +9,7 @@ import time
 
 from sheets_sync import store
 from sheets_sync.cli import main
+from sheets_sync.db import take_write_lock
 from sheets_sync.models import Connection, SyncRun
 from sheets_sync.scheduler import enqueue_due
 from sheets_sync.worker import EmbeddedWorker, Worker, run_due
@@ -47,6 +48,7 @@ def test_two_threads_and_the_embedded_worker_never_double_run(
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             with runtime.session_factory() as s, s.begin():
+                take_write_lock(s)
                 for cid in ids[::3]:
                     store.enqueue_run(s, s.get(Connection, cid), "manual")
             runtime.notify_enqueued()

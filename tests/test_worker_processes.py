@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from sheets_sync import store
 from sheets_sync.config import Settings
+from sheets_sync.db import take_write_lock
 from sheets_sync.migrate import upgrade
-from sheets_sync.models import SyncRun
+from sheets_sync.models import Connection, SyncRun
 from sheets_sync.runtime import Runtime, build_runtime
 from tests.fakes.instantly_api import FakeInstantlyServer
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info
@@ -234,3 +236,69 @@ def test_the_writes_budget_holds_across_processes(make_stack) -> None:
     assert all(stack.sheets.count("batchUpdate", b, status=200) == 1 for b in books)
     # The scheduler said how long the backlog would take instead of hammering Google.
     assert "backlog queued=" in stack.logs()
+
+
+# Far below the 30 s poll of the worker below, far above what a notification takes.
+WAKE_BOUND = 5.0
+
+
+def listen_backends(stack: Stack) -> list[int]:
+    """Server pids of the LISTEN connections of this test's worker processes (they share
+    the test schema's application_name)."""
+    with stack.rt.engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND application_name = current_setting('application_name') "
+            "AND query LIKE 'LISTEN %' ORDER BY pid"
+        )).scalars())
+
+
+def queue_and_wait_started(stack: Stack, connection_id: int) -> float:
+    """Queue a run from this process (no in-process wake-up reaches the worker); seconds
+    from queueing to the worker starting it, failing after WAKE_BOUND."""
+    with stack.rt.session_factory() as s, s.begin():
+        take_write_lock(s)
+        run, created = store.enqueue_run(s, s.get(Connection, connection_id), "api")
+        assert created
+        run_id = run.id
+
+    def started() -> bool:
+        with stack.rt.session_factory() as s:
+            return s.get(SyncRun, run_id).status != "queued"  # type: ignore[union-attr]
+
+    wait_for(started, WAKE_BOUND, f"run {run_id} to start before the worker's next poll",
+             stack)
+    wait_for(lambda: runs_by_status(stack.rt).keys() == {"succeeded"}, 30,
+             f"run {run_id} to finish", stack)
+    with stack.rt.session_factory() as s:
+        done = s.get(SyncRun, run_id)
+        assert done is not None and done.started_at is not None
+        return (done.started_at - done.queued_at).total_seconds()
+
+
+def test_a_queued_run_wakes_a_worker_process_and_a_lost_listen_connection_comes_back(
+    make_stack,
+) -> None:
+    stack = make_stack()
+    books = stack.spreadsheets(1)
+    user_id = make_user(stack.rt)
+    [cid] = add_connections(stack.rt, user_id, books, api_key=API_KEY, schedule="off")
+    proc = stack.start("--concurrency", "2", "--poll", "30", **GENEROUS)
+    wait_for(lambda: len(listen_backends(stack)) == 1, 30, "the worker to LISTEN", stack)
+    [first] = listen_backends(stack)
+
+    seconds = queue_and_wait_started(stack, cid)
+    print(f"queued -> started by the worker process in {seconds * 1000:.0f} ms")
+
+    with stack.rt.engine.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    wait_for(lambda: listen_backends(stack) not in ([], [first]), 30,
+             "the worker to LISTEN again", stack)
+    seconds = queue_and_wait_started(stack, cid)
+    print(f"after the reconnect: queued -> started in {seconds * 1000:.0f} ms")
+    assert proc.poll() is None, "losing the listen connection stopped the worker"
+    assert "listen connection for queued runs lost" in stack.logs()
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert stack.sheets.count("batchUpdate", books[0], status=200) == 2

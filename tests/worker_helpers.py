@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sheets_sync import store
+from sheets_sync.db import take_write_lock
 from sheets_sync.models import Connection, SyncRun, User
 from sheets_sync.runtime import Runtime
 
@@ -22,6 +23,7 @@ SERVICE_ACCOUNT_EMAIL = "sheets-sync@test-project.iam.gserviceaccount.com"
 
 def make_user(rt: Runtime, email: str = "owner@example.com") -> int:
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)  # looks the user up, then may add it
         user = store.get_user_by_email(s, email)
         if user is None:
             # A cheap hash: these tests never log in.
@@ -44,6 +46,7 @@ def add_connections(
     """Store one connection per spreadsheet; ``due_at`` overrides the computed next slot."""
     ids: list[int] = []
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         user = s.get(User, user_id)
         assert user is not None
         for n, ssid in enumerate(spreadsheet_ids):

@@ -24,7 +24,7 @@ from sheets_sync.errors import InvalidInput
 
 from .forms import CsrfForm, LoginForm, SignupForm
 from .ratelimit import LoginRateLimiter, minutes
-from .users import LoginUser, db_session, read_session, wants_json
+from .users import LoginUser, db_session, wants_json, write_session
 
 bp = Blueprint("auth", __name__)
 
@@ -67,7 +67,7 @@ def signup() -> Any:
     form = SignupForm()
     if form.validate_on_submit():
         try:
-            with db_session() as s:
+            with write_session() as s:
                 user = store.create_user(s, form.email.data or "", form.password.data or "")
                 s.flush()
                 user_id, email = user.id, user.email
@@ -96,7 +96,7 @@ def login() -> Any:
                 f"Too many sign-in attempts; try again in {n} minute{'s' if n != 1 else ''}."
             )
             return render_template("login.html", form=form), 429
-        with read_session() as s:
+        with db_session() as s:
             user = store.authenticate(s, email, form.password.data or "")
             found = (user.id, user.email) if user is not None else None
         if found is None:

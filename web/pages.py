@@ -34,7 +34,7 @@ from sheets_sync.models import Connection, SyncRun, User
 from . import present
 from .auth import csrf_error
 from .forms import ApiKeyForm, ConnectionForm, CsrfForm, TestKeyForm
-from .users import current_db_user, db_session, read_session, runtime, wants_json
+from .users import current_db_user, db_session, runtime, wants_json, write_session
 
 bp = Blueprint("pages", __name__)
 bp.register_error_handler(CSRFError, csrf_error)
@@ -112,7 +112,7 @@ def _connection_view(
 
 @bp.get("/")
 def dashboard() -> Any:
-    with read_session() as s:
+    with db_session() as s:
         user = current_db_user(s)
         owned = store.list_connections(s, user)
         latest = store.last_runs(s, owned)
@@ -126,7 +126,7 @@ def dashboard() -> Any:
 
 @bp.post("/connections/<int:connection_id>/refresh")
 def refresh(connection_id: int) -> Any:
-    with db_session() as s:
+    with write_session() as s:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         run, created = store.enqueue_run(s, connection, "manual")
@@ -146,7 +146,7 @@ def refresh(connection_id: int) -> Any:
 @bp.post("/connections/<int:connection_id>/resume")
 def resume(connection_id: int) -> Any:
     """Un-pause scheduled refreshes after the owner fixed the problem."""
-    with db_session() as s:
+    with write_session() as s:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         store.resume_connection(s, user, connection.id)
@@ -157,7 +157,7 @@ def resume(connection_id: int) -> Any:
 
 @bp.get("/connections/<int:connection_id>/runs/<int:run_id>.json")
 def run_status(connection_id: int, run_id: int) -> Any:
-    with read_session() as s:
+    with db_session() as s:
         user = current_db_user(s)
         payload = present.run_json(_owned_run(s, user, connection_id, run_id))
     return jsonify({"run": payload})
@@ -165,7 +165,7 @@ def run_status(connection_id: int, run_id: int) -> Any:
 
 @bp.get("/connections/<int:connection_id>/runs")
 def runs(connection_id: int) -> Any:
-    with read_session() as s:
+    with db_session() as s:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         view = _connection_view(s, connection)
@@ -245,7 +245,7 @@ def new_connection() -> Any:
         kwargs = form.validate_input(creating=True)
         if kwargs is not None:
             try:
-                with db_session() as s:
+                with write_session() as s:
                     user = current_db_user(s)
                     created = store.create_connection(
                         s, user, fernet=runtime().fernet, **kwargs
@@ -262,7 +262,7 @@ def new_connection() -> Any:
 
 @bp.route("/connections/<int:connection_id>/edit", methods=["GET", "POST"])
 def edit_connection(connection_id: int) -> Any:
-    with read_session() as s:
+    with db_session() as s:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         info = _connection_view(s, connection)
@@ -274,7 +274,7 @@ def edit_connection(connection_id: int) -> Any:
     changes = form.validate_input(creating=False)
     if changes is not None:
         try:
-            with db_session() as s:
+            with write_session() as s:
                 user = current_db_user(s)
                 features = changes.pop("features", None)
                 if features is not None:
@@ -295,14 +295,14 @@ def edit_connection(connection_id: int) -> Any:
 
 @bp.route("/connections/<int:connection_id>/delete", methods=["GET", "POST"])
 def delete_connection(connection_id: int) -> Any:
-    with read_session() as s:
+    with db_session() as s:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         info = _connection_view(s, connection)
     form = CsrfForm()
     if request.method == "POST" and form.validate_on_submit():
         try:
-            with db_session() as s:
+            with write_session() as s:
                 store.delete_connection(s, current_db_user(s), connection_id)
         except store.NotFound:
             abort(404)
@@ -353,7 +353,7 @@ def test_key() -> Any:
     info = None
     result: dict[str, Any] | None = None
     if connection_id:
-        with read_session() as s:
+        with db_session() as s:
             user = current_db_user(s)
             connection = _owned(s, user, connection_id)
             info = _connection_view(s, connection)
@@ -415,7 +415,7 @@ def check_access_typed() -> Any:
 
 @bp.post("/connections/<int:connection_id>/check-access")
 def check_access(connection_id: int) -> Any:
-    with read_session() as s:
+    with db_session() as s:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         info = _connection_view(s, connection)
@@ -447,7 +447,7 @@ def api_keys() -> Any:
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                with db_session() as s:
+                with write_session() as s:
                     user = current_db_user(s)
                     key, plaintext = store.create_api_key(s, user, form.name.data or "")
                     new_key = {"name": key.name, "plaintext": plaintext}
@@ -459,7 +459,7 @@ def api_keys() -> Any:
                 form.name.data = ""
         else:
             status = 400
-    with read_session() as s:
+    with db_session() as s:
         user = current_db_user(s)
         keys = [
             {
@@ -483,7 +483,7 @@ def api_keys() -> Any:
 @bp.post("/api-keys/<int:key_id>/revoke")
 def revoke_api_key(key_id: int) -> Any:
     try:
-        with db_session() as s:
+        with write_session() as s:
             key = store.revoke_api_key(s, current_db_user(s), key_id)
             name = key.name
     except store.NotFound:

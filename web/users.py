@@ -42,23 +42,26 @@ def runtime() -> Runtime:
 
 @contextmanager
 def db_session() -> Iterator[Session]:
-    """One short transaction (commit on success). Never hold it across a network call."""
+    """One short transaction (commit on success) for a view that reads. On SQLite it
+    takes no lock, so page views, API reads and the 700 ms status polls never queue
+    behind a worker recording a run, nor hold one up. Never hold it across a network
+    call."""
     with session_scope(runtime().session_factory) as s:
         yield s
 
 
 @contextmanager
-def read_session() -> Iterator[Session]:
-    """A read-only session. On SQLite it does not take the write lock (the application's
-    sessions begin IMMEDIATE), so page views and the 700 ms status polls never queue
-    behind a worker recording a run, nor hold up one."""
-    with Session(runtime().engine, expire_on_commit=False) as s:
+def write_session() -> Iterator[Session]:
+    """``db_session`` for a view that writes: the write lock is taken before the view's
+    first read (``sheets_sync.db.take_write_lock``), so "look up, then change" cannot
+    fail halfway with "database is locked"."""
+    with session_scope(runtime().session_factory, write=True) as s:
         yield s
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> LoginUser | None:
-    with read_session() as s:
+    with db_session() as s:
         user = store.get_user(s, user_id)  # type: ignore[arg-type]
         return LoginUser.from_user(user) if user is not None else None
 
