@@ -17,6 +17,7 @@ import pytest
 from google.auth import _exponential_backoff
 
 from sheets_sync import store
+from sheets_sync.db import take_write_lock
 from sheets_sync.errors import SyncError
 from sheets_sync.models import Connection, SyncRun
 from sheets_sync.runtime import Runtime
@@ -71,6 +72,7 @@ class World:
 
     def edit(self, **fields: object) -> None:
         with self.rt.session_factory() as s, s.begin():
+            take_write_lock(s)
             c = s.get(Connection, self.cid)
             for name, value in fields.items():
                 setattr(c, name, value)
@@ -90,6 +92,7 @@ def world(runtime, fake_instantly, fake_sheets, tmp_path, monkeypatch) -> World:
 
 def run_scheduled(w: World) -> SyncRun:
     with w.rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         store.enqueue_run(s, s.get(Connection, w.cid), "schedule")
     assert Worker(w.rt).run_once() == 1
     return runs_of(w.rt, w.cid)[-1]

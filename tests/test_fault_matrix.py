@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from sheets_sync import store, sync
 from sheets_sync.config import Settings
+from sheets_sync.db import take_write_lock
 from sheets_sync.models import Connection, RateLimitGrant, User
 from sheets_sync.quota import SHEETS_WRITE
 from sheets_sync.render import FIRST_DATA_ROW
@@ -175,6 +176,7 @@ def ctx(tmp_path, fake_sheets, fake_instantly, service_account_file, workspace,
 def _connection(ctx: Ctx) -> int:
     user_id = make_user(ctx.rt)
     with ctx.rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         user = s.get(User, user_id)
         connection = store.create_connection(
             s, user, fernet=ctx.rt.fernet, name="Outbound", instantly_api_key=INSTANTLY_KEY,

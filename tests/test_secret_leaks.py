@@ -89,7 +89,7 @@ def test_an_echoed_key_is_never_stored_or_shown(
     status_json = signed_in.get(f"/connections/{connection_id}/runs/{run.id}.json")
     assert_no_key("the page's run status", status_json.get_data(as_text=True))
 
-    with session_scope(runtime.session_factory) as s:
+    with session_scope(runtime.session_factory, write=True) as s:
         user = s.get(Connection, connection_id).user
         _, api_key = store.create_api_key(s, user, "leak test")
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -133,7 +133,7 @@ def test_an_echoed_key_is_never_stored_or_shown(
 
 
 def test_the_store_scrubs_what_it_keeps_whatever_it_is_given(runtime, spreadsheet_id) -> None:
-    with session_scope(runtime.session_factory) as s:
+    with session_scope(runtime.session_factory, write=True) as s:
         user = store.create_user(s, "ann@example.com", "correct horse battery")
         s.flush()
         connection = store.create_connection(
@@ -145,11 +145,11 @@ def test_the_store_scrubs_what_it_keeps_whatever_it_is_given(runtime, spreadshee
     # A message that, against every rule, carries the key: the store still keeps it out.
     leaky = InstantlyKeyRejected(f"Rejected key {KEY}; Authorization: Bearer {KEY}")
     for _ in range(3):
-        with session_scope(runtime.session_factory) as s:
+        with session_scope(runtime.session_factory, write=True) as s:
             run, _ = store.enqueue_run(s, s.get(Connection, cid), "schedule")
             s.flush()
             run_id = run.id
-        with session_scope(runtime.session_factory) as s:
+        with session_scope(runtime.session_factory, write=True) as s:
             assert store.claim_run(s, run_id, "w", lease_seconds=60) is not None
         _record_failure(runtime, run_id, cid, leaky, None, None, 0.0, secrets=(KEY,))
     with runtime.session_factory() as s:

@@ -468,13 +468,13 @@ def test_every_edit_by_a_person_moves_the_version(
             return s.get(Connection, connection_id).version  # type: ignore[union-attr]
 
     assert version() == 1
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         user = s.get(User, user_id)
         assert user is not None
         # Any save counts, even of an unchanged form.
         store.update_connection(s, user, connection_id, fernet=fernet, name="Q3 outbound")
     assert version() == 2
-    with session_scope(session_factory) as s:
+    with session_scope(session_factory, write=True) as s:
         user = s.get(User, user_id)
         assert user is not None
         store.resume_connection(s, user, connection_id)

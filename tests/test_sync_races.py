@@ -28,7 +28,7 @@ from sheets_sync import secrets as crypto
 from sheets_sync import store
 from sheets_sync.config import Settings
 from sheets_sync.connection_input import features_of, with_features
-from sheets_sync.db import is_transient_error
+from sheets_sync.db import is_transient_error, take_write_lock
 from sheets_sync.errors import ConnectionDeleted
 from sheets_sync.migrate import upgrade
 from sheets_sync.models import User
@@ -113,6 +113,7 @@ def when_called(
 def edit(rt: Runtime, user_id: int, cid: int, **fields: Any) -> None:
     """What the connection form and ``PATCH /api/v1/connections/<id>`` do."""
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         user = s.get(User, user_id)
         features = fields.pop("features", None)
         if features is not None:
@@ -123,6 +124,7 @@ def edit(rt: Runtime, user_id: int, cid: int, **fields: Any) -> None:
 
 def delete(rt: Runtime, user_id: int, cid: int) -> None:
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         store.delete_connection(s, s.get(User, user_id), cid)
 
 
@@ -200,6 +202,7 @@ def test_the_sync_does_not_move_the_version(rt, stored) -> None:
     edit(rt, user_id, cid, name="Renamed")
     assert connection(rt, cid).version == 2
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         store.resume_connection(s, s.get(User, user_id), cid)
     assert connection(rt, cid).version == 3
 
@@ -280,6 +283,7 @@ def test_a_new_key_saved_while_a_failure_is_recorded_ends_the_streak(
 ) -> None:
     user_id, cid = _stored(pg_rt, workspace, spreadsheet_id)
     with pg_rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         c = s.get(store.Connection, cid)
         c.instantly_api_key_encrypted = crypto.encrypt(pg_rt.fernet, "revoked-key-0000")
         c.schedule = "hourly"
@@ -322,6 +326,7 @@ def test_a_run_whose_connection_was_deleted_before_it_started_is_not_written(
 ) -> None:
     user_id, cid = stored
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         run, _ = store.enqueue_run(s, s.get(store.Connection, cid), "manual")
         assert store.claim_run(s, run.id, "test-worker", lease_seconds=60) is not None
         run_id = run.id
@@ -415,6 +420,7 @@ def test_a_failure_whose_recording_hits_a_database_hiccup_is_recorded(
 ) -> None:
     _, cid = stored
     with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
         c = s.get(store.Connection, cid)
         c.instantly_api_key_encrypted = crypto.encrypt(rt.fernet, "revoked-key-0000")
     hiccup = Hiccup(rt.engine)
