@@ -215,6 +215,7 @@ def test_the_writes_budget_holds_across_processes(make_stack) -> None:
     )
     window = 60.0 / speed
     stack = make_stack(sheets=sheets, quota_window_seconds=window)
+    audit_write_permits(stack, window + window / 60)
     count = 50
     books = stack.spreadsheets(count)
     user_id = make_user(stack.rt)
@@ -231,11 +232,54 @@ def test_the_writes_budget_holds_across_processes(make_stack) -> None:
              "the backlog to drain under the budget", stack)
 
     assert stack.sheets.status_counts().get(429) is None, "no 429 from Google"
-    assert stack.sheets.writes_per_minute_max() <= 20
+    # The budget's promise, read from its own log (the database's clock, under its lock),
+    # so a loaded machine delaying a call on its way to the fake cannot fail it.
+    assert max_permits_in_a_window(stack, window + window / 60) <= 20
     assert runs_by_status(stack.rt) == {"succeeded": count}
     assert all(stack.sheets.count("batchUpdate", b, status=200) == 1 for b in books)
     # The scheduler said how long the backlog would take instead of hammering Google.
     assert "backlog queued=" in stack.logs()
+
+
+def audit_write_permits(stack: Stack, span: float) -> None:
+    """Keep every write permit's final time (a permit is re-dated when its call is made)
+    in a side table; a refund (deleted while it still counts) is dropped, while pruning
+    (deleted once it stopped counting) keeps it."""
+    with stack.rt.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE permit_audit (id integer PRIMARY KEY, granted_at double precision)"
+        )
+        conn.exec_driver_sql("""
+            CREATE FUNCTION permit_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'DELETE' THEN
+                    IF OLD.granted_at > extract(epoch from clock_timestamp()) - SPAN THEN
+                        DELETE FROM permit_audit WHERE id = OLD.id;  -- a refund
+                    END IF;
+                    RETURN OLD;
+                END IF;
+                IF NEW.name = 'sheets:write' THEN
+                    INSERT INTO permit_audit VALUES (NEW.id, NEW.granted_at)
+                    ON CONFLICT (id) DO UPDATE SET granted_at = EXCLUDED.granted_at;
+                END IF;
+                RETURN NEW;
+            END $$""".replace("SPAN", repr(span)))
+        conn.exec_driver_sql(
+            "CREATE TRIGGER permit_audit AFTER INSERT OR UPDATE OR DELETE ON rate_limit_grants "
+            "FOR EACH ROW EXECUTE FUNCTION permit_audit()"
+        )
+
+
+def max_permits_in_a_window(stack: Stack, span: float) -> int:
+    with stack.rt.engine.connect() as conn:
+        times = sorted(conn.exec_driver_sql("SELECT granted_at FROM permit_audit").scalars())
+    assert times, "no write permit was logged"
+    start, most = 0, 0
+    for end, moment in enumerate(times):
+        while times[start] <= moment - span:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 # Far below the 30 s poll of the worker below, far above what a notification takes.
