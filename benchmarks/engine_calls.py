@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gspread  # noqa: E402
 
-from sheets_sync import history as history_tab  # noqa: E402
-from sheets_sync.engine import Features, SyncSpec, plan_requests, run_sync  # noqa: E402
-from sheets_sync.instantly import InstantlyClient  # noqa: E402
-from sheets_sync.render import render  # noqa: E402
-from sheets_sync.report import CampaignSection, build_report  # noqa: E402
-from sheets_sync.sheets import (  # noqa: E402
+from sheets_sync.pipeline import history as history_tab
+from sheets_sync.pipeline.instantly import InstantlyClient  # noqa: E402
+from sheets_sync.pipeline.refresh import Features, SyncSpec, plan_requests, run_sync  # noqa: E402
+from sheets_sync.pipeline.render import render  # noqa: E402
+from sheets_sync.pipeline.report import CampaignSection, build_report  # noqa: E402
+from sheets_sync.pipeline.sheets_writer import (  # noqa: E402
     TabsRead,
     TabWanted,
     _RebasedSession,

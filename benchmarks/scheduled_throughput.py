@@ -39,10 +39,10 @@ from sqlalchemy import create_engine, func, select  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 from sheets_sync.config import Settings  # noqa: E402
-from sheets_sync.migrate import upgrade  # noqa: E402
-from sheets_sync.models import SyncRun  # noqa: E402
-from sheets_sync.runtime import build_runtime  # noqa: E402
-from sheets_sync.scheduler import backlog, enqueue_due  # noqa: E402
+from sheets_sync.jobs.runtime import build_runtime  # noqa: E402
+from sheets_sync.jobs.scheduler import backlog, enqueue_due  # noqa: E402
+from sheets_sync.store.migrate import upgrade  # noqa: E402
+from sheets_sync.store.models import SyncRun  # noqa: E402
 from tests.fakes.instantly_api import FakeInstantlyServer  # noqa: E402
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info  # noqa: E402
 from tests.worker_helpers import (  # noqa: E402

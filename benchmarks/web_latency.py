@@ -33,12 +33,12 @@ import requests  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
-from sheets_sync import store  # noqa: E402
+from sheets_sync import store
 from sheets_sync.config import Settings  # noqa: E402
-from sheets_sync.migrate import upgrade  # noqa: E402
-from sheets_sync.models import SyncRun  # noqa: E402
-from sheets_sync.runtime import build_runtime  # noqa: E402
-from sheets_sync.worker import EmbeddedWorker  # noqa: E402
+from sheets_sync.jobs.runtime import build_runtime  # noqa: E402
+from sheets_sync.jobs.worker import EmbeddedWorker  # noqa: E402
+from sheets_sync.store.migrate import upgrade  # noqa: E402
+from sheets_sync.store.models import SyncRun  # noqa: E402
 from tests.fakes.instantly_api import FakeInstantlyServer  # noqa: E402
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info  # noqa: E402
 from web import create_app  # noqa: E402

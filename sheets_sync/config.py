@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigurationError
+from sheets_sync.errors import ConfigurationError
 
 DEFAULT_INSTANTLY_API_URL = "https://api.instantly.ai/api/v2"
 DEFAULT_SHEETS_API_URL = "https://sheets.googleapis.com"

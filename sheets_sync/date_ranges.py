@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from .errors import InvalidInput
+from sheets_sync.errors import InvalidInput
 
 PRESETS: dict[str, str] = {
     "all_time": "All time",

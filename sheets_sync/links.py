@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from .errors import InvalidInput
+from sheets_sync.errors import InvalidInput
 
 NOT_A_SHEETS_LINK = (
     "That is not a Google Sheets link. Copy the address of the sheet from your browser; "

@@ -24,8 +24,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from sheets_sync import migrate
-from sheets_sync.db import make_engine, make_session_factory
+from sheets_sync.store import migrate
+from sheets_sync.store.db import make_engine, make_session_factory
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 _pg_unreachable: str | None = None  # cached reason, so a dead server costs one timeout

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sheets_sync.config import Settings
-from sheets_sync.instantly import InstantlyClient
-from sheets_sync.retry import RetryPolicy
-from sheets_sync.sheets import SheetsClient, make_sheets_client
+from sheets_sync.pipeline.instantly import InstantlyClient
+from sheets_sync.pipeline.retry import RetryPolicy
+from sheets_sync.pipeline.sheets_writer import SheetsClient, make_sheets_client
 from tests.fakes.instantly_api import FakeInstantlyServer
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info
 
@@ -126,8 +126,8 @@ def settings(
 
 @pytest.fixture
 def runtime(settings: Settings, fast_retry: RetryPolicy):
-    from sheets_sync.migrate import upgrade
-    from sheets_sync.runtime import build_runtime
+    from sheets_sync.jobs.runtime import build_runtime
+    from sheets_sync.store.migrate import upgrade
 
     upgrade(settings.resolved_database_url)
     rt = build_runtime(settings, retry=fast_retry)

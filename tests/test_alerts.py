@@ -12,13 +12,13 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from sheets_sync import store
-from sheets_sync.alerts import parse_smtp_url
-from sheets_sync.db import take_write_lock
-from sheets_sync.migrate import upgrade
-from sheets_sync.models import User
-from sheets_sync.runtime import build_runtime
-from sheets_sync.scheduler import enqueue_due
-from sheets_sync.worker import Worker
+from sheets_sync.jobs.alerts import parse_smtp_url
+from sheets_sync.jobs.runtime import build_runtime
+from sheets_sync.jobs.scheduler import enqueue_due
+from sheets_sync.jobs.worker import Worker
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.migrate import upgrade
+from sheets_sync.store.models import User
 from tests.worker_helpers import add_connections, connection, make_user, runs_of
 
 KEY = "alert-test-instantly-key-SECRET-9f3c"
@@ -168,7 +168,7 @@ def test_smtp_urls() -> None:
 def test_dashboard_shows_the_pause_and_resumes(client, auth, runtime, spreadsheet_id) -> None:
     import re
 
-    from sheets_sync.models import Connection
+    from sheets_sync.store.models import Connection
 
     auth.signup()
     with runtime.session_factory() as s:

@@ -17,9 +17,9 @@ import pytest
 
 from sheets_sync import store
 from sheets_sync.config import Settings
-from sheets_sync.connection_input import ConnectionCreate, ConnectionFields
-from sheets_sync.db import session_scope
-from sheets_sync.models import Connection
+from sheets_sync.connection_rules import ConnectionCreate, ConnectionFields
+from sheets_sync.store.db import session_scope
+from sheets_sync.store.models import Connection
 from web.openapi import CREATE_EXAMPLE, PATCH_EXAMPLE
 
 SECRET = "inst-secret-abcdefgh-1234WXYZ"

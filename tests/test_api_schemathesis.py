@@ -25,10 +25,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from sheets_sync import store
 from sheets_sync.config import Settings
-from sheets_sync.db import session_scope, take_write_lock
-from sheets_sync.migrate import upgrade
-from sheets_sync.models import Connection, SyncRun
-from sheets_sync.runtime import Runtime, build_runtime
+from sheets_sync.jobs.runtime import Runtime, build_runtime
+from sheets_sync.store.db import session_scope, take_write_lock
+from sheets_sync.store.migrate import upgrade
+from sheets_sync.store.models import Connection, SyncRun
 from web import create_app
 
 SHEET = "https://docs.google.com/spreadsheets/d/1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/edit"

@@ -53,7 +53,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def live_server(app, runtime) -> Iterator[str]:
-    from sheets_sync.worker import EmbeddedWorker
+    from sheets_sync.jobs.worker import EmbeddedWorker
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)

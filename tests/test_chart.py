@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sheets_sync.render import FIRST_DATA_ROW, Extras, chart_id_for, render
-from sheets_sync.report import CampaignSection, build_report
+from sheets_sync.pipeline.render import FIRST_DATA_ROW, Extras, chart_id_for, render
+from sheets_sync.pipeline.report import CampaignSection, build_report
 from tests.factories import step_stats
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)

@@ -7,9 +7,9 @@ import io
 
 import pytest
 
-from sheets_sync.cli import main
-from sheets_sync.db import take_write_lock
-from sheets_sync.render import FIRST_DATA_ROW
+from sheets_sync.cli.main import main
+from sheets_sync.pipeline.render import FIRST_DATA_ROW
+from sheets_sync.store.db import take_write_lock
 from tests.plugin_fakes import INSTANTLY_KEY, SERVICE_ACCOUNT_EMAIL
 
 
@@ -122,7 +122,7 @@ def test_keys_rotate_lets_the_old_key_be_dropped(env, capsys, runtime, settings)
 
     from sheets_sync import store
     from sheets_sync.config import load_settings
-    from sheets_sync.runtime import build_runtime
+    from sheets_sync.jobs.runtime import build_runtime
 
     old = (settings.data_dir / "encryption.key").read_text().strip()
     new = Fernet.generate_key().decode()
@@ -141,7 +141,7 @@ def test_keys_rotate_lets_the_old_key_be_dropped(env, capsys, runtime, settings)
     env.setenv("SHEETS_SYNC_ENCRYPTION_KEYS", new)  # the old key is gone now
     rt = build_runtime(load_settings())
     with rt.session_factory() as s:
-        from sheets_sync.models import Connection
+        from sheets_sync.store.models import Connection
 
         assert store.decrypted_api_key(rt.fernet, s.get(Connection, conn_id)) == INSTANTLY_KEY
     rt.engine.dispose()

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from sheets_sync.migrate import upgrade
-from sheets_sync.runtime import build_runtime
+from sheets_sync.jobs.runtime import build_runtime
+from sheets_sync.store.migrate import upgrade
 from tests.plugin_fakes import SERVICE_ACCOUNT_EMAIL
 from tests.worker_helpers import add_connections, make_user, runs_by_status
 from web import create_app

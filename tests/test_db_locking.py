@@ -23,10 +23,11 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sheets_sync import db, migrate, store
-from sheets_sync.db import make_engine, make_session_factory, session_scope, take_write_lock
-from sheets_sync.models import Connection, SyncRun, User
-from sheets_sync.quota import SHEETS_WRITE, QuotaBudget
+from sheets_sync import store
+from sheets_sync.jobs.quota import SHEETS_WRITE, QuotaBudget
+from sheets_sync.store import db, migrate
+from sheets_sync.store.db import make_engine, make_session_factory, session_scope, take_write_lock
+from sheets_sync.store.models import Connection, SyncRun, User
 from tests.plugin_web import csrf_token
 
 SHEET = "https://docs.google.com/spreadsheets/d/1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/edit"

@@ -6,13 +6,13 @@ import datetime as dt
 
 import pytest
 
-from sheets_sync.engine import SyncSpec, run_sync
 from sheets_sync.errors import (
     InstantlyMalformedResponse,
     SheetNotShared,
     SpreadsheetNotFound,
 )
-from sheets_sync.render import FIRST_DATA_ROW
+from sheets_sync.pipeline.refresh import SyncSpec, run_sync
+from sheets_sync.pipeline.render import FIRST_DATA_ROW
 from tests.plugin_fakes import SERVICE_ACCOUNT_EMAIL
 
 NOW = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sheets_sync.engine import Features, SyncSpec, history_title, run_sync
-from sheets_sync.notes import KEY_HEADER, NOTES_HEADER, REMOVED_PREFIX
-from sheets_sync.render import FIRST_DATA_ROW, chart_id_for
+from sheets_sync.pipeline.notes import KEY_HEADER, NOTES_HEADER, REMOVED_PREFIX
+from sheets_sync.pipeline.refresh import Features, SyncSpec, history_title, run_sync
+from sheets_sync.pipeline.render import FIRST_DATA_ROW, chart_id_for
 from tests.plugin_fakes import INSTANTLY_KEY
 
 NOW = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
@@ -314,8 +314,8 @@ def test_stored_connection_keeps_ids_and_shows_the_last_table(
     runtime, client, auth, fake_sheets, spreadsheet_id, workspace
 ):
     from sheets_sync import store
-    from sheets_sync.db import take_write_lock
-    from sheets_sync.sync import run_connection_now
+    from sheets_sync.jobs.sync import run_connection_now
+    from sheets_sync.store.db import take_write_lock
 
     cid = campaign(workspace, "Q4", [(0, 0, 300, 40), (0, 1, 300, 12)])
     auth.signup()

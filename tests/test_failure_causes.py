@@ -17,12 +17,12 @@ import pytest
 from google.auth import _exponential_backoff
 
 from sheets_sync import store
-from sheets_sync.db import take_write_lock
 from sheets_sync.errors import SyncError
-from sheets_sync.models import Connection, SyncRun
-from sheets_sync.runtime import Runtime
-from sheets_sync.sheets import make_sheets_client
-from sheets_sync.worker import Worker
+from sheets_sync.jobs.runtime import Runtime
+from sheets_sync.jobs.worker import Worker
+from sheets_sync.pipeline.sheets_writer import make_sheets_client
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.models import Connection, SyncRun
 from tests.fakes.instantly_api import FakeInstantlyServer
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info
 from tests.plugin_fakes import SERVICE_ACCOUNT_EMAIL
@@ -179,7 +179,7 @@ def internal_bug(w: World) -> None:
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    w.monkeypatch.setattr("sheets_sync.sync.run_sync", crash)
+    w.monkeypatch.setattr("sheets_sync.jobs.sync.run_sync", crash)
 
 
 def key_unknown(w: World) -> None:

@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from sheets_sync import store, sync
+from sheets_sync import store
 from sheets_sync.config import Settings
-from sheets_sync.db import take_write_lock
-from sheets_sync.models import Connection, RateLimitGrant, User
-from sheets_sync.quota import SHEETS_WRITE
-from sheets_sync.render import FIRST_DATA_ROW
+from sheets_sync.jobs import sync
+from sheets_sync.jobs.quota import SHEETS_WRITE
+from sheets_sync.pipeline.render import FIRST_DATA_ROW
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.models import Connection, RateLimitGrant, User
 from tests.plugin_fakes import INSTANTLY_KEY
 from tests.worker_helpers import SERVICE_ACCOUNT_EMAIL, make_user
 
@@ -151,8 +152,8 @@ FAULTS = [
 @pytest.fixture
 def ctx(tmp_path, fake_sheets, fake_instantly, service_account_file, workspace,
         spreadsheet_id, fast_retry):
-    from sheets_sync.migrate import upgrade
-    from sheets_sync.runtime import build_runtime
+    from sheets_sync.jobs.runtime import build_runtime
+    from sheets_sync.store.migrate import upgrade
 
     settings = Settings(
         data_dir=tmp_path / "instance",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sheets_sync.connection_input import FEATURE_DEFAULTS, features_of, with_features
-from sheets_sync.db import session_scope
-from sheets_sync.models import Connection
+from sheets_sync.connection_rules import FEATURE_DEFAULTS, features_of, with_features
+from sheets_sync.store.db import session_scope
+from sheets_sync.store.models import Connection
 from tests.test_api import ann, make_user, new_connection, settings  # noqa: F401
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sheets_sync import history
-from sheets_sync.report import CampaignSection, build_report
+from sheets_sync.pipeline import history
+from sheets_sync.pipeline.report import CampaignSection, build_report
 from tests.factories import step_stats
 
 TODAY = dt.date(2026, 11, 27)

@@ -17,8 +17,8 @@ from sheets_sync.errors import (
     InstantlyRateLimited,
     InstantlyUnavailable,
 )
-from sheets_sync.instantly import InstantlyClient
-from sheets_sync.retry import RetryPolicy
+from sheets_sync.pipeline.instantly import InstantlyClient
+from sheets_sync.pipeline.retry import RetryPolicy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "instantly"
 BASE = "https://api.example.test/api/v2"

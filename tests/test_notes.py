@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sheets_sync.notes import (
+from sheets_sync.pipeline.notes import (
     KEY_HEADER,
     NOTES_HEADER,
     REMOVED_PREFIX,
@@ -10,7 +10,7 @@ from sheets_sync.notes import (
     read_notes,
     row_key,
 )
-from sheets_sync.report import Row
+from sheets_sync.pipeline.report import Row
 
 
 def s(text):

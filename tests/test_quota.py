@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from sheets_sync.quota import (
+from sheets_sync.jobs.quota import (
     SHEETS_WRITE,
     QuotaBudget,
     QuotaWaitTooLong,
@@ -129,7 +129,7 @@ def test_a_sheets_429_from_google_is_shared_as_a_cooldown(
 ) -> None:
     import time
 
-    from sheets_sync.models import RateLimit
+    from sheets_sync.store.models import RateLimit
 
     fake_sheets.fail_next("write", 429, headers={"Retry-After": "1"})
     started = time.time()
@@ -152,7 +152,7 @@ def test_clients_take_permits_per_call(runtime, fake_sheets, spreadsheet_id) -> 
     with runtime.session_factory() as s:
         from sqlalchemy import func, select
 
-        from sheets_sync.models import RateLimitGrant
+        from sheets_sync.store.models import RateLimitGrant
 
         names = dict(
             s.execute(
@@ -168,7 +168,7 @@ def test_clients_take_permits_per_call(runtime, fake_sheets, spreadsheet_id) -> 
     with runtime.session_factory() as s:
         from sqlalchemy import func, select
 
-        from sheets_sync.models import RateLimitGrant
+        from sheets_sync.store.models import RateLimitGrant
 
         assert s.scalar(
             select(func.count()).select_from(RateLimitGrant)

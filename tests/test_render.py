@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from sheets_sync.errors import ReportTooLarge
-from sheets_sync.render import FIRST_DATA_ROW, MAX_TAB_CELLS, render
-from sheets_sync.report import CampaignSection, build_report
+from sheets_sync.pipeline.render import FIRST_DATA_ROW, MAX_TAB_CELLS, render
+from sheets_sync.pipeline.report import CampaignSection, build_report
 from tests.factories import step_stats
 
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)
@@ -85,7 +85,7 @@ def test_last_synced_time_is_visible_in_utc():
 
 def test_oversized_report_is_refused_before_any_write(monkeypatch):
     assert MAX_TAB_CELLS < 10_000_000  # room left for the user's other tabs
-    monkeypatch.setattr("sheets_sync.render.MAX_TAB_CELLS", 1_000)
+    monkeypatch.setattr("sheets_sync.pipeline.render.MAX_TAB_CELLS", 1_000)
     many = [stat(s, v, 1) for s in range(10) for v in range(10)]
     report = report_of([CampaignSection(None, "All", many)])
     with pytest.raises(ReportTooLarge) as err:

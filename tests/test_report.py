@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sheets_sync.instantly import Campaign
-from sheets_sync.report import (
+from sheets_sync.pipeline.instantly import Campaign
+from sheets_sync.pipeline.report import (
     UNATTRIBUTED_STEP,
     UNATTRIBUTED_VARIANT,
     CampaignSection,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sheets_sync.errors import InstantlyKeyRejected, InstantlyRateLimited
-from sheets_sync.retry import RetryPolicy, call_with_retry, parse_retry_after
+from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
 
 
 def test_retry_after_is_honoured_then_success():

@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sheets_sync.quota import backlog_eta
-from sheets_sync.scheduler import backlog, enqueue_due, next_run_at, spread_for
+from sheets_sync.jobs.quota import backlog_eta
+from sheets_sync.jobs.scheduler import backlog, enqueue_due
+from sheets_sync.schedules import next_run_at, spread_for
 from tests.worker_helpers import add_connections, connection, make_user, runs_of
 
 UTC = dt.UTC

@@ -12,10 +12,10 @@ import pytest
 from markupsafe import escape
 
 from sheets_sync import store
-from sheets_sync.db import session_scope
 from sheets_sync.errors import InstantlyKeyRejected
-from sheets_sync.models import Connection
-from sheets_sync.sync import _record_failure
+from sheets_sync.jobs.sync import _record_failure
+from sheets_sync.store.db import session_scope
+from sheets_sync.store.models import Connection
 from tests.web_helpers import FETCH, create_connection, only_connection, run_queued, sheet_url
 from tests.web_helpers import runs_of as runs_of_connection
 from tests.web_helpers import token as csrf

@@ -24,13 +24,14 @@ from sqlalchemy import Engine, delete, insert, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sheets_sync import migrate, store
-from sheets_sync import secrets as crypto
+from sheets_sync import store
+from sheets_sync.store import passwords, runs, users
 from sheets_sync.config import load_settings
-from sheets_sync.db import make_engine, make_session_factory, session_scope
 from sheets_sync.errors import ConfigurationError, InvalidInput
-from sheets_sync.models import Base, Connection, SyncRun, User
-from sheets_sync.store import NotFound
+from sheets_sync.store import NotFound, migrate
+from sheets_sync.store import secrets as crypto
+from sheets_sync.store.db import make_engine, make_session_factory, session_scope
+from sheets_sync.store.models import Base, Connection, SyncRun, User
 
 SHEET_KEY = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
 SHEET_URL = f"https://docs.google.com/spreadsheets/d/{SHEET_KEY}/edit?gid=0#gid=0"
@@ -49,8 +50,8 @@ _REAL_PASSWORD_HASHING = {"test_users_and_authentication"}
 def fast_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """scrypt costs ~0.1 s a user by design; tests that only need *a* user use a cheap hash."""
     if request.node.originalname not in _REAL_PASSWORD_HASHING:
-        monkeypatch.setattr(store, "_PASSWORD_METHOD", "pbkdf2:sha256:1000")
-        monkeypatch.setattr(store, "_DUMMY_HASH", None)
+        monkeypatch.setattr(passwords, "WORK", (16, 8, 1))
+        monkeypatch.setattr(users, "_DUMMY_HASH", None)
 
 
 def make_user(s: Session, email: str = "a@example.com") -> User:
@@ -232,13 +233,13 @@ def test_authenticate_hashes_even_for_unknown_users(
     session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = store.check_password_hash
+    real = users.check_password_hash
 
     def counting(pwhash: str, password: str) -> bool:
         calls.append(pwhash)
         return real(pwhash, password)
 
-    monkeypatch.setattr(store, "check_password_hash", counting)
+    monkeypatch.setattr(users, "check_password_hash", counting)
     with session_scope(session_factory) as s:
         assert store.authenticate(s, "ghost@example.com", "whatever") is None
     assert len(calls) == 1
@@ -674,14 +675,14 @@ def test_enqueue_recovers_when_the_unique_index_fires(
         assert connection is not None
         existing, _ = store.enqueue_run(s, connection, "manual")
 
-    real = store._find_active_run
+    real = runs._find_active_run
     calls = {"n": 0}
 
     def blind_once(s: Session, cid: int) -> SyncRun | None:
         calls["n"] += 1
         return None if calls["n"] == 1 else real(s, cid)
 
-    monkeypatch.setattr(store, "_find_active_run", blind_once)
+    monkeypatch.setattr(runs, "_find_active_run", blind_once)
     with session_scope(session_factory, write=True) as s:
         connection = s.get(Connection, connection_id)
         assert connection is not None

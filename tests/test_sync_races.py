@@ -24,17 +24,17 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from sheets_sync import secrets as crypto
 from sheets_sync import store
 from sheets_sync.config import Settings
-from sheets_sync.connection_input import features_of, with_features
-from sheets_sync.db import is_transient_error, take_write_lock
+from sheets_sync.connection_rules import features_of, with_features
 from sheets_sync.errors import ConnectionDeleted
-from sheets_sync.migrate import upgrade
-from sheets_sync.models import User
-from sheets_sync.retry import RetryPolicy
-from sheets_sync.runtime import Runtime, build_runtime
-from sheets_sync.sync import RunResult, execute_run, run_connection_now
+from sheets_sync.jobs.runtime import Runtime, build_runtime
+from sheets_sync.jobs.sync import RunResult, execute_run, run_connection_now
+from sheets_sync.pipeline.retry import RetryPolicy
+from sheets_sync.store import secrets as crypto
+from sheets_sync.store.db import is_transient_error, take_write_lock
+from sheets_sync.store.migrate import upgrade
+from sheets_sync.store.models import User
 from tests.db_fixtures import postgres_admin_url
 from tests.plugin_fakes import INSTANTLY_KEY
 from tests.worker_helpers import add_connections, connection, make_user, runs_of

@@ -17,15 +17,16 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from sheets_sync import migrate, store
-from sheets_sync import worker as worker_module
+from sheets_sync import store
 from sheets_sync.config import Settings
-from sheets_sync.db import make_engine, make_session_factory, session_scope
-from sheets_sync.models import Connection, User
-from sheets_sync.runtime import Runtime, build_runtime
-from sheets_sync.sync import RunResult
-from sheets_sync.wakeup import RUNS_CHANNEL, QueueListener
-from sheets_sync.worker import Worker
+from sheets_sync.jobs import worker as worker_module
+from sheets_sync.jobs.runtime import Runtime, build_runtime
+from sheets_sync.jobs.sync import RunResult
+from sheets_sync.jobs.wakeup import RUNS_CHANNEL, QueueListener
+from sheets_sync.jobs.worker import Worker
+from sheets_sync.store import migrate
+from sheets_sync.store.db import make_engine, make_session_factory, session_scope
+from sheets_sync.store.models import Connection, User
 from tests.db_fixtures import _admin_engine
 
 SHEET = "https://docs.google.com/spreadsheets/d/1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/edit"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from scipy import integrate, stats
 
-from sheets_sync.report import CampaignSection, build_report
-from sheets_sync.winners import Arm, call_step, percent_floor, prob_beats
+from sheets_sync.pipeline.report import CampaignSection, build_report
+from sheets_sync.pipeline.winners import Arm, call_step, percent_floor, prob_beats
 from tests.factories import step_stats
 
 

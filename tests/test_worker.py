@@ -8,11 +8,11 @@ import threading
 import time
 
 from sheets_sync import store
-from sheets_sync.cli import main
-from sheets_sync.db import take_write_lock
-from sheets_sync.models import Connection, SyncRun
-from sheets_sync.scheduler import enqueue_due
-from sheets_sync.worker import EmbeddedWorker, Worker, run_due
+from sheets_sync.cli.main import main
+from sheets_sync.jobs.scheduler import enqueue_due
+from sheets_sync.jobs.worker import EmbeddedWorker, Worker, run_due
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.models import Connection, SyncRun
 from tests.plugin_fakes import SERVICE_ACCOUNT_EMAIL
 from tests.worker_helpers import add_connections, make_user, runs_by_status, runs_of
 
@@ -131,8 +131,8 @@ def test_heartbeat_keeps_a_long_sync_s_lease(runtime, fake_sheets, fake_instantl
 
 
 def test_worker_once_command(monkeypatch, settings, fake_sheets, fake_instantly, capsys) -> None:
-    from sheets_sync.migrate import upgrade
-    from sheets_sync.runtime import build_runtime
+    from sheets_sync.jobs.runtime import build_runtime
+    from sheets_sync.store.migrate import upgrade
 
     monkeypatch.setenv("SHEETS_SYNC_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("SHEETS_SYNC_INSTANTLY_API_URL", settings.instantly_api_url)

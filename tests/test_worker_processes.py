@@ -22,10 +22,10 @@ from sqlalchemy import select, text
 
 from sheets_sync import store
 from sheets_sync.config import Settings
-from sheets_sync.db import take_write_lock
-from sheets_sync.migrate import upgrade
-from sheets_sync.models import Connection, SyncRun
-from sheets_sync.runtime import Runtime, build_runtime
+from sheets_sync.jobs.runtime import Runtime, build_runtime
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.migrate import upgrade
+from sheets_sync.store.models import Connection, SyncRun
 from tests.fakes.instantly_api import FakeInstantlyServer
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info
 from tests.worker_helpers import (

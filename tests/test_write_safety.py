@@ -13,9 +13,9 @@ import datetime as dt
 
 import pytest
 
-from sheets_sync.engine import Features
 from sheets_sync.errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed
-from sheets_sync.sheets import make_sheets_client
+from sheets_sync.pipeline.refresh import Features
+from sheets_sync.pipeline.sheets_writer import make_sheets_client
 from tests.test_engine_features import HISTORY, TAB, Syncer, campaign
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)

@@ -6,8 +6,8 @@ import datetime as dt
 from typing import Any
 
 from sheets_sync import store
-from sheets_sync.models import Connection, SyncRun
-from sheets_sync.sync import execute_run
+from sheets_sync.jobs.sync import execute_run
+from sheets_sync.store.models import Connection, SyncRun
 from tests.plugin_fakes import INSTANTLY_KEY
 from tests.plugin_web import csrf_token
 

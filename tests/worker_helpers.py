@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import select
 
 from sheets_sync import store
-from sheets_sync.db import take_write_lock
-from sheets_sync.models import Connection, SyncRun, User
-from sheets_sync.runtime import Runtime
+from sheets_sync.jobs.runtime import Runtime
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.models import Connection, SyncRun, User
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_ACCOUNT_EMAIL = "sheets-sync@test-project.iam.gserviceaccount.com"
@@ -113,7 +113,7 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "sheets_sync.cli", "worker", *args],
+        [sys.executable, "-m", "sheets_sync.cli.main", "worker", *args],
         env=env,
         cwd=str(ROOT),
         stdout=out,

@@ -12,8 +12,8 @@ from typing import Any
 from flask import Flask, jsonify
 
 from sheets_sync.config import Settings, load_settings
-from sheets_sync.runtime import Runtime, build_runtime
-from sheets_sync.secrets import load_or_create_secret_key
+from sheets_sync.jobs.runtime import Runtime, build_runtime
+from sheets_sync.store.secrets import load_or_create_secret_key
 
 from .extensions import csrf, login_manager
 from .security import install_security_headers

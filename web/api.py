@@ -26,9 +26,9 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sheets_sync import store
-from sheets_sync.connection_input import ConnectionCreate, ConnectionFields, with_features
+from sheets_sync.connection_rules import ConnectionCreate, ConnectionFields, with_features
 from sheets_sync.errors import InvalidInput
-from sheets_sync.models import User
+from sheets_sync.store.models import User
 
 from .api_models import (
     ConnectionList,

@@ -16,10 +16,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sheets_sync.connection_input import features_of
+from sheets_sync.connection_rules import features_of
 from sheets_sync.errors import InvalidInput
 from sheets_sync.links import spreadsheet_link
-from sheets_sync.models import Connection, SyncRun
+from sheets_sync.store.models import Connection, SyncRun
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
 RunTrigger = Literal["manual", "api", "schedule", "cli"]

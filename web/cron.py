@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 
-from sheets_sync.worker import run_due
+from sheets_sync.jobs.worker import run_due
 
 from .users import runtime
 

@@ -22,7 +22,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
-from sheets_sync.connection_input import (
+from sheets_sync.connection_rules import (
     SCHEDULES,
     WEEKDAYS,
     ConnectionCreate,
@@ -31,7 +31,7 @@ from sheets_sync.connection_input import (
     features_of,
 )
 from sheets_sync.date_ranges import PRESETS
-from sheets_sync.models import DEFAULT_WORKSHEET_TITLE, Connection
+from sheets_sync.store.models import DEFAULT_WORKSHEET_TITLE, Connection
 
 MIN_PASSWORD_LENGTH = 10
 

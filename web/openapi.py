@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from sheets_sync.connection_input import ConnectionCreate, ConnectionFields
+from sheets_sync.connection_rules import ConnectionCreate, ConnectionFields
 
 from .api_models import ConnectionList, ConnectionOut, ErrorOut, RunList, RunOut
 

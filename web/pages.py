@@ -26,10 +26,10 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.orm import Session
 
 from sheets_sync import store
-from sheets_sync.connection_input import with_features
+from sheets_sync.connection_rules import with_features
 from sheets_sync.errors import InvalidInput, SyncError, scrub
 from sheets_sync.links import parse_spreadsheet_url
-from sheets_sync.models import Connection, SyncRun, User
+from sheets_sync.store.models import Connection, SyncRun, User
 
 from . import present
 from .auth import csrf_error

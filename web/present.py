@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import url_for
 
-from sheets_sync.connection_input import SCHEDULES, WEEKDAYS
+from sheets_sync.connection_rules import SCHEDULES, WEEKDAYS
 from sheets_sync.date_ranges import PRESETS
 from sheets_sync.errors import InvalidInput
 from sheets_sync.links import spreadsheet_link
-from sheets_sync.models import Connection, SyncRun
+from sheets_sync.store.models import Connection, SyncRun
 
 STATUS_LABELS = {
     "queued": "Queued",

@@ -16,9 +16,9 @@ from flask_login import UserMixin, current_user
 from sqlalchemy.orm import Session
 
 from sheets_sync import store
-from sheets_sync.db import session_scope
-from sheets_sync.models import User
-from sheets_sync.runtime import Runtime
+from sheets_sync.jobs.runtime import Runtime
+from sheets_sync.store.db import session_scope
+from sheets_sync.store.models import User
 
 from .extensions import login_manager
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from .notes import row_key
-from .render import (
+from sheets_sync.pipeline.notes import row_key
+from sheets_sync.pipeline.render import (
     HEADER_FORMAT,
     INT_FORMAT,
     PERCENT_FORMAT,
@@ -30,7 +30,7 @@ from .render import (
     column_properties,
     text_cell,
 )
-from .report import ALL_CAMPAIGNS, Report
+from sheets_sync.pipeline.report import ALL_CAMPAIGNS, Report
 
 DEFAULT_HORIZON_DAYS = 180
 # Far below Google's 10,000,000 cells per spreadsheet, leaving room for the other tabs.

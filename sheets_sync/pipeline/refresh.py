@@ -12,17 +12,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from . import history as history_tab
-from . import revision
-from .date_ranges import DateRange, resolve
-from .errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed, SyncError
-from .instantly import Campaign, InstantlyClient
-from .links import spreadsheet_link
-from .notes import plan_notes, read_notes, row_key
-from .render import Extras, RemovedNoteRow, add_sheet_request, chart_id_for, render
-from .report import ALL_CAMPAIGNS, CampaignSection, Report, build_report
-from .sheets import SheetsClient, TabWanted, new_sheet_id
-from .winners import DEFAULT_MIN_SAMPLE
+from sheets_sync.date_ranges import DateRange, resolve
+from sheets_sync.errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed, SyncError
+from sheets_sync.links import spreadsheet_link
+from sheets_sync.pipeline import history as history_tab
+from sheets_sync.pipeline import revision
+from sheets_sync.pipeline.instantly import Campaign, InstantlyClient
+from sheets_sync.pipeline.notes import plan_notes, read_notes, row_key
+from sheets_sync.pipeline.render import (
+    Extras,
+    RemovedNoteRow,
+    add_sheet_request,
+    chart_id_for,
+    render,
+)
+from sheets_sync.pipeline.report import ALL_CAMPAIGNS, CampaignSection, Report, build_report
+from sheets_sync.pipeline.sheets_writer import SheetsClient, TabWanted, new_sheet_id
+from sheets_sync.pipeline.winners import DEFAULT_MIN_SAMPLE
 
 # The connection page shows the last synced table from this many rows.
 LAST_TABLE_ROWS = 200

@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .date_ranges import PRESETS, validate_date_range
-from .errors import InvalidInput
-from .links import parse_spreadsheet_url
+from sheets_sync.date_ranges import PRESETS, validate_date_range
+from sheets_sync.errors import InvalidInput
+from sheets_sync.links import parse_spreadsheet_url
 
 Schedule = Literal["off", "hourly", "every_6_hours", "daily", "weekly"]
 SCHEDULES: dict[str, str] = {

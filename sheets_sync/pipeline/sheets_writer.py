@@ -24,9 +24,9 @@ from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 from gspread.exceptions import APIError
 
-from . import USER_AGENT, revision
-from .config import DEFAULT_SHEETS_API_URL
-from .errors import (
+from sheets_sync import USER_AGENT
+from sheets_sync.config import DEFAULT_SHEETS_API_URL
+from sheets_sync.errors import (
     GoogleApiDisabled,
     GoogleAuthUnavailable,
     GoogleCredentialsMissing,
@@ -41,9 +41,10 @@ from .errors import (
     SyncError,
     scrub,
 )
-from .links import spreadsheet_link
-from .retry import RetryPolicy, call_with_retry, parse_retry_after
-from .revision import Revision
+from sheets_sync.links import spreadsheet_link
+from sheets_sync.pipeline import revision
+from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
+from sheets_sync.pipeline.revision import Revision
 
 SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
 _GOOGLE_ROOT = DEFAULT_SHEETS_API_URL

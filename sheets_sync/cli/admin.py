@@ -10,8 +10,8 @@ import sys
 import threading
 from typing import Any
 
-from .config import Settings
-from .errors import InvalidInput
+from sheets_sync.config import Settings
+from sheets_sync.errors import InvalidInput
 
 
 def _configure_logging() -> None:
@@ -21,8 +21,8 @@ def _configure_logging() -> None:
 
 
 def _runtime(settings: Settings, *, migrate: bool = False) -> Any:
-    from .migrate import upgrade
-    from .runtime import build_runtime
+    from sheets_sync.jobs.runtime import build_runtime
+    from sheets_sync.store.migrate import upgrade
 
     if migrate:
         upgrade(settings.resolved_database_url)
@@ -33,10 +33,9 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # The one place the engine package touches Flask: the command that starts the server.
     from werkzeug.serving import make_server
 
+    from sheets_sync.jobs.scheduler import enqueue_due
+    from sheets_sync.jobs.worker import EmbeddedWorker
     from web import create_app
-
-    from .scheduler import enqueue_due
-    from .worker import EmbeddedWorker
 
     _configure_logging()
     rt = _runtime(settings, migrate=True)
@@ -65,8 +64,8 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from .scheduler import enqueue_due
-    from .worker import Worker
+    from sheets_sync.jobs.scheduler import enqueue_due
+    from sheets_sync.jobs.worker import Worker
 
     _configure_logging()
     rt = _runtime(settings, migrate=args.migrate)
@@ -98,7 +97,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from .migrate import upgrade
+    from sheets_sync.store.migrate import upgrade
 
     upgrade(settings.resolved_database_url)
     print("Database is up to date.")
@@ -116,7 +115,7 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
-    from . import store
+    from sheets_sync import store
 
     rt = _runtime(settings, migrate=True)
     password = _read_password(args)
@@ -128,8 +127,8 @@ def _cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from . import store
-    from .db import take_write_lock
+    from sheets_sync import store
+    from sheets_sync.store.db import take_write_lock
 
     rt = _runtime(settings, migrate=True)
     with rt.session_factory() as s, s.begin():
@@ -144,7 +143,7 @@ def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    from .secrets import rotate
+    from sheets_sync.store.secrets import rotate
 
     rt = _runtime(settings, migrate=True)
     with rt.session_factory() as s, s.begin():

@@ -13,7 +13,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy import JSON, DateTime
 
-from sheets_sync.models import Base, UTCDateTime
+from sheets_sync.store.models import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
@@ -62,7 +62,7 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
 
-    from sheets_sync.db import make_engine
+    from sheets_sync.store.db import make_engine
 
     url = config.get_main_option("sqlalchemy.url")
     if not url:

@@ -15,9 +15,9 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from . import USER_AGENT
-from .config import DEFAULT_INSTANTLY_API_URL
-from .errors import (
+from sheets_sync import USER_AGENT
+from sheets_sync.config import DEFAULT_INSTANTLY_API_URL
+from sheets_sync.errors import (
     InstantlyKeyRejected,
     InstantlyMalformedResponse,
     InstantlyNotFound,
@@ -28,7 +28,7 @@ from .errors import (
     InvalidInput,
     scrub,
 )
-from .retry import RetryPolicy, call_with_retry, parse_retry_after
+from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
 
 # --- response models -------------------------------------------------------------------
 

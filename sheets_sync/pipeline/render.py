@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .errors import ReportTooLarge
-from .report import LABEL_KEYS, Column, Report, Row
+from sheets_sync.errors import ReportTooLarge
+from sheets_sync.pipeline.report import LABEL_KEYS, Column, Report, Row
 
 TITLE_ROW = 0
 INFO_ROW = 1

@@ -21,12 +21,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+
+from sheets_sync.store.runs import RUNS_CHANNEL
 
 log = logging.getLogger("sheets_sync.wakeup")
 
-RUNS_CHANNEL = "sheets_sync_runs"
 
 # libpq settings for the listen connection unless the URL sets them: give up on an
 # unreachable server instead of hanging, and notice a silently dead peer within about
@@ -40,14 +40,6 @@ _LISTEN_CONNECT_DEFAULTS: dict[str, Any] = {
 }
 
 
-def notify_run_queued(s: Session) -> None:
-    """Tell listening workers a run was queued, when ``s``'s transaction commits.
-
-    The payload is empty on purpose: PostgreSQL folds identical notifications of one
-    transaction into one, so queueing 500 due connections wakes each worker once.
-    """
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text(f"NOTIFY {RUNS_CHANNEL}"))
 
 
 class QueueListener:

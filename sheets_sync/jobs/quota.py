@@ -42,10 +42,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import take_write_lock
-from .errors import InstantlyRateLimited, SheetsQuotaExhausted
-from .models import RateLimit, RateLimitGrant
-from .retry import parse_retry_after
+from sheets_sync.errors import InstantlyRateLimited, SheetsQuotaExhausted
+from sheets_sync.pipeline.retry import parse_retry_after
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.models import RateLimit, RateLimitGrant
 
 log = logging.getLogger("sheets_sync.quota")
 

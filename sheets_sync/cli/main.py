@@ -12,14 +12,14 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 
-from .config import Settings, load_settings
-from .errors import ConfigurationError, InvalidInput, SyncError
+from sheets_sync.config import Settings, load_settings
+from sheets_sync.errors import ConfigurationError, InvalidInput, SyncError
 
 
 def _client_factories(settings: Settings) -> tuple[Callable, Callable]:
-    from .instantly import InstantlyClient
-    from .retry import RetryPolicy
-    from .sheets import make_sheets_client
+    from sheets_sync.pipeline.instantly import InstantlyClient
+    from sheets_sync.pipeline.retry import RetryPolicy
+    from sheets_sync.pipeline.sheets_writer import make_sheets_client
 
     retry = RetryPolicy(max_total_wait=settings.retry_max_wait)
 
@@ -43,8 +43,8 @@ def _client_factories(settings: Settings) -> tuple[Callable, Callable]:
 
 
 def _adhoc_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from .engine import SyncSpec, run_sync
-    from .links import parse_spreadsheet_url
+    from sheets_sync.links import parse_spreadsheet_url
+    from sheets_sync.pipeline.refresh import SyncSpec, run_sync
 
     api_key = os.environ.get("INSTANTLY_API_KEY", "")
     if not api_key.strip():
@@ -78,8 +78,8 @@ def _adhoc_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _stored_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from .cli_admin import _runtime
-    from .sync import run_connection_now
+    from sheets_sync.cli.admin import _runtime
+    from sheets_sync.jobs.sync import run_connection_now
 
     result = run_connection_now(_runtime(settings, migrate=True), int(args.connection_id))
     print(result.summary)
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opportunities", action="store_true", help="include opportunity counts")
     p.set_defaults(func=_cmd_sync)
 
-    from . import cli_admin
+    from sheets_sync.cli import admin as cli_admin
 
     cli_admin.add_commands(sub)
     return parser

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 
-from .db import SQLITE_BEGIN_OPTION, make_engine
+from sheets_sync.store.db import SQLITE_BEGIN_OPTION, make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Arbitrary constant naming "sheets-sync schema migration" among advisory locks.

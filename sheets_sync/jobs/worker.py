@@ -36,11 +36,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from . import store
-from .quota import SHEETS_WRITE
-from .runtime import Runtime
-from .sync import RunResult, execute_run
-from .wakeup import QueueListener
+from sheets_sync import store
+from sheets_sync.jobs.quota import SHEETS_WRITE
+from sheets_sync.jobs.runtime import Runtime
+from sheets_sync.jobs.sync import RunResult, execute_run
+from sheets_sync.jobs.wakeup import QueueListener
 
 log = logging.getLogger("sheets_sync.worker")
 
@@ -310,7 +310,7 @@ def run_due(rt: Runtime, *, max_seconds: float, concurrency: int = 4) -> dict[st
     """One bounded round for platforms without long-running workers (the cron endpoint):
     queue what is due, run syncs until the queue is empty or ``max_seconds`` have passed
     (no new sync starts after that), and say what happened."""
-    from .scheduler import backlog, enqueue_due
+    from sheets_sync.jobs.scheduler import backlog, enqueue_due
 
     started = time.monotonic()
     with rt.session_factory() as s, s.begin():

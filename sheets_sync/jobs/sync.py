@@ -26,15 +26,16 @@ from tenacity import (
     wait_random,
 )
 
-from . import alerts, store
-from .connection_input import features_of
-from .db import is_transient_error, take_write_lock
-from .engine import Features, SyncOutcome, SyncSpec, run_sync
-from .errors import ConnectionDeleted, InternalError, SyncError
-from .instantly import Campaign
-from .models import Connection, SyncRun
-from .runtime import Runtime
-from .scheduler import schedule_next
+from sheets_sync import store
+from sheets_sync.connection_rules import features_of
+from sheets_sync.errors import ConnectionDeleted, InternalError, SyncError
+from sheets_sync.jobs import alerts
+from sheets_sync.jobs.runtime import Runtime
+from sheets_sync.pipeline.instantly import Campaign
+from sheets_sync.pipeline.refresh import Features, SyncOutcome, SyncSpec, run_sync
+from sheets_sync.store import schedule_next
+from sheets_sync.store.db import is_transient_error, take_write_lock
+from sheets_sync.store.models import Connection, SyncRun
 
 T = TypeVar("T")
 

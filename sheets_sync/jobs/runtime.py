@@ -14,13 +14,22 @@ from cryptography.fernet import MultiFernet
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .config import Settings
-from .db import make_engine, make_session_factory
-from .instantly import InstantlyClient
-from .quota import QuotaBudget, attach_to_sheets_client, instantly_session, sheets_adapter
-from .retry import RetryPolicy
-from .secrets import load_or_create_keys
-from .sheets import SheetsClient, make_sheets_client, service_account_email
+from sheets_sync.config import Settings
+from sheets_sync.jobs.quota import (
+    QuotaBudget,
+    attach_to_sheets_client,
+    instantly_session,
+    sheets_adapter,
+)
+from sheets_sync.pipeline.instantly import InstantlyClient
+from sheets_sync.pipeline.retry import RetryPolicy
+from sheets_sync.pipeline.sheets_writer import (
+    SheetsClient,
+    make_sheets_client,
+    service_account_email,
+)
+from sheets_sync.store.db import make_engine, make_session_factory
+from sheets_sync.store.secrets import load_or_create_keys
 
 
 def _utcnow() -> datetime:

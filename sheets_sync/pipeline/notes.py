@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .render import KEY_HEADER, NOTES_HEADER, REMOVED_PREFIX, REMOVED_TITLE
-from .report import Row
+from sheets_sync.pipeline.render import KEY_HEADER, NOTES_HEADER, REMOVED_PREFIX, REMOVED_TITLE
+from sheets_sync.pipeline.report import Row
 
 __all__ = ["KEY_HEADER", "NOTES_HEADER", "REMOVED_PREFIX", "REMOVED_TITLE"]
 TOTAL_KEY = "total"

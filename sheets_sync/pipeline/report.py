@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .instantly import Campaign, StepStats, Variant
-from .winners import DEFAULT_MIN_SAMPLE, Arm, Call, call_step
+from sheets_sync.pipeline.instantly import Campaign, StepStats, Variant
+from sheets_sync.pipeline.winners import DEFAULT_MIN_SAMPLE, Arm, Call, call_step
 
 ColumnKind = Literal["text", "int", "percent"]
 RowKind = Literal["data", "unattributed", "total"]

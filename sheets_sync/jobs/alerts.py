@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .config import Settings
-from .errors import ConfigurationError, scrub
+from sheets_sync.config import Settings
+from sheets_sync.errors import ConfigurationError, scrub
 
 log = logging.getLogger("sheets_sync.alerts")
 

@@ -21,10 +21,10 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .config import Settings
-from .db import take_write_lock
-from .errors import ConfigurationError
-from .models import Connection
+from sheets_sync.config import Settings
+from sheets_sync.errors import ConfigurationError
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.models import Connection
 
 log = logging.getLogger(__name__)
 

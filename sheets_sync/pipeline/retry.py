@@ -20,7 +20,7 @@ from typing import TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from .errors import SyncError
+from sheets_sync.errors import SyncError
 
 T = TypeVar("T")
 

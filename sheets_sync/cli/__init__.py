@@ -1,0 +1,1 @@
+"""The sheets-sync command line."""

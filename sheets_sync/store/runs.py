@@ -1,0 +1,358 @@
+"""The run queue: queue, claim, lease, finish, expire and prune runs, and read them back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sheets_sync.errors import scrub
+from sheets_sync.store.connections import get_connection
+from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.ids import NotFound, _now, _valid_id
+from sheets_sync.store.models import (
+    ACTIVE_RUN_STATUSES,
+    FINISHED_RUN_STATUSES,
+    RUN_TRIGGERS,
+    Connection,
+    SyncRun,
+    User,
+)
+
+# --- runs ------------------------------------------------------------------------------
+#
+# Every run function takes an optional aware ``now``: the worker passes its runtime clock,
+# so leases, queue times and expiry are all measured on the same clock (a test with a
+# fake clock cannot get a lease stamped in real time and expired in fake time).
+
+DEFAULT_MAX_ATTEMPTS = 3
+_MAX_ERROR_MESSAGE = 4000
+WORKER_LOST = "worker_lost"
+
+
+def enqueue_run(
+    s: Session, connection: Connection, trigger: str, *, now: datetime | None = None
+) -> tuple[SyncRun, bool]:
+    """Queue a sync: ``(new run, True)``, or ``(the queued/running run, False)`` if any.
+
+    Race-safe without locks: the partial unique index allows one active run per
+    connection, so of two concurrent inserts one fails; it is caught inside a SAVEPOINT
+    (the caller's transaction survives) and the winner's run is returned.
+
+    On PostgreSQL a new run also sends a ``NOTIFY`` that wakes the workers when the
+    caller's transaction commits (``sheets_sync.wakeup``).
+    """
+    if trigger not in RUN_TRIGGERS:
+        raise ValueError(f"trigger must be one of {RUN_TRIGGERS}")
+    take_write_lock(s)
+    return _enqueue(s, connection.id, trigger, attempt=1, now=now or _now())
+
+
+def _find_active_run(s: Session, connection_id: int) -> SyncRun | None:
+    return s.scalar(
+        select(SyncRun)
+        .where(SyncRun.connection_id == connection_id, SyncRun.status.in_(ACTIVE_RUN_STATUSES))
+        .execution_options(populate_existing=True)
+    )
+
+
+def _enqueue(
+    s: Session, connection_id: int, trigger: str, *, attempt: int, now: datetime
+) -> tuple[SyncRun, bool]:
+    existing = _find_active_run(s, connection_id)
+    if existing is not None:
+        return existing, False
+    run = SyncRun(
+        connection_id=connection_id,
+        status="queued",
+        trigger=trigger,
+        queued_at=now,
+        attempt=attempt,
+    )
+    try:
+        with s.begin_nested():
+            s.add(run)
+    except IntegrityError:
+        # Someone else's run won the unique index between our SELECT and INSERT
+        # (PostgreSQL: our INSERT waited for their commit). Return theirs.
+        existing = _find_active_run(s, connection_id)
+        if existing is None:
+            raise  # a different integrity problem, e.g. the connection was just deleted
+        return existing, False
+    notify_run_queued(s)
+    return run, True
+
+
+def claim_next_run(
+    s: Session, worker_id: str, lease_seconds: float, *, now: datetime | None = None
+) -> SyncRun | None:
+    """Take the oldest queued run for this worker (status running + lease), or None.
+
+    Correct under any concurrency: the conditional UPDATE only succeeds while the run is
+    still queued, so of two workers exactly one sees rowcount 1. On PostgreSQL the
+    candidate is selected ``FOR UPDATE SKIP LOCKED`` so concurrent workers pick different
+    runs instead of queueing on the same row; on SQLite the transaction takes the write
+    lock first (``db.take_write_lock``), so the SELECT and the UPDATE see the same queue.
+    """
+    take_write_lock(s)
+    query = (
+        select(SyncRun.id)
+        .where(SyncRun.status == "queued")
+        .order_by(SyncRun.queued_at, SyncRun.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    for _ in range(5):
+        candidate = s.scalar(query)
+        if candidate is None:
+            return None
+        run = claim_run(s, candidate, worker_id, lease_seconds, now=now)
+        if run is not None:
+            return run
+        # Lost the race for this one (only possible without row locks); try the next.
+    return None
+
+
+def claim_run(
+    s: Session,
+    run_id: int,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+) -> SyncRun | None:
+    """Claim a specific queued run (e.g. the CLI's foreground sync); None if not queued."""
+    if not worker_id:
+        raise ValueError("worker_id is required")
+    take_write_lock(s)
+    now = now or _now()
+    result = s.execute(
+        update(SyncRun)
+        .where(SyncRun.id == run_id, SyncRun.status == "queued")
+        .values(
+            status="running",
+            worker_id=worker_id,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return s.get(SyncRun, run_id, populate_existing=True)
+
+
+def renew_lease(
+    s: Session,
+    run_id: int,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+) -> bool:
+    """Extend the lease of a run this worker holds; False if it no longer holds it."""
+    take_write_lock(s)
+    result = s.execute(
+        update(SyncRun)
+        .where(
+            SyncRun.id == run_id,
+            SyncRun.worker_id == worker_id,
+            SyncRun.status == "running",
+        )
+        .values(lease_expires_at=(now or _now()) + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def finish_run(
+    s: Session,
+    run_id: int,
+    *,
+    status: str,
+    rows_written: int | None = None,
+    http_calls: int | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    sheet_url: str | None = None,
+    worker_id: str | None = None,
+    now: datetime | None = None,
+    redact: Iterable[str] = (),
+) -> bool:
+    """Record a running run's outcome. False (nothing written) if it is not running any
+    more, e.g. its lease expired and it was already marked interrupted and re-queued;
+    pass ``worker_id`` to also require that this worker still holds it.
+
+    ``error_message`` is scrubbed of ``redact`` (the connection's Instantly key) and of
+    anything credential-like before it is stored: the last line of defence for text that
+    came from an upstream answer."""
+    if status not in FINISHED_RUN_STATUSES:
+        raise ValueError(f"status must be one of {FINISHED_RUN_STATUSES}")
+    if error_message is not None:
+        error_message = scrub(error_message, redact)
+    if error_message is not None and len(error_message) > _MAX_ERROR_MESSAGE:
+        error_message = error_message[: _MAX_ERROR_MESSAGE - 1] + "…"
+    take_write_lock(s)
+    conditions = [SyncRun.id == run_id, SyncRun.status == "running"]
+    if worker_id is not None:
+        conditions.append(SyncRun.worker_id == worker_id)
+    result = s.execute(
+        update(SyncRun)
+        .where(*conditions)
+        .values(
+            status=status,
+            finished_at=now or _now(),
+            lease_expires_at=None,
+            rows_written=rows_written,
+            http_calls=http_calls,
+            error_code=error_code,
+            error_message=error_message,
+            sheet_url=sheet_url,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    s.get(SyncRun, run_id, populate_existing=True)  # refresh a copy the caller may hold
+    return True
+
+
+def expire_leases(
+    s: Session, now: datetime | None = None, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> int:
+    """Mark running runs whose lease has passed as ``interrupted`` ("worker_lost") and
+    queue a fresh run (attempt + 1) for the same connection; returns how many expired.
+
+    The interrupted run stays in the history. After ``max_attempts`` nothing is re-queued:
+    a run that keeps killing its worker (out of memory, say) must not loop forever.
+    """
+    take_write_lock(s)
+    now = now or _now()
+    expired = list(
+        s.execute(
+            select(SyncRun.id, SyncRun.connection_id, SyncRun.trigger, SyncRun.attempt)
+            .where(SyncRun.status == "running", SyncRun.lease_expires_at < now)
+            .order_by(SyncRun.id)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    count = 0
+    for run_id, connection_id, trigger, attempt in expired:
+        requeue = attempt < max_attempts
+        message = "The worker running this sync stopped responding before it finished."
+        message += (
+            " The sync was queued again."
+            if requeue
+            else f" Gave up after {attempt} attempts; start it again with Refresh."
+        )
+        result = s.execute(
+            update(SyncRun)
+            .where(
+                SyncRun.id == run_id,
+                SyncRun.status == "running",
+                SyncRun.lease_expires_at < now,
+            )
+            .values(
+                status="interrupted",
+                finished_at=now,
+                error_code=WORKER_LOST,
+                error_message=message,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # renewed or finished in the meantime
+        count += 1
+        s.get(SyncRun, run_id, populate_existing=True)
+        if requeue:
+            _enqueue(s, connection_id, trigger, attempt=attempt + 1, now=now)
+    return count
+
+
+def list_runs(s: Session, user: User, connection_id: int, limit: int = 50) -> list[SyncRun]:
+    """The user's connection's runs, newest first (``NotFound`` if not theirs)."""
+    connection = get_connection(s, user, connection_id)
+    limit = max(1, min(int(limit), 1000))
+    return list(
+        s.scalars(
+            select(SyncRun)
+            .where(SyncRun.connection_id == connection.id)
+            .order_by(SyncRun.queued_at.desc(), SyncRun.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def get_run(s: Session, user: User, run_id: int) -> SyncRun:
+    """A run of one of the user's connections, else ``NotFound``."""
+    number = _valid_id(run_id)
+    run = None
+    if number is not None:
+        run = s.scalar(
+            select(SyncRun)
+            .join(Connection, Connection.id == SyncRun.connection_id)
+            .where(SyncRun.id == number, Connection.user_id == user.id)
+        )
+    if run is None:
+        raise NotFound("run")
+    return run
+
+
+def last_run(s: Session, connection: Connection) -> SyncRun | None:
+    return s.scalar(
+        select(SyncRun)
+        .where(SyncRun.connection_id == connection.id)
+        .order_by(SyncRun.queued_at.desc(), SyncRun.id.desc())
+        .limit(1)
+    )
+
+
+def last_runs(s: Session, connections: Iterable[Connection]) -> dict[int, SyncRun]:
+    """The newest run of each connection in one query (the dashboard lists many)."""
+    ids = [c.id for c in connections]
+    if not ids:
+        return {}
+    newest = (
+        select(SyncRun.connection_id, func.max(SyncRun.id).label("run_id"))
+        .where(SyncRun.connection_id.in_(ids))
+        .group_by(SyncRun.connection_id)
+        .subquery()
+    )
+    runs = s.scalars(select(SyncRun).join(newest, SyncRun.id == newest.c.run_id))
+    return {run.connection_id: run for run in runs}
+
+
+
+RUNS_CHANNEL = "sheets_sync_runs"
+
+
+def notify_run_queued(s: Session) -> None:
+    """Tell listening workers a run was queued, when ``s``'s transaction commits.
+
+    The payload is empty on purpose: PostgreSQL folds identical notifications of one
+    transaction into one, so queueing 500 due connections wakes each worker once.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text(f"NOTIFY {RUNS_CHANNEL}"))
+
+
+def prune_runs(s: Session, older_than: datetime) -> int:
+    """Delete finished runs that finished before ``older_than``, keeping each connection's
+    newest run (the page shows it as the last result however old it is)."""
+    take_write_lock(s)
+    newest = (
+        select(func.max(SyncRun.id)).group_by(SyncRun.connection_id).scalar_subquery()
+    )
+    result = s.execute(
+        delete(SyncRun)
+        .where(
+            SyncRun.status.in_(FINISHED_RUN_STATUSES),
+            SyncRun.finished_at < older_than,
+            SyncRun.id.not_in(newest),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
