@@ -25,10 +25,9 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sheets_sync import store
-from sheets_sync.store import passwords, runs, users
 from sheets_sync.config import load_settings
 from sheets_sync.errors import ConfigurationError, InvalidInput
-from sheets_sync.store import NotFound, migrate
+from sheets_sync.store import NotFound, migrate, passwords, runs, users
 from sheets_sync.store import secrets as crypto
 from sheets_sync.store.db import make_engine, make_session_factory, session_scope
 from sheets_sync.store.models import Base, Connection, SyncRun, User
