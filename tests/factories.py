@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sheets_sync.pipeline.instantly import StepStats
+from sheets_sync.pipeline.instantly_models import StepStats
 
 # Every required count of the model (so a new metric needs no edit here).
 _ZERO_METRICS = tuple(

@@ -66,7 +66,7 @@ def run_scheduled(rt, cid: int) -> None:
         take_write_lock(s)
         c = s.get(type(connection(rt, cid)), cid)
         store.enqueue_run(s, c, "schedule")
-    assert Worker(rt).run_once() == 1
+    assert Worker(rt).drain() == 1
 
 
 @pytest.fixture

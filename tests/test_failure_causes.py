@@ -94,7 +94,7 @@ def run_scheduled(w: World) -> SyncRun:
     with w.rt.session_factory() as s, s.begin():
         take_write_lock(s)
         store.enqueue_run(s, s.get(Connection, w.cid), "schedule")
-    assert Worker(w.rt).run_once() == 1
+    assert Worker(w.rt).drain() == 1
     return runs_of(w.rt, w.cid)[-1]
 
 

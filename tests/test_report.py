@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sheets_sync.pipeline.instantly import Campaign
+from sheets_sync.pipeline.instantly_models import Campaign
 from sheets_sync.pipeline.report import (
     UNATTRIBUTED_STEP,
     UNATTRIBUTED_VARIANT,

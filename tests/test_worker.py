@@ -103,13 +103,13 @@ def test_housekeeping_prunes_old_history_once_an_hour(runtime, fake_sheets) -> N
         s.add(SyncRun(connection_id=cid, status="succeeded", trigger="manual",
                       queued_at=old, started_at=old,
                       finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1)))
-    Worker(runtime).run_once()
+    Worker(runtime).drain()
     assert runs_by_status(runtime) == {"succeeded": 1}
     # The newest run stays even when it is old (the page shows it as the last result).
     with runtime.session_factory() as s, s.begin():
         s.add(SyncRun(connection_id=cid, status="failed", trigger="manual",
                       queued_at=old, started_at=old, finished_at=old))
-    Worker(runtime).run_once()  # within the hour: no second pruning
+    Worker(runtime).drain()  # within the hour: no second pruning
     assert runs_by_status(runtime) == {"succeeded": 1, "failed": 1}
 
 
@@ -120,7 +120,7 @@ def test_heartbeat_keeps_a_long_sync_s_lease(runtime, fake_sheets, fake_instantl
                             due_at=past())
     worker = Worker(runtime, lease_seconds=0.6, before_claim=lambda: enqueue_due(runtime))
     other = Worker(runtime, lease_seconds=0.6)
-    t = threading.Thread(target=worker.run_once)
+    t = threading.Thread(target=worker.drain)
     t.start()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and t.is_alive():

@@ -4,71 +4,28 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import signal
 import sys
 import threading
-from typing import Any
 
+from sheets_sync.cli.process import configure_logging, make_runtime
 from sheets_sync.config import Settings
 from sheets_sync.errors import InvalidInput
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Alembic narrates every plugin it loads on each start; only its problems matter here.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: only ``serve`` needs Flask, and the other commands start without it.
+    from sheets_sync.cli.serve import serve
 
-
-def _runtime(settings: Settings, *, migrate: bool = False) -> Any:
-    from sheets_sync.jobs.runtime import build_runtime
-    from sheets_sync.store.migrate import upgrade
-
-    if migrate:
-        upgrade(settings.resolved_database_url)
-    return build_runtime(settings)
-
-
-def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    # The one place the engine package touches Flask: the command that starts the server.
-    from werkzeug.serving import make_server
-
-    from sheets_sync.jobs.scheduler import enqueue_due
-    from sheets_sync.jobs.worker import EmbeddedWorker
-    from web import create_app
-
-    _configure_logging()
-    rt = _runtime(settings, migrate=True)
-    app = create_app({"SETTINGS": settings, "RUNTIME": rt})
-    # Scheduled refreshes too: the embedded worker queues due connections as it polls.
-    worker = EmbeddedWorker(rt, before_claim=lambda: enqueue_due(rt))
-    worker.start()
-    server = make_server(args.host, args.port, app, threaded=True)
-    print(f"sheets-sync is running on http://{args.host}:{server.port}/ (Ctrl+C to stop)")
-    if rt.service_account_email is None:
-        print("Note: GOOGLE_APPLICATION_CREDENTIALS is not set; syncs will say how to set it.")
-    stop = threading.Event()
-
-    def _terminate(*_: object) -> None:
-        stop.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        worker.stop()
-    return 0
+    return serve(args, settings)
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from sheets_sync.jobs.scheduler import enqueue_due
     from sheets_sync.jobs.worker import Worker
 
-    _configure_logging()
-    rt = _runtime(settings, migrate=args.migrate)
+    configure_logging()
+    rt = make_runtime(settings, migrate=args.migrate)
     worker = Worker(
         rt,
         concurrency=args.concurrency,
@@ -77,7 +34,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         before_claim=lambda: enqueue_due(rt),
     )
     if args.once:
-        done = worker.run_once()
+        done = worker.drain()
         outcomes = ", ".join(f"{n} {status}" for status, n in sorted(worker.outcomes.items()))
         print(f"Ran {done} sync(s)" + (f": {outcomes}." if outcomes else "."))
         return 0
@@ -117,7 +74,7 @@ def _read_password(args: argparse.Namespace) -> str:
 def _cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
     from sheets_sync import store
 
-    rt = _runtime(settings, migrate=True)
+    rt = make_runtime(settings, migrate=True)
     password = _read_password(args)
     with rt.session_factory() as s, s.begin():
         user = store.create_user(s, args.email, password)
@@ -130,7 +87,7 @@ def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from sheets_sync import store
     from sheets_sync.store.db import take_write_lock
 
-    rt = _runtime(settings, migrate=True)
+    rt = make_runtime(settings, migrate=True)
     with rt.session_factory() as s, s.begin():
         take_write_lock(s)  # looks the user up, then adds the key
         user = store.get_user_by_email(s, args.email)
@@ -145,7 +102,7 @@ def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from sheets_sync.store.secrets import rotate
 
-    rt = _runtime(settings, migrate=True)
+    rt = make_runtime(settings, migrate=True)
     with rt.session_factory() as s, s.begin():
         count = rotate(s, rt.fernet)
     print(f"Re-encrypted {count} stored Instantly key(s) with the first encryption key.")
@@ -156,7 +113,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p = sub.add_parser("serve", help="web app and an embedded worker (SQLite by default)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=_cmd_serve)
+    p.set_defaults(func=serve_command)
 
     p = sub.add_parser("worker", help="run scheduled and queued syncs")
     p.add_argument("--once", action="store_true", help="run what is due now, then exit")

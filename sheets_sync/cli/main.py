@@ -78,10 +78,10 @@ def _adhoc_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _stored_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from sheets_sync.cli.admin import _runtime
+    from sheets_sync.cli.process import make_runtime
     from sheets_sync.jobs.sync import run_connection_now
 
-    result = run_connection_now(_runtime(settings, migrate=True), int(args.connection_id))
+    result = run_connection_now(make_runtime(settings, migrate=True), int(args.connection_id))
     print(result.summary)
     return 0 if result.ok else 1
 

@@ -31,7 +31,7 @@ from sheets_sync.connection_rules import features_of
 from sheets_sync.errors import ConnectionDeleted, InternalError, SyncError
 from sheets_sync.jobs import alerts
 from sheets_sync.jobs.runtime import Runtime
-from sheets_sync.pipeline.instantly import Campaign
+from sheets_sync.pipeline.instantly_models import Campaign
 from sheets_sync.pipeline.refresh import Features, SyncOutcome, SyncSpec, run_sync
 from sheets_sync.store import schedule_next
 from sheets_sync.store.db import is_transient_error, take_write_lock

@@ -187,10 +187,6 @@ class Worker:
         with self._lock:
             self.outcomes[result.status] += 1
 
-    def run_once(self) -> int:
-        """Queue what is due, then drain the queue in the foreground; how many ran."""
-        return self.drain()
-
     def drain(self, deadline: float | None = None) -> int:
         """Queue what is due and work the queue with ``concurrency`` threads until it is
         empty (waiting for Sheets permits when the budget says so) or, with a

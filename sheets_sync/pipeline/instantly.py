@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Any
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import ValidationError
 
 from sheets_sync import USER_AGENT
 from sheets_sync.config import DEFAULT_INSTANTLY_API_URL
@@ -28,90 +28,14 @@ from sheets_sync.errors import (
     InvalidInput,
     scrub,
 )
+from sheets_sync.pipeline.instantly_models import (
+    STEP_LIST,
+    Campaign,
+    CampaignPage,
+    CampaignSummary,
+    StepStats,
+)
 from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
-
-# --- response models -------------------------------------------------------------------
-
-
-class _Tolerant(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-def _index(value: Any) -> int | None:
-    """Instantly documents step and variant as ``string | null`` ("0", "1"…); accept ints."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError("must be a number as text or null")
-    if isinstance(value, int):
-        index = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        index = int(value.strip())
-    else:
-        raise ValueError("must be a number as text or null")
-    return index
-
-
-class StepStats(_Tolerant):
-    step: int | None
-    variant: int | None
-    sent: int = Field(ge=0)
-    opened: int
-    unique_opened: int
-    replies: int
-    unique_replies: int
-    replies_automatic: int
-    unique_replies_automatic: int
-    clicks: int
-    unique_clicks: int
-    opportunities: int | None = None
-    unique_opportunities: int | None = None
-    meetings_booked: int | None = None
-    won: int | None = None
-
-    _parse_step = field_validator("step", "variant", mode="before")(
-        lambda cls, v: _index(v)  # noqa: ARG005
-    )
-
-
-class Variant(_Tolerant):
-    subject: str = ""
-    v_disabled: bool = False
-
-
-class SequenceStep(_Tolerant):
-    variants: list[Variant] = []
-
-
-class Sequence(_Tolerant):
-    steps: list[SequenceStep] = []
-
-
-class CampaignSummary(_Tolerant):
-    id: str
-    name: str
-    status: int | float | None = None
-
-
-class Campaign(_Tolerant):
-    id: str
-    name: str
-    status: int | float | None = None
-    sequences: list[Sequence] = []
-
-    @property
-    def main_steps(self) -> list[SequenceStep]:
-        # Instantly uses only the first sequence; the rest of the array is ignored.
-        return self.sequences[0].steps if self.sequences else []
-
-
-class _CampaignPage(_Tolerant):
-    items: list[CampaignSummary]
-    next_starting_after: str | None = None
-
-
-_STEP_LIST = TypeAdapter(list[StepStats])
-
 
 # --- client ----------------------------------------------------------------------------
 
@@ -211,7 +135,7 @@ class InstantlyClient:
             params["include_opportunities_count"] = "true"
         payload = self._get_json("/campaigns/analytics/steps", params)
         try:
-            rows = _STEP_LIST.validate_python(payload)
+            rows = STEP_LIST.validate_python(payload)
         except ValidationError as exc:
             detail = f"step analytics row {_describe_validation(exc)}"
             raise InstantlyMalformedResponse(
@@ -233,7 +157,7 @@ class InstantlyClient:
                 params["starting_after"] = cursor
             if search:
                 params["search"] = search
-            page = self._parse(_CampaignPage, self._get_json("/campaigns", params), "campaign list")
+            page = self._parse(CampaignPage, self._get_json("/campaigns", params), "campaign list")
             yield from page.items
             cursor = page.next_starting_after
             # A cursor we have already followed would loop forever: treat it as the end.

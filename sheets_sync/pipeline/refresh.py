@@ -17,7 +17,8 @@ from sheets_sync.errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed, Syn
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.pipeline import history as history_tab
 from sheets_sync.pipeline import revision
-from sheets_sync.pipeline.instantly import Campaign, InstantlyClient
+from sheets_sync.pipeline.instantly import InstantlyClient
+from sheets_sync.pipeline.instantly_models import Campaign
 from sheets_sync.pipeline.notes import plan_notes, read_notes, row_key
 from sheets_sync.pipeline.render import (
     Extras,

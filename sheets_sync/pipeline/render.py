@@ -19,8 +19,6 @@ from typing import Any, Literal
 from sheets_sync.errors import ReportTooLarge
 from sheets_sync.pipeline.report import LABEL_KEYS, Column, Report, Row
 
-TITLE_ROW = 0
-INFO_ROW = 1
 HEADER_ROW = 2
 FIRST_DATA_ROW = 3
 # Far below Google's 10,000,000 cells per spreadsheet, leaving room for the user's tabs.

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sheets_sync.pipeline.instantly import Campaign, StepStats, Variant
+from sheets_sync.pipeline.instantly_models import Campaign, StepStats, Variant
 from sheets_sync.pipeline.winners import DEFAULT_MIN_SAMPLE, Arm, Call, call_step
 
 ColumnKind = Literal["text", "int", "percent"]

@@ -276,10 +276,6 @@ class SyncRun(Base):
 
     connection: Mapped[Connection] = relationship(back_populates="runs")
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_RUN_STATUSES
-
     def __repr__(self) -> str:
         return (
             f"<SyncRun id={self.id} connection_id={self.connection_id} "

@@ -29,7 +29,6 @@ from sheets_sync.store.models import Connection
 log = logging.getLogger(__name__)
 
 ENCRYPTION_KEYS_VARIABLE = "SHEETS_SYNC_ENCRYPTION_KEYS"
-SECRET_KEY_VARIABLE = "SHEETS_SYNC_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 ENCRYPTION_KEY_FILE = "encryption.key"
 SECRET_KEY_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 
