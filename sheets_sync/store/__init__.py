@@ -1,4 +1,4 @@
-"""Every query for users' objects lives here.
+"""The store's API: users and API keys, connections, and the run queue.
 
 Ownership is enforced in one place: ``get_connection`` (and ``get_run`` through the run's
 connection) only ever returns objects owned by the given user and raises ``NotFound``
