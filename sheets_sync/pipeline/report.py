@@ -177,14 +177,14 @@ def _subject(campaign: Campaign | None, step: int | None, variant: int | None) -
 
 def _winner_calls(
     sections: Sequence[CampaignSection], *, include_opportunities: bool, min_sample: int
-) -> dict[str, dict[RowKey, Call]]:
+) -> dict[str, dict[RowKey, Call[RowKey]]]:
     """Per call column, the verdict of each attributed row in a step of 2+ variants."""
-    out: dict[str, dict[RowKey, Call]] = {}
+    out: dict[str, dict[RowKey, Call[RowKey]]] = {}
     calls = _CALLS if include_opportunities else _CALLS[:1]
     for column_key, _, source in calls:
-        verdicts: dict[RowKey, Call] = {}
+        verdicts: dict[RowKey, Call[RowKey]] = {}
         for section in sections:
-            by_step: dict[int, list[Arm]] = {}
+            by_step: dict[int, list[Arm[RowKey]]] = {}
             for stat in section.stats:
                 if stat.step is None or stat.variant is None:
                     continue
@@ -194,8 +194,9 @@ def _winner_calls(
                     Arm(key, variant_label(stat.variant), successes, int(stat.sent))
                 )
             for arms in by_step.values():
-                arms.sort(key=lambda a: a.key[2])  # type: ignore[index]
-                verdicts.update(call_step(arms, min_sample=min_sample))  # type: ignore[arg-type]
+                # Every arm has a variant (unattributed stats were skipped above).
+                arms.sort(key=lambda a: a.key[2] or 0)
+                verdicts.update(call_step(arms, min_sample=min_sample))
         out[column_key] = verdicts
     return out
 
