@@ -265,8 +265,8 @@ def build_report(
     for section in sections:
         for stat in sorted(section.stats, key=_sort_key):
             counts = _counts_of(stat, count_keys)
-            for key, value in counts.items():
-                grand[key] += value
+            for count_key, value in counts.items():
+                grand[count_key] += value
             labels: list[str | int | float | None] = []
             if multi:
                 labels.append(section.name)
@@ -298,7 +298,7 @@ def build_report(
                 )
             )
     label_count = sum(1 for c in columns if c.kind == "text") - len(call_keys)
-    total_labels: list[str | int | float | None] = ["Total"] + [""] * (label_count - 1)
+    total_labels: list[str | int | float | None] = ["Total", *([""] * (label_count - 1))]
     total = Row(
         "total",
         ("", None, None),
