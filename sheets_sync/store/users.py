@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sheets_sync.errors import InvalidInput
-from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.db import rowcount, take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import (
     ApiKey,
@@ -173,4 +173,4 @@ def record_api_key_use(s: Session, key_id: int, *, now: datetime | None = None) 
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(result) == 1
