@@ -252,8 +252,7 @@ class SheetsClient:
             except SheetsRequestRejected:
                 found = None
             if found is not None and all(
-                found.get(w.name) is not None
-                and found[w.name].sheet_id == w.sheet_id  # type: ignore[union-attr]
+                (state := found.get(w.name)) is not None and state.sheet_id == w.sheet_id
                 for w in wanted
             ):
                 return TabsRead(dict(found), {t.sheet_id for t in found.values() if t})
