@@ -52,8 +52,8 @@ def get_user_by_email(s: Session, email: str) -> User | None:
     return s.scalar(select(User).where(User.email == normalize_email(email)))
 
 
-def get_user(s: Session, user_id: int) -> User | None:
-    """For session loaders (Flask-Login) that stored the id themselves."""
+def get_user(s: Session, user_id: int | str) -> User | None:
+    """For session loaders (Flask-Login) that stored the id themselves (as a string)."""
     number = _valid_id(user_id)
     return None if number is None else s.get(User, number)
 
