@@ -9,7 +9,8 @@ Instantly or Google.
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Literal
 
 from flask import (
     Blueprint,
@@ -82,13 +83,18 @@ def _service_account_email() -> str | None:
     return runtime().service_account_email
 
 
-_UNKNOWN = object()
+class _Unknown(enum.Enum):
+    # "Not looked up yet", apart from None ("no run"): an enum member, so the type
+    # checker narrows it away after the ``is`` test.
+    LAST_RUN = enum.auto()
 
 
 def _connection_view(
-    s: Session, connection: Connection, last: SyncRun | None | object = _UNKNOWN
+    s: Session,
+    connection: Connection,
+    last: SyncRun | None | Literal[_Unknown.LAST_RUN] = _Unknown.LAST_RUN,
 ) -> dict[str, Any]:
-    if last is _UNKNOWN:
+    if last is _Unknown.LAST_RUN:
         last = store.last_run(s, connection)
     return {
         "id": connection.id,

@@ -62,7 +62,7 @@ def write_session() -> Iterator[Session]:
 @login_manager.user_loader
 def load_user(user_id: str) -> LoginUser | None:
     with db_session() as s:
-        user = store.get_user(s, user_id)  # type: ignore[arg-type]
+        user = store.get_user(s, user_id)
         return LoginUser.from_user(user) if user is not None else None
 
 

@@ -11,12 +11,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
+from typing import TYPE_CHECKING
 
 from sheets_sync.config import Settings, load_settings
 from sheets_sync.errors import ConfigurationError, InvalidInput, SyncError
 
+if TYPE_CHECKING:
+    # For annotations only: the commands import the clients when they run.
+    from sheets_sync.pipeline.instantly import InstantlyClient
+    from sheets_sync.pipeline.sheets_writer import SheetsClient
 
-def _client_factories(settings: Settings) -> tuple[Callable, Callable]:
+
+def _client_factories(
+    settings: Settings,
+) -> tuple[Callable[[str], InstantlyClient], Callable[[], SheetsClient]]:
     from sheets_sync.pipeline.instantly import InstantlyClient
     from sheets_sync.pipeline.retry import RetryPolicy
     from sheets_sync.pipeline.sheets_writer import make_sheets_client
@@ -31,7 +39,7 @@ def _client_factories(settings: Settings) -> tuple[Callable, Callable]:
             retry=retry,
         )
 
-    def sheets():  # type: ignore[no-untyped-def]
+    def sheets() -> SheetsClient:
         return make_sheets_client(
             settings.google_application_credentials,
             api_url=settings.sheets_api_url,

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sheets_sync.errors import InstantlyRateLimited, SheetsQuotaExhausted
 from sheets_sync.pipeline.retry import parse_retry_after
-from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.db import rowcount, take_write_lock
 from sheets_sync.store.models import RateLimit, RateLimitGrant
 
 log = logging.getLogger("sheets_sync.quota")
@@ -156,11 +156,11 @@ class QuotaBudget:
                     RateLimitGrant.name == name, RateLimitGrant.granted_at <= now - span
                 )
             )
-        grant_id = s.scalar(
+        grant_id = s.execute(
             insert(RateLimitGrant)
             .values(name=name, granted_at=now + pending_for)
             .returning(RateLimitGrant.id)
-        )
+        ).scalar_one()
         return Grant(int(grant_id), 0.0)
 
     def acquire(
@@ -309,7 +309,7 @@ class QuotaBudget:
                 .values(blocked_until=now + every)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
+            if rowcount(result) == 1:
                 return True
             dialect = s.get_bind().dialect.name
             maker = pg_insert if dialect == "postgresql" else sqlite_insert

@@ -149,12 +149,11 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
         version = connection.version
         now = rt.clock()
         spec = spec_for(connection, now)
+        key_error: SyncError | None = None
         try:
             api_key = store.decrypted_api_key(rt.fernet, connection)
         except SyncError as exc:
             api_key, key_error = "", exc
-        else:
-            key_error = None
 
     instantly = sheets = None
     try:

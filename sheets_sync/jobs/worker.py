@@ -62,7 +62,7 @@ class Worker:
         lease_seconds: float | None = None,
         idle_poll: float = 5.0,
         worker_id: str | None = None,
-        before_claim: Callable[[], None] | None = None,
+        before_claim: Callable[[], object] | None = None,
         listen: bool = True,
     ) -> None:
         self.rt = runtime
@@ -70,7 +70,8 @@ class Worker:
         self.lease_seconds = float(lease_seconds or runtime.settings.lease_seconds)
         self.idle_poll = idle_poll
         self.worker_id = worker_id or make_worker_id()
-        # Hook for the scheduler: queue due connections before looking for work.
+        # Hook for the scheduler: queue due connections before looking for work (what it
+        # returns, such as how many it queued, is not used).
         self.before_claim = before_claim
         # PostgreSQL: woken by NOTIFY from other processes once started (None elsewhere).
         self.listener: QueueListener | None = None

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from pydantic import ValidationError
@@ -170,7 +171,7 @@ class InstantlyClient:
 
     def campaign(self, campaign_id: str) -> Campaign:
         """``GET /campaigns/{id}``: name and the sequence (steps, variants, subjects)."""
-        payload = self._get_json(f"/campaigns/{requests.utils.quote(campaign_id, safe='')}", {})
+        payload = self._get_json(f"/campaigns/{quote(campaign_id, safe='')}", {})
         return self._parse(Campaign, payload, "campaign")
 
     # -- plumbing --

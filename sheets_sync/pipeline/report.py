@@ -177,14 +177,14 @@ def _subject(campaign: Campaign | None, step: int | None, variant: int | None) -
 
 def _winner_calls(
     sections: Sequence[CampaignSection], *, include_opportunities: bool, min_sample: int
-) -> dict[str, dict[RowKey, Call]]:
+) -> dict[str, dict[RowKey, Call[RowKey]]]:
     """Per call column, the verdict of each attributed row in a step of 2+ variants."""
-    out: dict[str, dict[RowKey, Call]] = {}
+    out: dict[str, dict[RowKey, Call[RowKey]]] = {}
     calls = _CALLS if include_opportunities else _CALLS[:1]
     for column_key, _, source in calls:
-        verdicts: dict[RowKey, Call] = {}
+        verdicts: dict[RowKey, Call[RowKey]] = {}
         for section in sections:
-            by_step: dict[int, list[Arm]] = {}
+            by_step: dict[int, list[Arm[RowKey]]] = {}
             for stat in section.stats:
                 if stat.step is None or stat.variant is None:
                     continue
@@ -194,8 +194,9 @@ def _winner_calls(
                     Arm(key, variant_label(stat.variant), successes, int(stat.sent))
                 )
             for arms in by_step.values():
-                arms.sort(key=lambda a: a.key[2])  # type: ignore[index]
-                verdicts.update(call_step(arms, min_sample=min_sample))  # type: ignore[arg-type]
+                # Every arm has a variant (unattributed stats were skipped above).
+                arms.sort(key=lambda a: a.key[2] or 0)
+                verdicts.update(call_step(arms, min_sample=min_sample))
         out[column_key] = verdicts
     return out
 
@@ -264,8 +265,8 @@ def build_report(
     for section in sections:
         for stat in sorted(section.stats, key=_sort_key):
             counts = _counts_of(stat, count_keys)
-            for key, value in counts.items():
-                grand[key] += value
+            for count_key, value in counts.items():
+                grand[count_key] += value
             labels: list[str | int | float | None] = []
             if multi:
                 labels.append(section.name)
@@ -297,7 +298,7 @@ def build_report(
                 )
             )
     label_count = sum(1 for c in columns if c.kind == "text") - len(call_keys)
-    total_labels: list[str | int | float | None] = ["Total"] + [""] * (label_count - 1)
+    total_labels: list[str | int | float | None] = ["Total", *([""] * (label_count - 1))]
     total = Row(
         "total",
         ("", None, None),

@@ -97,7 +97,12 @@ class _RebasedSession(AuthorizedSession):
         self._count = counter
         self.headers["User-Agent"] = USER_AGENT
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        if isinstance(url, bytes):
+            # requests takes bytes URLs too and decodes them the same way (gspread sends str).
+            url = url.decode("utf-8")
         if self._api_root != _GOOGLE_ROOT and url.startswith(_GOOGLE_ROOT):
             url = self._api_root + url[len(_GOOGLE_ROOT) :]
         self._count()
@@ -247,8 +252,7 @@ class SheetsClient:
             except SheetsRequestRejected:
                 found = None
             if found is not None and all(
-                found.get(w.name) is not None
-                and found[w.name].sheet_id == w.sheet_id  # type: ignore[union-attr]
+                (state := found.get(w.name)) is not None and state.sheet_id == w.sheet_id
                 for w in wanted
             ):
                 return TabsRead(dict(found), {t.sheet_id for t in found.values() if t})

@@ -18,19 +18,21 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 DEFAULT_MIN_SAMPLE = 100
 DEFAULT_THRESHOLD = 0.95
 
 Verdict = Literal["winner", "leading", "behind", "too_early"]
+# The caller's key for an arm (a report row key, a test's letter): calls come back under it.
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
-class Arm:
+class Arm(Generic[K]):
     """One variant: ``successes`` (e.g. unique replies) out of ``trials`` (sent)."""
 
-    key: Hashable
+    key: K
     label: str
     successes: int
     trials: int
@@ -49,14 +51,14 @@ class Arm:
 
 
 @dataclass(frozen=True)
-class Call:
+class Call(Generic[K]):
     """The verdict for one variant of a step."""
 
     verdict: Verdict
     # Winner/leading: P(this variant beats the other) for each other variant.
     # Behind: {leader key: P(leader beats this variant)}.
-    probabilities: dict[Hashable, float] = field(default_factory=dict)
-    leader: Hashable | None = None
+    probabilities: dict[K, float] = field(default_factory=dict)
+    leader: K | None = None
     leader_label: str = ""
 
     @property
@@ -109,11 +111,11 @@ def prob_beats(a_successes: int, a_trials: int, b_successes: int, b_trials: int)
 
 
 def call_step(
-    arms: Sequence[Arm],
+    arms: Sequence[Arm[K]],
     *,
     min_sample: int = DEFAULT_MIN_SAMPLE,
     threshold: float = DEFAULT_THRESHOLD,
-) -> dict[Hashable, Call]:
+) -> dict[K, Call[K]]:
     """Verdict per arm key for one step; an empty dict when there is nothing to compare."""
     if len(arms) < 2:
         return {}
@@ -130,7 +132,7 @@ def call_step(
         if arm is not leader
     }
     verdict: Verdict = "winner" if min(beats.values()) >= threshold else "leading"
-    calls: dict[Hashable, Call] = {
+    calls: dict[K, Call[K]] = {
         leader.key: Call(verdict, beats, leader.key, leader.label)
     }
     for arm in arms:

@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -206,6 +206,16 @@ def take_write_lock(s: Session) -> None:
             "statement; call db.take_write_lock(session) at the start of the unit of work."
         )
     s.connection(execution_options={SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE run through ``Session.execute`` matched.
+
+    The session declares a plain ``Result`` for every statement; for these it returns a
+    ``CursorResult``, the only kind that carries the count."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"no row count on {type(result).__name__}: not an UPDATE or DELETE")
+    return result.rowcount
 
 
 @contextmanager

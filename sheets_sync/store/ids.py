@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import SupportsIndex, SupportsInt
 
 
 class NotFound(Exception):
@@ -20,10 +21,14 @@ def _now() -> datetime:
 def _valid_id(value: object) -> int | None:
     # Ids arrive from URLs and JSON; anything that is not a plausible primary key is
     # simply "not found" (and never reaches PostgreSQL as an out-of-range integer).
-    if isinstance(value, bool):
+    # Only what int() converts (a string, or a number-like object); anything else, like
+    # None or a JSON list, is not an id. A bool is not one either, though int() takes it.
+    if isinstance(value, bool) or not isinstance(
+        value, str | bytes | bytearray | SupportsInt | SupportsIndex
+    ):
         return None
     try:
-        number = int(value)  # type: ignore[call-overload]
+        number = int(value)
     except (TypeError, ValueError):
         return None
     if not 0 < number < 2**31:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from sheets_sync.errors import scrub
 from sheets_sync.store.connections import get_connection
-from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.db import rowcount, take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import (
     ACTIVE_RUN_STATUSES,
@@ -140,7 +140,7 @@ def claim_run(
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(result) != 1:
         return None
     return s.get(SyncRun, run_id, populate_existing=True)
 
@@ -165,7 +165,7 @@ def renew_lease(
         .values(lease_expires_at=(now or _now()) + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(result) == 1
 
 
 def finish_run(
@@ -214,7 +214,7 @@ def finish_run(
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(result) != 1:
         return False
     s.get(SyncRun, run_id, populate_existing=True)  # refresh a copy the caller may hold
     return True
@@ -263,7 +263,7 @@ def expire_leases(
             )
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if rowcount(result) != 1:
             continue  # renewed or finished in the meantime
         count += 1
         s.get(SyncRun, run_id, populate_existing=True)
@@ -355,4 +355,4 @@ def prune_runs(s: Session, older_than: datetime) -> int:
         )
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(rowcount(result) or 0)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sheets_sync.errors import InvalidInput
-from sheets_sync.store.db import take_write_lock
+from sheets_sync.store.db import rowcount, take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import (
     ApiKey,
@@ -52,8 +52,8 @@ def get_user_by_email(s: Session, email: str) -> User | None:
     return s.scalar(select(User).where(User.email == normalize_email(email)))
 
 
-def get_user(s: Session, user_id: int) -> User | None:
-    """For session loaders (Flask-Login) that stored the id themselves."""
+def get_user(s: Session, user_id: int | str) -> User | None:
+    """For session loaders (Flask-Login) that stored the id themselves (as a string)."""
     number = _valid_id(user_id)
     return None if number is None else s.get(User, number)
 
@@ -173,4 +173,4 @@ def record_api_key_use(s: Session, key_id: int, *, now: datetime | None = None) 
         .values(last_used_at=now)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rowcount(result) == 1

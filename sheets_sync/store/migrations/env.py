@@ -8,18 +8,23 @@ plain ``alembic`` commands with ``sqlalchemy.url`` set, or against the configure
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from alembic import context
 from sqlalchemy import JSON, DateTime
 
 from sheets_sync.store.models import Base, UTCDateTime
 
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
+
 config = context.config
 target_metadata = Base.metadata
 
 
-def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def _render_item(
+    type_: str, obj: Any, autogen_context: AutogenContext
+) -> str | Literal[False]:
     # Revisions must not import application types: they are frozen history, the models
     # are not. Render our decorated/mutable types as the plain column types they store.
     if type_ == "type" and isinstance(obj, UTCDateTime):
