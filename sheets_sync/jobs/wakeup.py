@@ -106,6 +106,8 @@ class QueueListener:
             try:
                 conn = self._connect()
                 conn.execute(f"LISTEN {self.channel}")
+                row = conn.execute("SELECT current_schema()").fetchone()
+                schema = row[0] if row else None
                 with self._changed:
                     self._connections += 1
                     self._backend_pid = conn.info.backend_pid
@@ -116,8 +118,9 @@ class QueueListener:
                 delay = self.min_backoff
                 self._wake()  # runs queued while nobody listened sent no notification
                 while not self._stop.is_set():
-                    for _notify in conn.notifies(timeout=self.check_stop_every):
-                        self._wake()
+                    for notify in conn.notifies(timeout=self.check_stop_every):
+                        if notify.payload == schema:  # another schema's queue otherwise
+                            self._wake()
             except Exception as exc:  # any driver or network error: poll, retry later
                 if self._stop.is_set():
                     break

@@ -332,11 +332,13 @@ RUNS_CHANNEL = "sheets_sync_runs"
 def notify_run_queued(s: Session) -> None:
     """Tell listening workers a run was queued, when ``s``'s transaction commits.
 
-    The payload is empty on purpose: PostgreSQL folds identical notifications of one
-    transaction into one, so queueing 500 due connections wakes each worker once.
+    Channels are database-wide, so the payload names the schema the run was queued in and
+    a worker listens only for its own (two deployments, or test runs, in one database
+    never wake each other). PostgreSQL folds identical notifications of one transaction
+    into one, so queueing 500 due connections still wakes each worker once.
     """
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(text(f"NOTIFY {RUNS_CHANNEL}"))
+        s.execute(text("SELECT pg_notify(:channel, current_schema())"), {"channel": RUNS_CHANNEL})
 
 
 def prune_runs(s: Session, older_than: datetime) -> int:
