@@ -105,9 +105,9 @@ class QueueListener:
             conn = None
             try:
                 conn = self._connect()
-                conn.execute(f"LISTEN {self.channel}")
                 row = conn.execute("SELECT current_schema()").fetchone()
                 schema = row[0] if row else None
+                conn.execute(f"LISTEN {self.channel}")
                 with self._changed:
                     self._connections += 1
                     self._backend_pid = conn.info.backend_pid
