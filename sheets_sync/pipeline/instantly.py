@@ -29,6 +29,7 @@ from sheets_sync.errors import (
     scrub,
 )
 from sheets_sync.pipeline.instantly_models import (
+    OPPORTUNITY_FIELDS,
     STEP_LIST,
     Campaign,
     CampaignPage,
@@ -77,10 +78,36 @@ def _format_date(value: date | datetime | None) -> str | None:
     return value.isoformat()
 
 
-def _describe_validation(exc: ValidationError) -> str:
+def _shown(value: Any) -> str:
+    # As JSON, so a person sees ``true`` and ``"12"`` the way Instantly sent them.
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _describe_validation(exc: ValidationError, *, rows: bool = False) -> str:
+    """The first problem, in words: ``row 3, field sent: …`` for a list of rows (rows
+    counted from 1, as a person reads the answer), else the dotted field path."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{where}: {first['msg']}" if where else first["msg"]
+    loc = list(first["loc"])
+    if first["type"] == "missing":
+        problem = "missing"
+    elif first["type"] == "int_type":
+        got = _shown(first.get("input"))
+        problem = f"must be a whole number (not text, true/false or 12.0), got {got}"
+    else:
+        message = first["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        problem = f"{message[:1].lower()}{message[1:]}, got {_shown(first.get('input'))}"
+    where: list[str] = []
+    if rows and loc and isinstance(loc[0], int):
+        where.append(f"row {loc.pop(0) + 1}")
+    if loc:
+        where.append("field " + ".".join(str(p) for p in loc))
+    return f"{', '.join(where)}: {problem}" if where else problem
 
 
 class InstantlyClient:
@@ -137,14 +164,21 @@ class InstantlyClient:
         try:
             rows = STEP_LIST.validate_python(payload)
         except ValidationError as exc:
-            detail = f"step analytics row {_describe_validation(exc)}"
+            detail = f"step analytics {_describe_validation(exc, rows=True)}"
             raise InstantlyMalformedResponse(
                 MALFORMED.format(detail=scrub(detail, self._secrets))
             ) from None
-        if include_opportunities and any(r.opportunities is None for r in rows):
-            raise InstantlyMalformedResponse(
-                MALFORMED.format(detail="opportunity counts were asked for but not sent")
-            )
+        if include_opportunities:
+            # Asked for and absent is not zero: a 0.0 % opportunity rate would be a lie.
+            for number, row in enumerate(rows, start=1):
+                for name in OPPORTUNITY_FIELDS:
+                    if getattr(row, name) is None:
+                        raise InstantlyMalformedResponse(
+                            MALFORMED.format(
+                                detail=f"step analytics row {number}, field {name}: missing, "
+                                "though opportunity counts were asked for"
+                            )
+                        )
         return rows
 
     def iter_campaigns(self, search: str | None = None) -> Iterator[CampaignSummary]:
