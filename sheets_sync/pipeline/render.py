@@ -175,6 +175,10 @@ def _header_row(report: Report, extras: Extras) -> dict[str, Any]:
     for col in report.columns:
         align = "LEFT" if col.kind == "text" else "RIGHT"
         cells.append(_text(col.header, dict(HEADER_FORMAT, horizontalAlignment=align)))
+    if report.reading_note and cells:
+        # On the first header cell, where a reader's eye starts; the field mask of the
+        # one updateCells includes "note", so it is rewritten (or cleared) every refresh.
+        cells[0]["note"] = report.reading_note
     for header in _extra_columns(extras):
         cells.append(_text(header, dict(HEADER_FORMAT, horizontalAlignment="LEFT")))
     return {"values": cells}
