@@ -102,4 +102,19 @@ class CampaignPage(_Tolerant):
     next_starting_after: str | None = None
 
 
+class CampaignOverview(_Tolerant):
+    """One campaign's row of ``GET /campaigns/analytics``: only what the totals check
+    compares. The ``*_by_step`` counts are optional in Instantly's document; they count
+    a lead once per step, as the step rows do, so they are preferred when sent."""
+
+    campaign_id: str
+    emails_sent_count: Count
+    reply_count_unique: Count | None = None
+    reply_count_unique_by_step: Count | None = None
+    link_click_count_unique: Count | None = None
+    link_click_count_unique_by_step: Count | None = None
+    total_opportunities: Count | None = None
+
+
 STEP_LIST = TypeAdapter(list[StepStats])
+OVERVIEW_LIST = TypeAdapter(list[CampaignOverview])

@@ -165,6 +165,8 @@ def _title_rows(report: Report, synced_at: datetime, width: int) -> list[dict[st
     info_fmt = {"textFormat": {"fontFamily": _FONT, "fontSize": 10, "foregroundColor": _MUTED}}
     when = synced_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = f"Dates: {report.date_label} (UTC)    Last synced: {when}"
+    if report.totals_check:
+        info += f"    {report.totals_check}"
     title_cells = [_text(report.title, title_fmt)] + [_blank()] * (width - 1)
     info_cells = [_text(info, info_fmt)] + [_blank()] * (width - 1)
     return [{"values": title_cells}, {"values": info_cells}]

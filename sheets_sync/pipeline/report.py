@@ -81,6 +81,8 @@ class Report:
     campaign_names: tuple[str, ...] = field(default=())
     # "How to read this tab": shown as a note on the header row.
     reading_note: str = ""
+    # What the totals check against Instantly's campaign overview found (info line).
+    totals_check: str = ""
 
     @property
     def all_rows(self) -> tuple[Row, ...]:
