@@ -81,7 +81,7 @@ def test_first_sync_creates_a_labelled_tab_in_at_most_two_calls(
     assert header_cell["userEnteredFormat"]["textFormat"]["bold"] is True
 
 
-def test_steady_state_is_one_sheets_call_and_one_instantly_call_per_campaign(
+def test_steady_state_is_one_sheets_call_and_one_instantly_call_per_campaign_plus_overview(
     fake_sheets, fake_instantly, spreadsheet_id, instantly, sheets, workspace, campaign
 ):
     other = workspace.add_campaign("Second")
@@ -93,19 +93,22 @@ def test_steady_state_is_one_sheets_call_and_one_instantly_call_per_campaign(
                  sheet_id=first.sheet_id, known_campaigns=first.campaigns)
     assert again.sheets_calls == 1
     assert fake_sheets.count() == 1  # no token exchange either: the token is reused
-    assert again.instantly_calls == 2
-    assert fake_instantly.count() == 2
+    # One steps call per campaign, and one overview call for both (the totals check).
+    assert again.instantly_calls == 3
+    assert fake_instantly.count() == 3
+    assert fake_instantly.count("/analytics/steps") == 2
     grid = table(fake_sheets, spreadsheet_id)
     assert grid[FIRST_DATA_ROW - 1][0] == "Campaign"
     assert {r[0] for r in grid[FIRST_DATA_ROW:-1]} == {"Q4 outbound", "Second"}
 
 
-def test_all_campaigns_combined_is_one_instantly_call(
+def test_all_campaigns_combined_is_one_steps_call_and_one_overview_call(
     fake_sheets, fake_instantly, spreadsheet_id, instantly, sheets, workspace, campaign
 ):
     fake_instantly.reset_calls()
     outcome = sync(instantly, sheets, spreadsheet_id)
-    assert outcome.instantly_calls == 1
+    assert outcome.instantly_calls == 2
+    assert [c.path.rsplit("/", 1)[-1] for c in fake_instantly.calls] == ["steps", "analytics"]
     grid = table(fake_sheets, spreadsheet_id)
     assert grid[0][0] == "Instantly step analytics: all campaigns combined"
 

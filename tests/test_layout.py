@@ -21,6 +21,7 @@ PURE = (
     "sheets_sync.pipeline.notes",
     "sheets_sync.pipeline.history",
     "sheets_sync.pipeline.winners",
+    "sheets_sync.pipeline.totals_check",
     "sheets_sync.pipeline.revision",
     "sheets_sync.pipeline.instantly_models",
     "sheets_sync.schedules",

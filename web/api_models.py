@@ -62,6 +62,14 @@ class RunOut(_Out):
     rows_written: int | None
     http_calls: int | None
     sheet_url: str | None = Field(description="Link to the tab the run wrote, once known.")
+    drift: str | None = Field(
+        description=(
+            "A succeeded run's check of the step rows against Instantly's campaign "
+            "overview (GET /campaigns/analytics), as the tab's info line says it: "
+            "\"Totals match Instantly's campaign overview\", the difference, or that the "
+            "check could not be made. Never a failure; null for other runs."
+        )
+    )
     error: RunError | None = Field(description="Why the run failed; null unless it failed.")
 
 
@@ -139,6 +147,7 @@ def run_out(run: SyncRun) -> RunOut:
         rows_written=run.rows_written,
         http_calls=run.http_calls,
         sheet_url=run.sheet_url,
+        drift=run.drift,
         error=error,
     )
 

@@ -118,6 +118,7 @@ def run_json(run: SyncRun, now: datetime | None = None) -> dict[str, Any]:
         "rows_written": run.rows_written,
         "http_calls": run.http_calls,
         "sheet_url": run.sheet_url,
+        "drift": run.drift,
         "error": error,
         "status_url": url_for(
             "pages.run_status", connection_id=run.connection_id, run_id=run.id

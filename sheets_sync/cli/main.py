@@ -82,6 +82,8 @@ def _adhoc_sync(args: argparse.Namespace, settings: Settings) -> int:
         f"HTTP calls: {outcome.instantly_calls} to Instantly, "
         f"{outcome.sheets_calls} to Google Sheets"
     )
+    if outcome.totals is not None:
+        print(outcome.totals.text)
     return 0
 
 

@@ -281,6 +281,7 @@ def _record_success(
             rows_written=outcome.rows_written,
             http_calls=calls,
             sheet_url=outcome.sheet_url,
+            drift=outcome.totals.text if outcome.totals else None,
         )
         if connection is None:
             return None

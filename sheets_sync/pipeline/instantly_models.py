@@ -1,50 +1,65 @@
 """Instantly's payloads as pydantic models (pure: parsing only, no HTTP).
 
-Tolerant of new fields (Instantly adds them over time), strict about the ones we use.
+Tolerant of new fields (Instantly adds them over time), strict about the ones we use:
+pydantic's lax mode would read ``true`` as 1 and ``"12"`` or ``12.0`` as 12, and a count
+that is not what Instantly documents is a sign the payload is not what we think it is.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, field_validator
 
 
 class _Tolerant(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+# A JSON integer >= 0: not a bool, not a numeric string, not a float (not even 12.0).
+Count = Annotated[int, Strict(), Field(ge=0)]
+
+_DIGITS = re.compile(r"[0-9]+")
+INDEX_MESSAGE = "must be a non-negative whole number as text (\"0\", \"1\"…) or null"
+
+
 def _index(value: Any) -> int | None:
-    """Instantly documents step and variant as ``string | null`` ("0", "1"…); accept ints."""
+    """Instantly documents step and variant as ``string | null`` ("0", "1"…); plain
+    non-negative ints are accepted too (older answers and our own fixtures use them)."""
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError("must be a number as text or null")
-    if isinstance(value, int):
-        index = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        index = int(value.strip())
-    else:
-        raise ValueError("must be a number as text or null")
-    return index
+        raise ValueError(INDEX_MESSAGE)
+    if isinstance(value, int) and value >= 0:
+        return value
+    # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses.
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    raise ValueError(INDEX_MESSAGE)
+
+
+OPPORTUNITY_FIELDS = ("opportunities", "unique_opportunities", "meetings_booked", "won")
 
 
 class StepStats(_Tolerant):
     step: int | None
     variant: int | None
-    sent: int = Field(ge=0)
-    opened: int
-    unique_opened: int
-    replies: int
-    unique_replies: int
-    replies_automatic: int
-    unique_replies_automatic: int
-    clicks: int
-    unique_clicks: int
-    opportunities: int | None = None
-    unique_opportunities: int | None = None
-    meetings_booked: int | None = None
-    won: int | None = None
+    sent: Count
+    opened: Count
+    unique_opened: Count
+    replies: Count
+    unique_replies: Count
+    replies_automatic: Count
+    unique_replies_automatic: Count
+    clicks: Count
+    unique_clicks: Count
+    # Sent only when asked for (``include_opportunities_count``); the client checks that
+    # every one is there when it asked, so a missing one never reads as 0.
+    opportunities: Count | None = None
+    unique_opportunities: Count | None = None
+    meetings_booked: Count | None = None
+    won: Count | None = None
 
     _parse_step = field_validator("step", "variant", mode="before")(
         lambda cls, v: _index(v)  # noqa: ARG005
@@ -87,4 +102,19 @@ class CampaignPage(_Tolerant):
     next_starting_after: str | None = None
 
 
+class CampaignOverview(_Tolerant):
+    """One campaign's row of ``GET /campaigns/analytics``: only what the totals check
+    compares. The ``*_by_step`` counts are optional in Instantly's document; they count
+    a lead once per step, as the step rows do, so they are preferred when sent."""
+
+    campaign_id: str
+    emails_sent_count: Count
+    reply_count_unique: Count | None = None
+    reply_count_unique_by_step: Count | None = None
+    link_click_count_unique: Count | None = None
+    link_click_count_unique_by_step: Count | None = None
+    total_opportunities: Count | None = None
+
+
 STEP_LIST = TypeAdapter(list[StepStats])
+OVERVIEW_LIST = TypeAdapter(list[CampaignOverview])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from sheets_sync.date_ranges import DateRange, resolve
 from sheets_sync.errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed, SyncError
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.pipeline import history as history_tab
-from sheets_sync.pipeline import revision
+from sheets_sync.pipeline import revision, totals_check
 from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.instantly_models import Campaign
 from sheets_sync.pipeline.notes import plan_notes, read_notes, row_key
@@ -106,6 +106,8 @@ class SyncOutcome:
     history_sheet_id: int | None = None
     # What the connection should remember for the next refresh (``Connection.options``).
     saved_options: Mapping[str, Any] = field(default_factory=dict)
+    # The step rows against Instantly's campaign overview, as the tab's info line says it.
+    totals: totals_check.TotalsCheck | None = None
 
 
 def fetch_sections(
@@ -129,6 +131,33 @@ def fetch_sections(
         stats = instantly.step_analytics(campaign_id, **common)
         sections.append(CampaignSection(campaign_id, campaign.name, stats, campaign))
     return sections, campaigns, dates
+
+
+def check_totals(
+    spec: SyncSpec,
+    instantly: InstantlyClient,
+    sections: Sequence[CampaignSection],
+    dates: DateRange,
+) -> totals_check.TotalsCheck:
+    """One overview call for every selected campaign (or all combined) against the step
+    rows. Its failure is reported, never raised: the numbers themselves are fine."""
+    try:
+        overview = instantly.campaign_overview(
+            list(dict.fromkeys(spec.campaign_ids)),
+            start=dates.start_instant,
+            end=dates.end_instant,
+        )
+    except SyncError as exc:
+        return totals_check.not_made(exc)
+    if spec.campaign_ids:
+        # Only what was asked about, should Instantly add other campaigns' rows.
+        wanted = set(spec.campaign_ids)
+        overview = [row for row in overview if row.campaign_id in wanted]
+    return totals_check.compare(
+        [stat for section in sections for stat in section.stats],
+        overview,
+        include_opportunities=spec.include_opportunities,
+    )
 
 
 _ALL_KEY = "*"  # the memory's key for "all campaigns combined"
@@ -221,6 +250,8 @@ def run_sync(
     sections, campaigns, dates = fetch_sections(spec, instantly, now)
     memory = sent_memory(spec, sections, dates)
     refuse_sudden_empty(spec, sections, memory)
+    # Before the write, so its finding is on the tab's info line in the same write.
+    totals = check_totals(spec, instantly, sections, dates)
     features = spec.features
     report = build_report(
         sections,
@@ -230,6 +261,7 @@ def run_sync(
         winner_calls=features.winner_calls,
         min_sample=features.min_sample,
     )
+    report = replace(report, totals_check=totals.text)
     write = _write_planned if features.needs_read else _write_plain
     info = write(spec, report, sheets, now, check)
     saved: dict[str, Any] = {"last_table": last_table(report, now), "last_sent": memory}
@@ -249,6 +281,7 @@ def run_sync(
         report=report,
         history_sheet_id=info.get("history_sheet_id"),
         saved_options=saved,
+        totals=totals,
     )
 
 

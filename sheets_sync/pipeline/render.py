@@ -165,6 +165,8 @@ def _title_rows(report: Report, synced_at: datetime, width: int) -> list[dict[st
     info_fmt = {"textFormat": {"fontFamily": _FONT, "fontSize": 10, "foregroundColor": _MUTED}}
     when = synced_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = f"Dates: {report.date_label} (UTC)    Last synced: {when}"
+    if report.totals_check:
+        info += f"    {report.totals_check}"
     title_cells = [_text(report.title, title_fmt)] + [_blank()] * (width - 1)
     info_cells = [_text(info, info_fmt)] + [_blank()] * (width - 1)
     return [{"values": title_cells}, {"values": info_cells}]
@@ -175,6 +177,10 @@ def _header_row(report: Report, extras: Extras) -> dict[str, Any]:
     for col in report.columns:
         align = "LEFT" if col.kind == "text" else "RIGHT"
         cells.append(_text(col.header, dict(HEADER_FORMAT, horizontalAlignment=align)))
+    if report.reading_note and cells:
+        # On the first header cell, where a reader's eye starts; the field mask of the
+        # one updateCells includes "note", so it is rewritten (or cleared) every refresh.
+        cells[0]["note"] = report.reading_note
     for header in _extra_columns(extras):
         cells.append(_text(header, dict(HEADER_FORMAT, horizontalAlignment="LEFT")))
     return {"values": cells}

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sheets_sync.pipeline.instantly_models import Campaign, StepStats, Variant
-from sheets_sync.pipeline.winners import DEFAULT_MIN_SAMPLE, Arm, Call, call_step
+from sheets_sync.pipeline.winners import (
+    DEFAULT_MIN_SAMPLE,
+    DEFAULT_THRESHOLD,
+    SHADE_LEADING_FROM,
+    Arm,
+    Call,
+    call_step,
+)
 
 ColumnKind = Literal["text", "int", "percent"]
 RowKind = Literal["data", "unattributed", "total"]
@@ -72,6 +79,10 @@ class Report:
     rows: tuple[Row, ...]
     total: Row
     campaign_names: tuple[str, ...] = field(default=())
+    # "How to read this tab": shown as a note on the header row.
+    reading_note: str = ""
+    # What the totals check against Instantly's campaign overview found (info line).
+    totals_check: str = ""
 
     @property
     def all_rows(self) -> tuple[Row, ...]:
@@ -287,7 +298,12 @@ def build_report(
                 texts.append(call.text if call else "")
                 if call is not None and call.verdict == "winner":
                     highlight = "winner"
-                elif call is not None and call.verdict == "leading" and highlight is None:
+                elif (
+                    call is not None
+                    and call.verdict == "leading"
+                    and (call.probability or 0.0) >= SHADE_LEADING_FROM
+                    and highlight is None
+                ):
                     highlight = "leading"
             rows.append(
                 Row(
@@ -317,4 +333,38 @@ def build_report(
         rows=tuple(rows),
         total=total,
         campaign_names=names,
+        reading_note=reading_note(columns, min_sample=min_sample),
     )
+
+
+def reading_note(columns: Sequence[Column], *, min_sample: int = DEFAULT_MIN_SAMPLE) -> str:
+    """What every rate on the tab divides, and how a winner call is made, in words.
+
+    Built from the columns shown, so it never explains a column the tab does not have.
+    """
+    keys = {c.key for c in columns}
+    lines = ["How to read this tab", ""]
+    lines.append("Counts are Instantly's, per step and variant, for the dates above.")
+    lines.append("Every rate is a share of emails sent:")
+    for key, header, _ in (*_RATES, _OPPORTUNITY_RATE):
+        if key in keys:
+            lines.append(f"• {header}")
+    lines.append("A rate is empty when nothing was sent.")
+    calls = [header for key, header, _ in _CALLS if key in keys]
+    if calls:
+        threshold = round(DEFAULT_THRESHOLD * 100)
+        shade = round(SHADE_LEADING_FROM * 100)
+        lines += [
+            "",
+            "Winner calls (" + "; ".join(calls) + "): Bayesian Beta-Binomial. Each "
+            "variant's rate gets the posterior Beta(1 + successes, 1 + sent − successes) "
+            "(uniform prior); the leader has the highest posterior mean, and the call shows "
+            "the smallest chance, computed exactly, that the leader's true rate beats each "
+            "other variant's, rounded down.",
+            f"• Winner (green): {threshold} % or more against every other variant.",
+            f"• Leading: below {threshold} %; shaded yellow only from {shade} % (below "
+            "that it is close to a coin flip).",
+            "• Behind A (n %): the chance A beats this variant.",
+            f"• Too early: some variant of the step has sent fewer than {min_sample:,}.",
+        ]
+    return "\n".join(lines)

@@ -10,7 +10,8 @@ give the same numbers.
 
 A step is called only when every variant has at least ``min_sample`` emails sent; below
 that the call is "Too early". The leader is a "Winner" when it beats every other variant
-with probability >= ``threshold`` (95 % by default), else "Leading".
+with probability >= ``threshold`` (95 % by default), else "Leading"; a "Leading" call is
+worth shading only from ``SHADE_LEADING_FROM`` (80 %).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Generic, Literal, TypeVar
 
 DEFAULT_MIN_SAMPLE = 100
 DEFAULT_THRESHOLD = 0.95
+# A leader is shaded only from here: at 54 % the call is a coin flip, and a coloured row
+# reads as a decision to whoever skims the tab.
+SHADE_LEADING_FROM = 0.80
 
 Verdict = Literal["winner", "leading", "behind", "too_early"]
 # The caller's key for an arm (a report row key, a test's letter): calls come back under it.

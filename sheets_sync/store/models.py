@@ -273,6 +273,9 @@ class SyncRun(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     sheet_url: Mapped[str | None] = mapped_column(String(2048))
+    # The totals check of a succeeded run (step rows against Instantly's overview), in
+    # the words the tab's info line uses; never a failure.
+    drift: Mapped[str | None] = mapped_column(Text)
 
     connection: Mapped[Connection] = relationship(back_populates="runs")
 

@@ -178,6 +178,7 @@ def finish_run(
     error_code: str | None = None,
     error_message: str | None = None,
     sheet_url: str | None = None,
+    drift: str | None = None,
     worker_id: str | None = None,
     now: datetime | None = None,
     redact: Iterable[str] = (),
@@ -211,6 +212,7 @@ def finish_run(
             error_code=error_code,
             error_message=error_message,
             sheet_url=sheet_url,
+            drift=drift,
         )
         .execution_options(synchronize_session=False)
     )

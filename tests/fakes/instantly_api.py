@@ -6,7 +6,9 @@ is part of what must work, and only a socket exercises all of it. The JSON paylo
 ``tests/fixtures/instantly/`` cover the pure parsing paths with requests-mock.
 
 Payload shapes follow Instantly's OpenAPI document for ``GET /api/v2/campaigns``,
-``GET /api/v2/campaigns/{id}`` and ``GET /api/v2/campaigns/analytics/steps``. Where the
+``GET /api/v2/campaigns/{id}``, ``GET /api/v2/campaigns/analytics/steps`` and
+``GET /api/v2/campaigns/analytics`` (the campaign overview, computed from the same daily
+events, so its totals match the steps' unless a test calls ``Workspace.skew_overview``). Where the
 document is silent the fake makes a choice and says so in the docstring of the handler.
 Errors use Fastify's ``{"statusCode", "error", "message"}`` shape, like the real service.
 
@@ -88,6 +90,7 @@ _CDN_BLOCK_PAGE: Final = (
 )
 
 _STEPS_PATH: Final = f"{API_PREFIX}/campaigns/analytics/steps"
+_OVERVIEW_PATH: Final = f"{API_PREFIX}/campaigns/analytics"
 _CAMPAIGNS_PATH: Final = f"{API_PREFIX}/campaigns"
 _CAMPAIGN_DETAIL: Final = re.compile(rf"^{re.escape(API_PREFIX)}/campaigns/(?P<id>[^/]+)$")
 
@@ -106,6 +109,31 @@ _DEFAULT_MESSAGES: Final[dict[int, str]] = {
 }
 
 _VARIANT_KEYS: Final = frozenset({"subject", "body", "v_disabled"})
+
+# Overview field -> the steps metric it sums (None: the fake has no per-lead notion, so
+# lead-level counts are 0). Per-lead "unique" and "unique by step" coincide here because
+# the fake records events, not leads.
+_OVERVIEW_SOURCES: Final[dict[str, str | None]] = {
+    "contacted_count": None,
+    "emails_sent_count": "sent",
+    "new_leads_contacted_count": None,
+    "open_count": "opened",
+    "open_count_unique": "unique_opened",
+    "open_count_unique_by_step": "unique_opened",
+    "reply_count": "replies",
+    "reply_count_unique": "unique_replies",
+    "reply_count_unique_by_step": "unique_replies",
+    "reply_count_automatic": "replies_automatic",
+    "reply_count_automatic_unique": "unique_replies_automatic",
+    "reply_count_automatic_unique_by_step": "unique_replies_automatic",
+    "link_click_count": "clicks",
+    "link_click_count_unique": "unique_clicks",
+    "link_click_count_unique_by_step": "unique_clicks",
+    "bounced_count": None,
+    "unsubscribed_count": None,
+    "completed_count": None,
+    "total_opportunities": "unique_opportunities",
+}
 
 _FAIL: Final = frozenset({"fail"})
 _BODY: Final = frozenset({"truncate", "malform"})
@@ -239,6 +267,9 @@ class _Fault:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    # Exact path below the API prefix ("/campaigns/analytics"), for endpoints whose
+    # paths contain one another.
+    path_is: str | None = None
 
     def response(self) -> Response:
         response = Response(self.body, status=self.status)
@@ -349,6 +380,8 @@ class Workspace:
         # (campaign_id, day, step, variant) -> metric totals. Dict order is first-insertion
         # order, which the steps endpoint reverses so the product cannot rely on sorted rows.
         self._events: dict[tuple[str, dt.date, int | None, int | None], dict[str, int]] = {}
+        # campaign_id -> overview field -> amount added to what the events give.
+        self._overview_skew: dict[str, dict[str, int]] = {}
 
     @property
     def campaign_ids(self) -> list[str]:
@@ -429,6 +462,20 @@ class Workspace:
                 "won": won,
             },
         )
+
+    def skew_overview(self, campaign_id: str, **deltas: int) -> None:
+        """Make ``GET /campaigns/analytics`` disagree with the step analytics: add
+        ``deltas`` (e.g. ``emails_sent_count=181``) to the campaign's overview row, as
+        Instantly's two endpoints sometimes disagree. Repeated calls accumulate."""
+        unknown = set(deltas) - set(_OVERVIEW_SOURCES)
+        if unknown:
+            raise ValueError(f"unknown overview fields {sorted(unknown)}")
+        with self._lock:
+            if campaign_id not in self._campaigns:
+                raise ValueError(f"unknown campaign {campaign_id} in workspace")
+            skew = self._overview_skew.setdefault(campaign_id, {})
+            for name, value in deltas.items():
+                skew[name] = skew.get(name, 0) + value
 
     def record_many(
         self,
@@ -516,6 +563,39 @@ class Workspace:
         return rows
 
 
+    def _overview_rows(
+        self,
+        campaign_ids: Sequence[str] | None,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        include_leads: bool,
+    ) -> list[dict[str, Any]]:
+        chosen = [c for c in self._campaigns.values()
+                  if campaign_ids is None or c.id in campaign_ids]
+        rows: list[dict[str, Any]] = []
+        for campaign in chosen:
+            totals = dict.fromkeys(_ALL_METRICS, 0)
+            for (cid, day, _step, _variant), metrics in self._events.items():
+                if cid == campaign.id and _day_in_range(day, start, end):
+                    for name, value in metrics.items():
+                        totals[name] += value
+            row: dict[str, Any] = {
+                "campaign_name": campaign.name,
+                "campaign_id": campaign.id,
+                "campaign_status": campaign.status,
+                "campaign_is_evergreen": False,
+            }
+            if include_leads:
+                row["leads_count"] = totals["sent"]
+            for name, source in _OVERVIEW_SOURCES.items():
+                row[name] = totals[source] if source else 0
+            row["total_opportunity_value"] = 0
+            for name, value in self._overview_skew.get(campaign.id, {}).items():
+                row[name] += value
+            rows.append(row)
+        return rows
+
+
 class _QuietHandler(WSGIRequestHandler):
     """Send werkzeug's per-request access log to DEBUG instead of stderr."""
 
@@ -534,7 +614,7 @@ class FakeInstantlyServer:
     2. CDN: a ``python-requests*`` / ``python-urllib*`` User-Agent gets 403 HTML.
     3. ``fail_next``: the injected status/body/headers (no auth check; think load balancer).
     4. Auth: missing/unknown key 401, unpaid workspace 402, insufficient scope 403.
-    5. Routing to the three endpoints; anything else is Fastify's 404 route-not-found.
+    5. Routing to the four endpoints; anything else is Fastify's 404 route-not-found.
     6. ``truncate_next`` / ``malform_next``: replace the body of a response that would
        have been a 200 (they wait for one, so they compose with ``fail_next``).
     """
@@ -633,12 +713,14 @@ class FakeInstantlyServer:
         headers: dict[str, str] | None = None,
         count: int = 1,
         path_contains: str | None = None,
+        path_is: str | None = None,
     ) -> None:
         """Answer the next ``count`` matching calls with ``status``.
 
         ``body``: a dict is sent as JSON, a str as-is (text/plain unless ``headers`` set a
         Content-Type, e.g. an HTML 502 page), None gives Instantly's JSON error for
-        ``status``. ``path_contains`` limits the fault to paths containing that text.
+        ``status``. ``path_contains`` limits the fault to paths containing that text,
+        ``path_is`` to one path below ``/api/v2`` exactly.
         """
         if not 100 <= status <= 599:
             raise ValueError("status must be an HTTP status code")
@@ -656,7 +738,8 @@ class FakeInstantlyServer:
             merged = {k: v for k, v in merged.items() if k.lower() != name.lower()}
             merged[name] = value
         self._add_fault(
-            _Fault("fail", count, path_contains, status=status, body=payload, headers=merged)
+            _Fault("fail", count, path_contains, status=status, body=payload, headers=merged,
+                   path_is=path_is)
         )
 
     def truncate_next(self, count: int = 1, path_contains: str | None = None) -> None:
@@ -664,7 +747,13 @@ class FakeInstantlyServer:
         a proxy still framed as complete): the product must report it, not crash."""
         self._add_fault(_Fault("truncate", count, path_contains))
 
-    def malform_next(self, body: Any, count: int = 1, path_contains: str | None = None) -> None:
+    def malform_next(
+        self,
+        body: Any,
+        count: int = 1,
+        path_contains: str | None = None,
+        path_is: str | None = None,
+    ) -> None:
         """Answer 200 with ``body`` instead of the real JSON (a str is sent verbatim)."""
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self._add_fault(
@@ -674,6 +763,7 @@ class FakeInstantlyServer:
                 path_contains,
                 body=payload,
                 headers={"Content-Type": "application/json; charset=utf-8"},
+                path_is=path_is,
             )
         )
 
@@ -699,6 +789,8 @@ class FakeInstantlyServer:
             if fault.kind not in kinds:
                 continue
             if fault.path_contains is not None and fault.path_contains not in path:
+                continue
+            if fault.path_is is not None and path != API_PREFIX + fault.path_is:
                 continue
             fault.remaining -= 1
             if fault.remaining == 0:
@@ -779,6 +871,9 @@ class FakeInstantlyServer:
         if request.method == "GET":
             if request.path == _STEPS_PATH:
                 return self._steps_analytics(request, workspace)
+            # Before the detail route, whose pattern would take "analytics" for an id.
+            if request.path == _OVERVIEW_PATH:
+                return self._campaign_overview(request, workspace)
             if request.path == _CAMPAIGNS_PATH:
                 return self._list_campaigns(request, workspace)
             match = _CAMPAIGN_DETAIL.match(request.path)
@@ -817,6 +912,30 @@ class FakeInstantlyServer:
         if campaign_id is not None and campaign_id not in workspace._campaigns:
             return _error(404, "Campaign not found")
         rows = workspace._step_rows(campaign_id, start, end, include, self.extra_fields)
+        return _json_response(200, rows)
+
+    def _campaign_overview(self, request: Request, workspace: Workspace) -> Response:
+        """``GET /campaigns/analytics`` -> bare JSON array, one object per campaign.
+
+        ``id`` and/or ``ids`` (repeated) select campaigns; neither means every campaign of
+        the workspace. Our choices where the document is silent: an id the workspace does
+        not have is left out (no 404), a campaign with no events in range gets a row of
+        zeros, and dates filter as in the steps endpoint. ``leads_count`` is left out when
+        ``exclude_total_leads_count=true``, as the document says.
+        """
+        args = request.args
+        wanted = [v for v in [args.get("id"), *args.getlist("ids")] if v]
+        try:
+            start = _parse_instant(args.get("start_date"), "start_date")
+            end = _parse_instant(args.get("end_date"), "end_date")
+            exclude_leads = _parse_bool(
+                args.get("exclude_total_leads_count"), "exclude_total_leads_count"
+            )
+        except _BadRequest as exc:
+            return _error(400, str(exc))
+        if start is not None and end is not None and start > end:
+            return _error(400, "Start Date must be earlier than End Date")
+        rows = workspace._overview_rows(wanted or None, start, end, not exclude_leads)
         return _json_response(200, rows)
 
     def _list_campaigns(self, request: Request, workspace: Workspace) -> Response:
