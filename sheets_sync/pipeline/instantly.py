@@ -107,7 +107,8 @@ def _describe_validation(exc: ValidationError, *, rows: bool = False) -> str:
         problem = f"{message[:1].lower()}{message[1:]}, got {_shown(first.get('input'))}"
     where: list[str] = []
     if rows and loc and isinstance(loc[0], int):
-        where.append(f"row {loc.pop(0) + 1}")
+        row = loc.pop(0)
+        where.append(f"row {int(row) + 1}")
     if loc:
         where.append("field " + ".".join(str(p) for p in loc))
     return f"{', '.join(where)}: {problem}" if where else problem
