@@ -46,7 +46,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from . import discovery
-from .sheets_cells import a1, json_copy, parse_a1, render_cell
+from .sheets_cells import a1, effective_value, json_copy, parse_a1, python_value, render_cell
 from .sheets_state import (
     Json,
     Sheet,
@@ -60,9 +60,7 @@ from .sheets_state import (
     set_user_value,
     sheet_properties,
     spreadsheet_json,
-    values_append,
     values_clear,
-    values_get,
     values_write,
 )
 
@@ -127,16 +125,10 @@ _HTML_ERROR = (
 _LOG_KINDS = {
     "spreadsheets.get": "get",
     "spreadsheets.batchUpdate": "batchUpdate",
-    "spreadsheets.create": "create",
-    "spreadsheets.values.get": "values_get",
-    "spreadsheets.values.batchGet": "values_get",
     "spreadsheets.values.update": "values_write",
-    "spreadsheets.values.append": "values_write",
     "spreadsheets.values.clear": "values_write",
-    "spreadsheets.values.batchClear": "values_write",
-    "spreadsheets.values.batchUpdate": "values_write",
 }
-WRITE_KINDS = frozenset({"batchUpdate", "values_write", "create"})
+WRITE_KINDS = frozenset({"batchUpdate", "values_write"})
 WINDOW_SECONDS = 60.0
 
 
@@ -201,7 +193,7 @@ class Call:
 
     method: str
     path: str
-    kind: str  # token | get | batchUpdate | values_get | values_write | create | other
+    kind: str  # token | get | batchUpdate | values_write | other
     spreadsheet_id: str | None
     status: int
     email: str | None
@@ -486,12 +478,14 @@ class FakeSheetsServer:
         Formulas read as ``#FAKE_FORMULA``."""
         with self._lock:
             sheet = self._sheet(spreadsheet_id, title_or_id)
-            grid = values_get(
-                self._book(spreadsheet_id), _whole(sheet), render="UNFORMATTED_VALUE"
-            ).get("values", [])
-        width = max((len(row) for row in grid), default=0)
-        return [[None if v == "" else v for v in row] + [None] * (width - len(row))
-                for row in grid]
+            entered = {key: python_value(effective_value(cell))
+                       for key, cell in sheet.cells.items()}
+        present = [key for key, value in entered.items() if value is not None]
+        height = max((r for r, _ in present), default=-1) + 1
+        width = max((c for _, c in present), default=-1) + 1
+        # An empty string still counts towards the extent, as in the values API's answer.
+        return [[None if (v := entered.get((r, c))) == "" else v for c in range(width)]
+                for r in range(height)]
 
     def cell(self, spreadsheet_id: str, title_or_id: str | int, a1_ref: str) -> dict[str, Any]:
         """The full CellData Google would return for one cell ({} when empty)."""
@@ -886,15 +880,12 @@ class FakeSheetsServer:
                           None)
         if handler is None:
             raise bad_request(f"fake: method {method.id} not implemented")
-        if method.id == "spreadsheets.create":
-            result = handler(body, email)
-        else:
-            book = self._spreadsheets.get(params["spreadsheetId"])
-            if book is None:
-                raise SheetsError(404, "Requested entity was not found.")
-            if email not in book.shared_with:
-                raise SheetsError(403, "The caller does not have permission")
-            result = handler(book, params, query, body or {}, fields_tree)
+        book = self._spreadsheets.get(params["spreadsheetId"])
+        if book is None:
+            raise SheetsError(404, "Requested entity was not found.")
+        if email not in book.shared_with:
+            raise SheetsError(403, "The caller does not have permission")
+        result = handler(book, params, query, body or {}, fields_tree)
         return discovery.filter_fields(result, fields_tree)
 
     def _query(self, method: discovery.Method, request: Request) -> dict[str, Any]:
@@ -946,23 +937,6 @@ class FakeSheetsServer:
     def _commit(self, book: Spreadsheet, work: Spreadsheet) -> None:
         self._spreadsheets[book.spreadsheet_id] = work
 
-    def _m__create(self, body: Json, email: str) -> Json:
-        ssid = new_spreadsheet_id(self._rng)
-        title = body.get("properties", {}).get("title") or "Untitled spreadsheet"
-        book = make_spreadsheet(ssid, title, [], {email}, self._rng)
-        book.properties.update({k: v for k, v in body.get("properties", {}).items()
-                                if k != "title"})
-        requested = body.get("sheets") or [{"properties": {"title": "Sheet1", "sheetId": 0}}]
-        for index, sheet in enumerate(requested):
-            props = sheet.get("properties", {})
-            grid = props.get("gridProperties", {})
-            sheet_id = props.get("sheetId", 0 if index == 0 else new_sheet_id(book, self._rng))
-            book.sheets.append(Sheet(sheet_properties(
-                sheet_id, props.get("title") or f"Sheet{index + 1}", index,
-                grid.get("rowCount", 1000), grid.get("columnCount", 26))))
-        self._spreadsheets[ssid] = book
-        return spreadsheet_json(book)
-
     def _m__get(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
                 body: Json, fields_tree: discovery.FieldTree | None) -> Json:
         include_grid = _bool_param("includeGridData", query.get("includeGridData"))
@@ -979,23 +953,6 @@ class FakeSheetsServer:
         self._commit(book, work)
         return reply
 
-    def _m__values_get(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
-                       body: Json, fields_tree: discovery.FieldTree | None) -> Json:
-        return values_get(book, params["range"], major=_major(query.get("majorDimension")),
-                          render=query.get("valueRenderOption") or "FORMATTED_VALUE")
-
-    def _m__values_batchGet(self, book: Spreadsheet, params: dict[str, str],
-                            query: dict[str, Any], body: Json,
-                            fields_tree: discovery.FieldTree | None) -> Json:
-        ranges = query.get("ranges") or []
-        major = _major(query.get("majorDimension"))
-        render = query.get("valueRenderOption") or "FORMATTED_VALUE"
-        out: Json = {"spreadsheetId": book.spreadsheet_id}
-        if ranges:
-            out["valueRanges"] = [values_get(book, r, major=major, render=render)
-                                  for r in ranges]
-        return out
-
     @staticmethod
     def _input_option(value: str | None) -> str:
         if value not in ("RAW", "USER_ENTERED"):
@@ -1006,33 +963,13 @@ class FakeSheetsServer:
                           query: dict[str, Any], body: Json,
                           fields_tree: discovery.FieldTree | None) -> Json:
         option = self._input_option(query.get("valueInputOption"))
+        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")):
+            raise bad_request("fake: includeValuesInResponse not implemented")
         work = book.clone()
         reply = values_write(work, params["range"], body.get("values"), input_option=option,
                              major=_major(body.get("majorDimension")),
                              body_range=body.get("range"))
         self._commit(book, work)
-        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")):
-            reply["updatedData"] = values_get(
-                work, reply.get("updatedRange", params["range"]),
-                render=query.get("responseValueRenderOption") or "FORMATTED_VALUE")
-        return reply
-
-    def _m__values_append(self, book: Spreadsheet, params: dict[str, str],
-                          query: dict[str, Any], body: Json,
-                          fields_tree: discovery.FieldTree | None) -> Json:
-        option = self._input_option(query.get("valueInputOption"))
-        work = book.clone()
-        reply = values_append(
-            work, params["range"], body.get("values"), input_option=option,
-            insert_rows=query.get("insertDataOption") == "INSERT_ROWS",
-            major=_major(body.get("majorDimension")),
-        )
-        self._commit(book, work)
-        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")) and \
-                "updatedRange" in reply["updates"]:
-            reply["updates"]["updatedData"] = values_get(
-                work, reply["updates"]["updatedRange"],
-                render=query.get("responseValueRenderOption") or "FORMATTED_VALUE")
         return reply
 
     def _m__values_clear(self, book: Spreadsheet, params: dict[str, str],
@@ -1043,49 +980,7 @@ class FakeSheetsServer:
         self._commit(book, work)
         return {"spreadsheetId": book.spreadsheet_id, "clearedRange": cleared}
 
-    def _m__values_batchClear(self, book: Spreadsheet, params: dict[str, str],
-                              query: dict[str, Any], body: Json,
-                              fields_tree: discovery.FieldTree | None) -> Json:
-        work = book.clone()
-        cleared = [values_clear(work, text) for text in body.get("ranges", [])]
-        self._commit(book, work)
-        return {"spreadsheetId": book.spreadsheet_id, "clearedRanges": cleared}
-
-    def _m__values_batchUpdate(self, book: Spreadsheet, params: dict[str, str],
-                               query: dict[str, Any], body: Json,
-                               fields_tree: discovery.FieldTree | None) -> Json:
-        option = self._input_option(body.get("valueInputOption"))
-        work = book.clone()
-        responses = []
-        for index, value_range in enumerate(body.get("data", [])):
-            if not value_range.get("range"):
-                raise bad_request(f"Invalid data[{index}]: Missing range.")
-            responses.append(values_write(
-                work, value_range["range"], value_range.get("values"), input_option=option,
-                major=_major(value_range.get("majorDimension")),
-            ))
-        self._commit(book, work)
-        render = body.get("responseValueRenderOption") or "FORMATTED_VALUE"
-        if body.get("includeValuesInResponse"):
-            for reply in responses:
-                if "updatedRange" in reply:
-                    reply["updatedData"] = values_get(work, reply["updatedRange"], render=render)
-        out: Json = {"spreadsheetId": book.spreadsheet_id}
-        if responses:
-            written = [r for r in responses if "updatedRange" in r]
-            out.update(
-                totalUpdatedRows=sum(r["updatedRows"] for r in written),
-                totalUpdatedColumns=sum(r["updatedColumns"] for r in written),
-                totalUpdatedCells=sum(r["updatedCells"] for r in written),
-                totalUpdatedSheets=len({r["updatedRange"].rsplit("!", 1)[0] for r in written}),
-                responses=responses,
-            )
-        return out
-
 
 def _major(value: str | None) -> str:
     return "COLUMNS" if value == "COLUMNS" else "ROWS"
 
-
-def _whole(sheet: Sheet) -> str:
-    return "'" + sheet.title.replace("'", "''") + "'"

@@ -3,7 +3,7 @@
 Pure functions, no state: parsing ``'Tab name'!A1:C`` into indexes and back, turning what
 a client sends (RAW / USER_ENTERED values, ``CellData``) into what the fake stores, and
 rendering stored cells the way Google renders them (``effectiveValue``,
-``formattedValue``, ``effectiveFormat``, values-API output).
+``formattedValue``, ``effectiveFormat``).
 
 Google computes formulas; the fake does not. A formula cell keeps its
 ``userEnteredValue.formulaValue`` and its effective value is the marker string
@@ -425,21 +425,6 @@ def render_cell(
                 formats[key] = merge_format(DEFAULT_FORMAT, user_format)
             out["effectiveFormat"] = formats[key]
     return out
-
-
-def cell_output(stored: dict[str, Any], render: str) -> Any:
-    """One cell as the values API returns it (None = empty)."""
-    value = effective_value(stored)
-    if value is None:
-        return None
-    if render == "FORMULA":
-        entered = stored.get("userEnteredValue", {})
-        if "formulaValue" in entered:
-            return entered["formulaValue"]
-        return python_value(value)
-    if render == "UNFORMATTED_VALUE":
-        return python_value(value)
-    return formatted_value(stored)
 
 
 def value_length(stored: dict[str, Any]) -> int:

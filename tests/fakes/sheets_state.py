@@ -34,7 +34,6 @@ from .sheets_cells import (
     A1Error,
     A1Ref,
     a1,
-    cell_output,
     column_letters,
     formatted_value,
     is_scalar,
@@ -1450,38 +1449,6 @@ def resolve_range(
     return sheet, (ref.r0, r1, ref.c0, c1)
 
 
-def _trim(rows: list[list[Any]]) -> list[list[Any]]:
-    out = []
-    for row in rows:
-        while row and row[-1] is None:
-            row.pop()
-        out.append(row)
-    while out and not out[-1]:
-        out.pop()
-    return out
-
-
-def values_get(
-    ss: Spreadsheet, text: str, *, major: str = "ROWS", render: str = "FORMATTED_VALUE"
-) -> Json:
-    sheet, (r0, r1, c0, c1) = resolve_range(ss, text, clip=True)
-    keys = list(sheet.cells_in(r0, r1, c0, c1))
-    grid: list[list[Any]] = []
-    if keys:
-        height = max(r for r, _ in keys) - r0 + 1
-        width = max(c for _, c in keys) - c0 + 1
-        grid = [[None] * width for _ in range(height)]
-        for r, c in keys:
-            grid[r - r0][c - c0] = cell_output(sheet.cells[(r, c)], render)
-    if major == "COLUMNS":
-        grid = [list(column) for column in zip(*grid, strict=True)] if grid else []
-    values = [[("" if v is None else v) for v in row] for row in _trim(grid)]
-    out: Json = {"range": a1(sheet.title, r0, r1, c0, c1), "majorDimension": major}
-    if values:
-        out["values"] = values
-    return out
-
-
 def set_user_value(sheet: Sheet, r: int, c: int, value: Any, input_option: str) -> None:
     cell = dict(sheet.cells.get((r, c), {}))
     number_format = cell.get("userEnteredFormat", {}).get("numberFormat")
@@ -1514,7 +1481,7 @@ def _check_values_shape(values: Any) -> list[list[Any]]:
 
 def values_write(
     ss: Spreadsheet, text: str, values: Any, *, input_option: str, major: str = "ROWS",
-    body_range: str | None = None, anchor_rows: int | None = None,
+    body_range: str | None = None,
 ) -> Json:
     """``values.update`` semantics on ``ss`` (callers pass a clone for atomicity)."""
     sheet, ref = _parse_or_fail(ss, text)
@@ -1547,8 +1514,6 @@ def values_write(
                 f"Requested writing within range [{text}], but tried writing to column "
                 f"[{column_letters(limit_c)}]"
             )
-    if anchor_rows is not None and r0 + height > sheet.row_count:
-        sheet.set_count("ROWS", r0 + height)  # values.append grows the sheet
     if r0 + height > sheet.row_count or c0 + width > sheet.column_count or \
             r0 >= sheet.row_count or c0 >= sheet.column_count:
         raise _grid_error(text, sheet)
@@ -1578,47 +1543,3 @@ def values_clear(ss: Spreadsheet, text: str) -> str:
         cell.pop("userEnteredValue", None)
         sheet.put(r, c, cell)
     return a1(sheet.title, r0, r1, c0, c1)
-
-
-def values_append(
-    ss: Spreadsheet, text: str, values: Any, *, input_option: str, insert_rows: bool,
-    major: str = "ROWS",
-) -> Json:
-    """``values.append``: find the table in ``text`` and write below its last row."""
-    sheet, ref = _parse_or_fail(ss, text)
-    r0, c0 = ref.r0, ref.c0
-    if r0 >= sheet.row_count or c0 >= sheet.column_count:
-        raise _grid_error(text, sheet)
-    c1 = min(sheet.column_count, ref.c1 if ref.c1 is not None else sheet.column_count)
-    if ref.single:
-        c1 = sheet.column_count  # a single cell anchors the search, it does not bound it
-    filled = sorted({r for r, c in sheet.cells if r >= r0 and c0 <= c < c1
-                     and sheet.cells[(r, c)].get("userEnteredValue")})
-    table: tuple[int, int, int, int] | None = None
-    if filled:
-        # The table is the last block of consecutive non-empty rows in the range.
-        end = filled[-1]
-        start = end
-        while start - 1 in filled:
-            start -= 1
-        cols = [c for r, c in sheet.cells if start <= r <= end and c0 <= c < c1
-                and sheet.cells[(r, c)].get("userEnteredValue")]
-        table = (start, end + 1, min(cols), max(cols) + 1)
-    target_row = table[1] if table else r0
-    target_col = table[2] if table else c0
-    rows = _check_values_shape(values)
-    height = len(rows) if major == "ROWS" else max((len(r) for r in rows), default=0)
-    if insert_rows and height and target_row < sheet.row_count:
-        _shift(ss, sheet, _Shift("ROWS", target_row, height, insert=True))
-    start_text = a1(sheet.title, target_row, target_row + 1, target_col, target_col + 1)
-    updates = values_write(ss, start_text, rows, input_option=input_option, major=major,
-                           anchor_rows=height)
-    if ss.total_cells() > ss.cell_limit:
-        raise bad_request(
-            "This action would increase the number of cells in the workbook above the limit "
-            f"of {ss.cell_limit} cells."
-        )
-    out: Json = {"spreadsheetId": ss.spreadsheet_id, "updates": updates}
-    if table:
-        out["tableRange"] = a1(sheet.title, *table)
-    return out
