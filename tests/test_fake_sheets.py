@@ -322,32 +322,51 @@ def test_unimplemented_request_kind_is_loud(server: FakeSheetsServer,
         "fake: method spreadsheets.values.get not implemented")
 
 
-def test_rows_insert_moves_cells_and_banding_may_not_overlap(server: FakeSheetsServer,
-                                                             gc: gspread.Client) -> None:
+def test_deleting_rows_moves_cells_charts_and_frozen_rows(server: FakeSheetsServer,
+                                                          gc: gspread.Client) -> None:
     ssid = server.create_spreadsheet()
-    server.set_cell(ssid, "Sheet1", "A2", "row two")
+    for row in range(1, 6):
+        server.set_cell(ssid, "Sheet1", f"A{row}", f"row {row}")
     sh = gc.open_by_key(ssid)
-    band = {"range": {"sheetId": 0, "startRowIndex": 1, "endRowIndex": 5},
-            "rowProperties": {"firstBandColor": {"red": 1}}}
-    reply = sh.batch_update({"requests": [
-        {"addBanding": {"bandedRange": band}},
-        {"insertDimension": {"range": {"sheetId": 0, "dimension": "ROWS", "startIndex": 0,
-                                       "endIndex": 2}}},
+    source = {"sheetId": 0, "startRowIndex": 0, "endRowIndex": 5, "startColumnIndex": 0,
+              "endColumnIndex": 1}
+    chart = {
+        "spec": {"basicChart": {"chartType": "BAR", "domains": [
+            {"domain": {"sourceRange": {"sources": [source]}}}]}},
+        "position": {"overlayPosition": {"anchorCell": {"sheetId": 0, "rowIndex": 4,
+                                                        "columnIndex": 2}}},
+    }
+    sh.batch_update({"requests": [
+        {"updateSheetProperties": {
+            "properties": {"sheetId": 0, "gridProperties": {"frozenRowCount": 2}},
+            "fields": "gridProperties.frozenRowCount"}},
+        {"addChart": {"chart": chart}},
+        {"deleteDimension": {"range": {"sheetId": 0, "dimension": "ROWS", "startIndex": 1,
+                                       "endIndex": 3}}},
         {"updateDimensionProperties": {
             "range": {"sheetId": 0, "dimension": "COLUMNS", "startIndex": 0, "endIndex": 1},
             "properties": {"pixelSize": 240}, "fields": "pixelSize"}},
     ]})
-    banded_id = reply["replies"][0]["addBanding"]["bandedRange"]["bandedRangeId"]
-    assert server.values(ssid, "Sheet1") == [[None], [None], [None], ["row two"]]
-    (banded,) = server.banded_ranges(ssid, "Sheet1")
-    assert (banded["bandedRangeId"], banded["range"]["startRowIndex"],
-            banded["range"]["endRowIndex"]) == (banded_id, 3, 7)
-    assert server.column_widths(ssid, "Sheet1")[0] == 240
-    assert server.sheet_properties(ssid, "Sheet1")["gridProperties"]["rowCount"] == 1002
 
-    with pytest.raises(gspread.exceptions.APIError) as overlap:
-        sh.batch_update({"requests": [{"addBanding": {"bandedRange": band}}]})
-    assert "already has alternating background colors" in api_error(overlap)["message"]
+    assert server.values(ssid, "Sheet1") == [["row 1"], ["row 4"], ["row 5"]]
+    props = server.sheet_properties(ssid, "Sheet1")
+    assert props is not None
+    assert props["gridProperties"] == {"rowCount": 998, "columnCount": 26, "frozenRowCount": 1}
+    (stored,) = server.charts(ssid, "Sheet1")
+    assert stored["spec"]["basicChart"]["domains"][0]["domain"]["sourceRange"]["sources"] == [
+        {**source, "endRowIndex": 3}]
+    assert stored["position"]["overlayPosition"]["anchorCell"]["rowIndex"] == 2
+    widths = sh.fetch_sheet_metadata(params={
+        "fields": "sheets(data(columnMetadata(pixelSize)))", "ranges": "Sheet1!A1:B1"})
+    assert widths["sheets"][0]["data"][0]["columnMetadata"] == [{"pixelSize": 240},
+                                                               {"pixelSize": 100}]
+
+    with pytest.raises(gspread.exceptions.APIError) as everything:
+        sh.batch_update({"requests": [{"deleteDimension": {
+            "range": {"sheetId": 0, "dimension": "ROWS", "startIndex": 1}}}]})
+    assert api_error(everything)["message"] == (
+        "Invalid requests[0].deleteDimension: Sorry, it is not possible to delete all "
+        "non-frozen rows.")
 
 
 # --- access, quota, faults ----------------------------------------------------------------

@@ -534,7 +534,6 @@ class FakeSheetsServer:
             book = self._book(spreadsheet_id)
             return {
                 "properties": json_copy(book.properties),
-                "named_ranges": json_copy(book.named_ranges),
                 "shared_with": sorted(book.shared_with),
                 "sheets": [
                     {
@@ -543,47 +542,15 @@ class FakeSheetsServer:
                                   for (r, c), cell in sorted(sheet.cells.items())},
                         "row_meta": json_copy(sheet.row_meta),
                         "column_meta": json_copy(sheet.column_meta),
-                        "merges": json_copy(sheet.merges),
-                        "banded_ranges": json_copy(sheet.banded_ranges),
-                        "conditional_formats": json_copy(sheet.conditional_formats),
                         "charts": json_copy(sheet.charts),
-                        "basic_filter": json_copy(sheet.basic_filter),
                     }
                     for sheet in book.sheets
                 ],
             }
 
-    def column_widths(self, spreadsheet_id: str, title_or_id: str | int) -> dict[int, int]:
-        """Pixel width of every column (100 unless set)."""
-        with self._lock:
-            sheet = self._sheet(spreadsheet_id, title_or_id)
-            return {c: int(sheet.column_meta.get(c, {}).get("pixelSize", 100))
-                    for c in range(sheet.column_count)}
-
     def charts(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
         with self._lock:
             return json_copy(self._sheet(spreadsheet_id, title_or_id).charts)
-
-    def banded_ranges(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).banded_ranges)
-
-    def conditional_formats(self, spreadsheet_id: str, title_or_id: str | int
-                            ) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).conditional_formats)
-
-    def merges(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).merges)
-
-    def basic_filter(self, spreadsheet_id: str, title_or_id: str | int) -> dict[str, Any] | None:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).basic_filter)
-
-    def named_ranges(self, spreadsheet_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._book(spreadsheet_id).named_ranges)
 
     def metadata(self, spreadsheet_id: str, *, include_grid: bool = False) -> dict[str, Any]:
         """The Spreadsheet resource as ``spreadsheets.get`` would return it."""
