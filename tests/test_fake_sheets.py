@@ -209,16 +209,33 @@ def test_batch_update_applies_requests_in_order(server: FakeSheetsServer,
     assert props is not None
     assert props["gridProperties"] == {"rowCount": 50, "columnCount": 6, "frozenRowCount": 1}
     assert server.values(ssid, 4242) == [["Step", "Variant", "Reply rate"], [1, "A", 0.125]]
-    assert server.cell(ssid, "Step analytics", "C2")["formattedValue"] == "12.5%"
+    assert server.cell(ssid, "Step analytics", "C2")["effectiveValue"] == {"numberValue": 0.125}
 
-    grid = sh.fetch_sheet_metadata(params={"includeGridData": "true",
-                                           "ranges": "'Step analytics'!A1:C2"})
+    cells = "rowData(values(userEnteredValue,userEnteredFormat,effectiveValue))"
+    grid = sh.fetch_sheet_metadata(params={
+        "fields": f"sheets(properties(title),data({cells},columnMetadata))",
+        "ranges": "'Step analytics'!A1:C2"})
     assert [s["properties"]["title"] for s in grid["sheets"]] == ["Step analytics"]
     (data,) = grid["sheets"][0]["data"]
     header, row = data["rowData"]
-    assert header["values"][0]["effectiveFormat"]["textFormat"]["bold"] is True
+    assert header["values"][0]["userEnteredFormat"]["textFormat"]["bold"] is True
     assert row["values"][2]["effectiveValue"] == {"numberValue": 0.125}
     assert len(data["columnMetadata"]) == 3
+
+
+def test_cell_fields_the_fake_does_not_compute_are_refused(server: FakeSheetsServer,
+                                                           gc: gspread.Client) -> None:
+    sh = gc.open_by_key(server.create_spreadsheet())
+    for params, field in (
+        ({"includeGridData": "true"}, "*"),
+        ({"fields": "sheets.data.rowData.values(userEnteredValue,formattedValue)"},
+         "formattedValue"),
+        ({"fields": "sheets.data"}, "*"),
+    ):
+        with pytest.raises(gspread.exceptions.APIError) as refused:
+            sh.fetch_sheet_metadata(params=params)
+        assert api_error(refused)["message"] == (
+            f"fake: rendering CellData.{field} not implemented")
 
 
 def test_batch_update_is_atomic(server: FakeSheetsServer, gc: gspread.Client) -> None:

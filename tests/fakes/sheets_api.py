@@ -46,7 +46,15 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from . import discovery
-from .sheets_cells import a1, effective_value, json_copy, parse_a1, python_value, render_cell
+from .sheets_cells import (
+    RENDERED_CELL_FIELDS,
+    a1,
+    effective_value,
+    json_copy,
+    parse_a1,
+    python_value,
+    render_cell,
+)
 from .sheets_state import (
     Json,
     Sheet,
@@ -488,7 +496,8 @@ class FakeSheetsServer:
                 for r in range(height)]
 
     def cell(self, spreadsheet_id: str, title_or_id: str | int, a1_ref: str) -> dict[str, Any]:
-        """The full CellData Google would return for one cell ({} when empty)."""
+        """One cell as a read returns it: what was written plus ``effectiveValue`` ({} when
+        empty)."""
         with self._lock:
             sheet = self._sheet(spreadsheet_id, title_or_id)
             ref = parse_a1(a1_ref)
@@ -912,6 +921,10 @@ class FakeSheetsServer:
             # alone decides whether grid data comes back.
             sheets = fields_tree.get("sheets", {}) if "*" not in fields_tree else None
             include_grid = sheets is None or "data" in sheets or "*" in sheets
+        if include_grid:
+            unrendered = _unrendered_cell_field(fields_tree)
+            if unrendered is not None:
+                raise bad_request(f"fake: rendering CellData.{unrendered} not implemented")
         return spreadsheet_json(book, include_grid=include_grid, ranges=query.get("ranges"))
 
     def _m__batchUpdate(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
@@ -946,6 +959,22 @@ class FakeSheetsServer:
         cleared = values_clear(work, params["range"])
         self._commit(book, work)
         return {"spreadsheetId": book.spreadsheet_id, "clearedRange": cleared}
+
+
+def _unrendered_cell_field(tree: discovery.FieldTree | None) -> str | None:
+    """A CellData field the read would return that the fake does not compute ("*" when the
+    mask lets every field through), or None. Answering without it would look like Google
+    leaving it out, so such reads are refused instead."""
+    node = tree
+    for name in ("sheets", "data", "rowData", "values"):
+        if node is None or "*" in node:
+            return "*"
+        if name not in node:
+            return None
+        node = node[name]
+    if node is None or "*" in node:
+        return "*"
+    return next((name for name in sorted(node) if name not in RENDERED_CELL_FIELDS), None)
 
 
 def _major(value: str | None) -> str:

@@ -394,6 +394,8 @@ def batch_update(ss: Spreadsheet, body: Json, rng: random.Random) -> tuple[Sprea
     requests = body.get("requests") or []
     if not requests:
         raise bad_request("Must specify at least one request.")
+    if body.get("includeSpreadsheetInResponse"):
+        raise bad_request("fake: includeSpreadsheetInResponse not implemented")
     work = ss.clone()
     replies: list[Json] = []
     for index, request in enumerate(requests):
@@ -411,13 +413,7 @@ def batch_update(ss: Spreadsheet, body: Json, rng: random.Random) -> tuple[Sprea
             raise bad_request(f"fake: request kind {kind} not implemented")
         reply = handler(work, request[kind], Context(index, kind, rng))
         replies.append(reply or {})
-    response: Json = {"spreadsheetId": ss.spreadsheet_id, "replies": replies}
-    if body.get("includeSpreadsheetInResponse"):
-        ranges = body.get("responseRanges") or []
-        response["updatedSpreadsheet"] = spreadsheet_json(
-            work, include_grid=bool(body.get("responseIncludeGridData")), ranges=ranges
-        )
-    return work, response
+    return work, {"spreadsheetId": ss.spreadsheet_id, "replies": replies}
 
 
 # sheets ------------------------------------------------------------------------------------
@@ -895,18 +891,14 @@ def _dimension_metadata(sheet: Sheet, dimension: str, start: int, end: int) -> l
 
 
 def grid_data(sheet: Sheet, r0: int, r1: int, c0: int, c1: int) -> Json:
-    """One ``GridData`` block, trailing empty cells/rows trimmed like Google's.
-
-    Cells may share ``effectiveFormat`` dicts: serialise the result, or ``json_copy`` it
-    before handing it to code that might mutate it."""
+    """One ``GridData`` block, trailing empty cells/rows trimmed like Google's."""
     keys = sorted(sheet.cells_in(r0, r1, c0, c1))
     row_data: list[Json] = []
     if keys:
         last_row = max(r for r, _ in keys)
         by_row: dict[int, dict[int, Json]] = {}
-        formats: dict[str, Json] = {}  # shared effectiveFormat dicts, see render_cell
         for r, c in keys:
-            by_row.setdefault(r, {})[c] = render_cell(sheet.cells[(r, c)], formats)
+            by_row.setdefault(r, {})[c] = render_cell(sheet.cells[(r, c)])
         for r in range(r0, last_row + 1):
             cells = by_row.get(r)
             if not cells:
