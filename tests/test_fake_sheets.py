@@ -120,23 +120,27 @@ def test_token_exchange_rejects_unknown_account_and_wrong_key(server: FakeSheets
     assert server.count("token", status=400) == 2
 
 
-def test_api_calls_need_a_valid_bearer_token(server: FakeSheetsServer, account: dict[str, str],
-                                             gc: gspread.Client) -> None:
-    ssid = server.create_spreadsheet()
-    missing = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5)
-    assert missing.status_code == 401
-    assert missing.json()["error"]["status"] == "UNAUTHENTICATED"
-    assert "missing required authentication credential" in missing.json()["error"]["message"]
-    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
-    bogus = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5,
-                         headers={"Authorization": "Bearer ya29.not-issued"})
-    assert bogus.status_code == 401
+def test_api_calls_need_a_valid_bearer_token() -> None:
+    clock = Clock()
+    with FakeSheetsServer(clock=clock) as server:
+        info = make_service_account_info(server.token_uri)
+        server.register_service_account(info)
+        gc = gspread_client(server, info)
+        ssid = server.create_spreadsheet()
+        missing = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5)
+        assert missing.status_code == 401
+        assert missing.json()["error"]["status"] == "UNAUTHENTICATED"
+        assert "missing required authentication credential" in missing.json()["error"]["message"]
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        bogus = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5,
+                             headers={"Authorization": "Bearer ya29.not-issued"})
+        assert bogus.status_code == 401
 
-    gc.open_by_key(ssid)
-    server.expire_tokens()
-    gc.open_by_key(ssid)  # google-auth refreshes on the 401 and retries
-    assert server.count("token", status=200) == 2
-    assert server.count("get", status=401) == 3  # two raw requests + the expired token
+        gc.open_by_key(ssid)
+        clock.now += 3601  # expired at the fake while google-auth still trusts it
+        gc.open_by_key(ssid)  # google-auth refreshes on the 401 and retries
+        assert server.count("token", status=200) == 2
+        assert server.count("get", status=401) == 3  # two raw requests + the expired token
 
 
 # --- metadata ---------------------------------------------------------------------------
@@ -389,9 +393,8 @@ def test_deleting_rows_moves_cells_charts_and_frozen_rows(server: FakeSheetsServ
 # --- access, quota, faults ----------------------------------------------------------------
 
 
-def test_unshared_spreadsheet_is_403_until_shared(server: FakeSheetsServer,
-                                                  account: dict[str, str],
-                                                  gc: gspread.Client) -> None:
+def test_unshared_spreadsheet_is_403(server: FakeSheetsServer, account: dict[str, str],
+                                     gc: gspread.Client) -> None:
     ssid = server.create_spreadsheet(shared_with=(OTHER_EMAIL,))
     with pytest.raises(PermissionError):
         gc.open_by_key(ssid)  # gspread turns the 403 into PermissionError
@@ -400,8 +403,11 @@ def test_unshared_spreadsheet_is_403_until_shared(server: FakeSheetsServer,
     assert api_error(denied) == {"code": 403, "message": "The caller does not have permission",
                                  "status": "PERMISSION_DENIED"}
 
-    server.share(ssid, account["client_email"])
-    assert gc.open_by_key(ssid).id == ssid
+    shared = server.create_spreadsheet(shared_with=(account["client_email"],))
+    assert gc.open_by_key(shared).id == shared
+    server.unshare(shared, account["client_email"])  # the owner takes access back
+    with pytest.raises(PermissionError):
+        gc.open_by_key(shared)
 
 
 def test_unknown_spreadsheet_is_404(server: FakeSheetsServer, gc: gspread.Client) -> None:
@@ -450,7 +456,8 @@ def test_write_quota_is_a_rolling_window_per_user() -> None:
         clock.now += 61
         ws.update([[4]], "A1")
         assert server.values(ssid, "Sheet1") == [[4]]
-        assert server.writes_per_minute_max() == 3  # two accepted + one 429
+        assert server.count("values_write", status=200) == 3
+        assert server.count("values_write", status=429) == 1
 
 
 # --- values API ---------------------------------------------------------------------------

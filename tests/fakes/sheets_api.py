@@ -16,7 +16,11 @@ What it models, beyond storing cells:
 * per-user and per-project read/write quotas over a rolling 60 s window (429);
 * request validation against Google's discovery document (unknown fields, enums, types,
   unknown query parameters, ``fields`` masks), see :mod:`tests.fakes.discovery`;
-* the batchUpdate / values semantics in :mod:`tests.fakes.sheets_state`;
+* the methods the product and the benchmarks call: ``spreadsheets.get`` and
+  ``spreadsheets.batchUpdate`` (semantics in :mod:`tests.fakes.sheets_state`), and
+  ``values.update`` / ``values.clear``, which the plain-gspread baseline of
+  ``benchmarks/engine_calls.py`` uses. Any other method is validated, then refused with
+  a loud ``fake: method ... not implemented``;
 * fault injection (``fail_next``), latency, and a call log for assertions.
 
 Routes come from the discovery document too, matched against the raw request path so an
@@ -34,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -78,7 +81,6 @@ __all__ = [
     "Call",
     "FakeSheetsServer",
     "make_service_account_info",
-    "write_service_account_file",
 ]
 
 DEFAULT_EMAIL = "sheets-sync@test-project.iam.gserviceaccount.com"
@@ -136,8 +138,8 @@ _LOG_KINDS = {
     "spreadsheets.values.update": "values_write",
     "spreadsheets.values.clear": "values_write",
 }
-WRITE_KINDS = frozenset({"batchUpdate", "values_write"})
 WINDOW_SECONDS = 60.0
+PROJECT_NUMBER = 0  # the Cloud project the service account belongs to, in quota errors
 
 
 # --- service accounts --------------------------------------------------------------------
@@ -182,14 +184,6 @@ def make_service_account_info(
         + email.replace("@", "%40"),
         "universe_domain": "googleapis.com",
     }
-
-
-def write_service_account_file(
-    path: str | Path, token_uri: str, email: str = DEFAULT_EMAIL
-) -> dict[str, str]:
-    info = make_service_account_info(token_uri, email)
-    Path(path).write_text(json.dumps(info, indent=2))
-    return info
 
 
 # --- records -----------------------------------------------------------------------------
@@ -275,20 +269,17 @@ class FakeSheetsServer:
         project_reads_per_minute: int = 300,
         project_writes_per_minute: int = 300,
         latency: float = 0.0,
-        project_number: int = 0,
         clock: Callable[[], float] = time.monotonic,
-        seed: int | None = None,
     ) -> None:
         self.reads_per_minute = reads_per_minute
         self.writes_per_minute = writes_per_minute
         self.project_reads_per_minute = project_reads_per_minute
         self.project_writes_per_minute = project_writes_per_minute
         self.latency = latency
-        self.project_number = project_number
         self.clock = clock
         self.calls: list[Call] = []
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self._rng = random.Random()
         self._spreadsheets: dict[str, Spreadsheet] = {}
         self._accounts: dict[str, str] = {}  # email -> public key PEM
         self._tokens: dict[str, _Token] = {}
@@ -391,15 +382,6 @@ class FakeSheetsServer:
         with self._lock:
             self._faults.clear()
 
-    def pending_faults(self) -> int:
-        with self._lock:
-            return sum(fault.remaining for fault in self._faults)
-
-    def expire_tokens(self) -> None:
-        """Invalidate every issued access token (clients should refresh on the 401)."""
-        with self._lock:
-            self._tokens.clear()
-
     # call log --------------------------------------------------------------------------
 
     def count(self, kind: str | None = None, spreadsheet_id: str | None = None,
@@ -421,22 +403,6 @@ class FakeSheetsServer:
         with self._lock:
             return dict(collections.Counter(call.status for call in self.calls))
 
-    def writes_per_minute_max(self, email: str | None = None) -> int:
-        """Most write calls (successful or 429) seen in any 60 s window."""
-        with self._lock:
-            times = sorted(
-                call.at for call in self.calls
-                if call.kind in WRITE_KINDS
-                and (200 <= call.status < 300 or call.status == 429)
-                and (email is None or call.email == email)
-            )
-        best, left = 0, 0
-        for right, moment in enumerate(times):
-            while moment - times[left] >= WINDOW_SECONDS:
-                left += 1
-            best = max(best, right - left + 1)
-        return best
-
     # test-side state helpers (no HTTP, not logged) ---------------------------------------
 
     def create_spreadsheet(
@@ -454,10 +420,6 @@ class FakeSheetsServer:
                 ssid, title, list(sheets) or ["Sheet1"], shared_with, self._rng
             )
             return ssid
-
-    def share(self, spreadsheet_id: str, email: str) -> None:
-        with self._lock:
-            self._book(spreadsheet_id).shared_with.add(email)
 
     def unshare(self, spreadsheet_id: str, email: str) -> None:
         with self._lock:
@@ -560,12 +522,6 @@ class FakeSheetsServer:
     def charts(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
         with self._lock:
             return json_copy(self._sheet(spreadsheet_id, title_or_id).charts)
-
-    def metadata(self, spreadsheet_id: str, *, include_grid: bool = False) -> dict[str, Any]:
-        """The Spreadsheet resource as ``spreadsheets.get`` would return it."""
-        with self._lock:
-            return json_copy(spreadsheet_json(self._book(spreadsheet_id),
-                                              include_grid=include_grid))
 
     def _book(self, spreadsheet_id: str) -> Spreadsheet:
         try:
@@ -802,14 +758,14 @@ class FakeSheetsServer:
         )
         message = (
             f"Quota exceeded for quota metric '{metric}' and limit '{limit_name}' of service "
-            f"'sheets.googleapis.com' for consumer 'project_number:{self.project_number}'."
+            f"'sheets.googleapis.com' for consumer 'project_number:{PROJECT_NUMBER}'."
         )
         info = self._error_info("RATE_LIMIT_EXCEEDED", {
             "quota_metric": f"sheets.googleapis.com/{access}_requests",
             "quota_limit": limit_name.title().replace(" ", ""),
             "quota_limit_value": str(limit_value),
             "quota_location": "global",
-            "consumer": f"projects/{self.project_number}",
+            "consumer": f"projects/{PROJECT_NUMBER}",
         })
         help_link = {
             "@type": "type.googleapis.com/google.rpc.Help",
