@@ -288,7 +288,8 @@ def test_discovery_validator() -> None:
         "cell": {"user_entered_format": {"horizontalAlignment": "MIDDLE"}},
         "fields": "userEnteredFormat",
     }}, "addSheet"]}
-    assert discovery.validate("BatchUpdateSpreadsheetRequest", body) == [
+    violations, _ = discovery.check("BatchUpdateSpreadsheetRequest", body)
+    assert [v.description for v in violations] == [
         "Invalid value at 'requests[0].repeat_cell.cell.user_entered_format."
         "horizontal_alignment' (TYPE_ENUM), \"MIDDLE\"",
         "Invalid value at 'requests[1]' (type.googleapis.com/google.apps.sheets.v4.Request), "
@@ -302,7 +303,8 @@ def test_discovery_validator() -> None:
     update = normalised["requests"][0]["updateCells"]
     assert update["start"] == {"sheetId": 7}
     assert update["rows"][0]["values"][0] == {"userEnteredValue": {"numberValue": 2}}
-    assert discovery.validate("ValueRange", {"values": ["x"]}, root="data") == [
+    violations, _ = discovery.check("ValueRange", {"values": ["x"]}, root="data")
+    assert [v.description for v in violations] == [
         "Invalid value at 'data.values[0]' (type.googleapis.com/google.protobuf.ListValue), "
         "\"x\""]
 
