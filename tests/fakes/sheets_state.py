@@ -16,8 +16,8 @@ Google's documented and observed behaviour:
 * Errors carry Google's wording (``Invalid requests[1].updateCells: No grid with id: 7``).
 * GridRange without ``sheetId`` means sheet 0, as in the proto; a spreadsheet whose first
   sheet is not 0 therefore answers "No grid with id: 0", a classic production bug.
-* Cells are stored sparsely as the client-writable part of ``CellData``; computed fields
-  (``effectiveValue``, ``formattedValue``, ``effectiveFormat``) are rendered on read.
+* Cells are stored sparsely as the client-writable part of ``CellData``; of the computed
+  fields only ``effectiveValue`` is rendered on read (see ``sheets_cells``).
 
 Stored cell dicts are never mutated in place (always replaced), so cloning a sheet only
 copies the ``cells`` mapping, which keeps atomic batches cheap on big sheets.
@@ -96,16 +96,8 @@ class SheetsError(Exception):
         return {"error": error}
 
 
-def bad_request(message: str, *, field: str | None = None) -> SheetsError:
-    details = None
-    if field is not None:
-        details = [
-            {
-                "@type": "type.googleapis.com/google.rpc.BadRequest",
-                "fieldViolations": [{"field": field, "description": message}],
-            }
-        ]
-    return SheetsError(400, message, details=details)
+def bad_request(message: str) -> SheetsError:
+    return SheetsError(400, message)
 
 
 # --- model -------------------------------------------------------------------------------
