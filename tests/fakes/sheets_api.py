@@ -385,14 +385,13 @@ class FakeSheetsServer:
     # call log --------------------------------------------------------------------------
 
     def count(self, kind: str | None = None, spreadsheet_id: str | None = None,
-              *, status: int | None = None, email: str | None = None) -> int:
+              *, status: int | None = None) -> int:
         with self._lock:
             return sum(
                 1 for call in self.calls
                 if (kind is None or call.kind == kind)
                 and (spreadsheet_id is None or call.spreadsheet_id == spreadsheet_id)
                 and (status is None or call.status == status)
-                and (email is None or call.email == email)
             )
 
     def reset_calls(self) -> None:
@@ -410,12 +409,9 @@ class FakeSheetsServer:
         title: str = "Team metrics",
         sheets: Iterable[str] = ("Sheet1",),
         shared_with: Iterable[str] = (DEFAULT_EMAIL,),
-        spreadsheet_id: str | None = None,
     ) -> str:
         with self._lock:
-            ssid = spreadsheet_id or new_spreadsheet_id(self._rng)
-            if ssid in self._spreadsheets:
-                raise ValueError(f"spreadsheet {ssid} already exists")
+            ssid = new_spreadsheet_id(self._rng)
             self._spreadsheets[ssid] = make_spreadsheet(
                 ssid, title, list(sheets) or ["Sheet1"], shared_with, self._rng
             )
@@ -430,13 +426,9 @@ class FakeSheetsServer:
         with self._lock:
             self._spreadsheets.pop(spreadsheet_id, None)
 
-    def sheet_properties(
-        self, spreadsheet_id: str, title: str | None = None, sheet_id: int | None = None
-    ) -> dict[str, Any] | None:
+    def sheet_properties(self, spreadsheet_id: str, title: str) -> dict[str, Any] | None:
         with self._lock:
-            book = self._book(spreadsheet_id)
-            sheet = book.sheet_by_id(sheet_id) if sheet_id is not None else (
-                book.sheet_by_title(title) if title is not None else None)
+            sheet = self._book(spreadsheet_id).sheet_by_title(title)
             return json_copy(sheet.properties) if sheet is not None else None
 
     def sheet_titles(self, spreadsheet_id: str) -> list[str]:
