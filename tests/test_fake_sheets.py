@@ -2,8 +2,8 @@
 
 If the fake drifts from Google, every test built on it lies, so these pin down the
 behaviour production code relies on: the token exchange, metadata, batchUpdate
-semantics and atomicity, Google-worded validation errors, sharing, quotas and the values
-API that gspread's convenience methods use.
+semantics and atomicity, Google-worded validation errors, sharing, quotas and the two
+values methods (update, clear) that the benchmark's plain-gspread baseline uses.
 """
 
 from __future__ import annotations
@@ -120,23 +120,27 @@ def test_token_exchange_rejects_unknown_account_and_wrong_key(server: FakeSheets
     assert server.count("token", status=400) == 2
 
 
-def test_api_calls_need_a_valid_bearer_token(server: FakeSheetsServer, account: dict[str, str],
-                                             gc: gspread.Client) -> None:
-    ssid = server.create_spreadsheet()
-    missing = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5)
-    assert missing.status_code == 401
-    assert missing.json()["error"]["status"] == "UNAUTHENTICATED"
-    assert "missing required authentication credential" in missing.json()["error"]["message"]
-    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
-    bogus = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5,
-                         headers={"Authorization": "Bearer ya29.not-issued"})
-    assert bogus.status_code == 401
+def test_api_calls_need_a_valid_bearer_token() -> None:
+    clock = Clock()
+    with FakeSheetsServer(clock=clock) as server:
+        info = make_service_account_info(server.token_uri)
+        server.register_service_account(info)
+        gc = gspread_client(server, info)
+        ssid = server.create_spreadsheet()
+        missing = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5)
+        assert missing.status_code == 401
+        assert missing.json()["error"]["status"] == "UNAUTHENTICATED"
+        assert "missing required authentication credential" in missing.json()["error"]["message"]
+        assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+        bogus = requests.get(f"{server.url}/v4/spreadsheets/{ssid}", timeout=5,
+                             headers={"Authorization": "Bearer ya29.not-issued"})
+        assert bogus.status_code == 401
 
-    gc.open_by_key(ssid)
-    server.expire_tokens()
-    gc.open_by_key(ssid)  # google-auth refreshes on the 401 and retries
-    assert server.count("token", status=200) == 2
-    assert server.count("get", status=401) == 3  # two raw requests + the expired token
+        gc.open_by_key(ssid)
+        clock.now += 3601  # expired at the fake while google-auth still trusts it
+        gc.open_by_key(ssid)  # google-auth refreshes on the 401 and retries
+        assert server.count("token", status=200) == 2
+        assert server.count("get", status=401) == 3  # two raw requests + the expired token
 
 
 # --- metadata ---------------------------------------------------------------------------
@@ -209,16 +213,33 @@ def test_batch_update_applies_requests_in_order(server: FakeSheetsServer,
     assert props is not None
     assert props["gridProperties"] == {"rowCount": 50, "columnCount": 6, "frozenRowCount": 1}
     assert server.values(ssid, 4242) == [["Step", "Variant", "Reply rate"], [1, "A", 0.125]]
-    assert server.cell(ssid, "Step analytics", "C2")["formattedValue"] == "12.5%"
+    assert server.cell(ssid, "Step analytics", "C2")["effectiveValue"] == {"numberValue": 0.125}
 
-    grid = sh.fetch_sheet_metadata(params={"includeGridData": "true",
-                                           "ranges": "'Step analytics'!A1:C2"})
+    cells = "rowData(values(userEnteredValue,userEnteredFormat,effectiveValue))"
+    grid = sh.fetch_sheet_metadata(params={
+        "fields": f"sheets(properties(title),data({cells},columnMetadata))",
+        "ranges": "'Step analytics'!A1:C2"})
     assert [s["properties"]["title"] for s in grid["sheets"]] == ["Step analytics"]
     (data,) = grid["sheets"][0]["data"]
     header, row = data["rowData"]
-    assert header["values"][0]["effectiveFormat"]["textFormat"]["bold"] is True
+    assert header["values"][0]["userEnteredFormat"]["textFormat"]["bold"] is True
     assert row["values"][2]["effectiveValue"] == {"numberValue": 0.125}
     assert len(data["columnMetadata"]) == 3
+
+
+def test_cell_fields_the_fake_does_not_compute_are_refused(server: FakeSheetsServer,
+                                                           gc: gspread.Client) -> None:
+    sh = gc.open_by_key(server.create_spreadsheet())
+    for params, field in (
+        ({"includeGridData": "true"}, "*"),
+        ({"fields": "sheets.data.rowData.values(userEnteredValue,formattedValue)"},
+         "formattedValue"),
+        ({"fields": "sheets.data"}, "*"),
+    ):
+        with pytest.raises(gspread.exceptions.APIError) as refused:
+            sh.fetch_sheet_metadata(params=params)
+        assert api_error(refused)["message"] == (
+            f"fake: rendering CellData.{field} not implemented")
 
 
 def test_batch_update_is_atomic(server: FakeSheetsServer, gc: gspread.Client) -> None:
@@ -267,7 +288,8 @@ def test_discovery_validator() -> None:
         "cell": {"user_entered_format": {"horizontalAlignment": "MIDDLE"}},
         "fields": "userEnteredFormat",
     }}, "addSheet"]}
-    assert discovery.validate("BatchUpdateSpreadsheetRequest", body) == [
+    violations, _ = discovery.check("BatchUpdateSpreadsheetRequest", body)
+    assert [v.description for v in violations] == [
         "Invalid value at 'requests[0].repeat_cell.cell.user_entered_format."
         "horizontal_alignment' (TYPE_ENUM), \"MIDDLE\"",
         "Invalid value at 'requests[1]' (type.googleapis.com/google.apps.sheets.v4.Request), "
@@ -281,7 +303,8 @@ def test_discovery_validator() -> None:
     update = normalised["requests"][0]["updateCells"]
     assert update["start"] == {"sheetId": 7}
     assert update["rows"][0]["values"][0] == {"userEnteredValue": {"numberValue": 2}}
-    assert discovery.validate("ValueRange", {"values": ["x"]}, root="data") == [
+    violations, _ = discovery.check("ValueRange", {"values": ["x"]}, root="data")
+    assert [v.description for v in violations] == [
         "Invalid value at 'data.values[0]' (type.googleapis.com/google.protobuf.ListValue), "
         "\"x\""]
 
@@ -316,42 +339,64 @@ def test_unimplemented_request_kind_is_loud(server: FakeSheetsServer,
     with pytest.raises(gspread.exceptions.APIError) as unknown:
         sh.batch_update({"requests": [{"sortRange": {"range": {"sheetId": 0}}}]})
     assert api_error(unknown)["message"] == "fake: request kind sortRange not implemented"
+    with pytest.raises(gspread.exceptions.APIError) as unrouted:
+        sh.sheet1.get_all_values()
+    assert api_error(unrouted)["message"] == (
+        "fake: method spreadsheets.values.get not implemented")
 
 
-def test_rows_insert_moves_cells_and_banding_may_not_overlap(server: FakeSheetsServer,
-                                                             gc: gspread.Client) -> None:
+def test_deleting_rows_moves_cells_charts_and_frozen_rows(server: FakeSheetsServer,
+                                                          gc: gspread.Client) -> None:
     ssid = server.create_spreadsheet()
-    server.set_cell(ssid, "Sheet1", "A2", "row two")
+    for row in range(1, 6):
+        server.set_cell(ssid, "Sheet1", f"A{row}", f"row {row}")
     sh = gc.open_by_key(ssid)
-    band = {"range": {"sheetId": 0, "startRowIndex": 1, "endRowIndex": 5},
-            "rowProperties": {"firstBandColor": {"red": 1}}}
-    reply = sh.batch_update({"requests": [
-        {"addBanding": {"bandedRange": band}},
-        {"insertDimension": {"range": {"sheetId": 0, "dimension": "ROWS", "startIndex": 0,
-                                       "endIndex": 2}}},
+    source = {"sheetId": 0, "startRowIndex": 0, "endRowIndex": 5, "startColumnIndex": 0,
+              "endColumnIndex": 1}
+    chart = {
+        "spec": {"basicChart": {"chartType": "BAR", "domains": [
+            {"domain": {"sourceRange": {"sources": [source]}}}]}},
+        "position": {"overlayPosition": {"anchorCell": {"sheetId": 0, "rowIndex": 4,
+                                                        "columnIndex": 2}}},
+    }
+    sh.batch_update({"requests": [
+        {"updateSheetProperties": {
+            "properties": {"sheetId": 0, "gridProperties": {"frozenRowCount": 2}},
+            "fields": "gridProperties.frozenRowCount"}},
+        {"addChart": {"chart": chart}},
+        {"deleteDimension": {"range": {"sheetId": 0, "dimension": "ROWS", "startIndex": 1,
+                                       "endIndex": 3}}},
         {"updateDimensionProperties": {
             "range": {"sheetId": 0, "dimension": "COLUMNS", "startIndex": 0, "endIndex": 1},
             "properties": {"pixelSize": 240}, "fields": "pixelSize"}},
     ]})
-    banded_id = reply["replies"][0]["addBanding"]["bandedRange"]["bandedRangeId"]
-    assert server.values(ssid, "Sheet1") == [[None], [None], [None], ["row two"]]
-    (banded,) = server.banded_ranges(ssid, "Sheet1")
-    assert (banded["bandedRangeId"], banded["range"]["startRowIndex"],
-            banded["range"]["endRowIndex"]) == (banded_id, 3, 7)
-    assert server.column_widths(ssid, "Sheet1")[0] == 240
-    assert server.sheet_properties(ssid, "Sheet1")["gridProperties"]["rowCount"] == 1002
 
-    with pytest.raises(gspread.exceptions.APIError) as overlap:
-        sh.batch_update({"requests": [{"addBanding": {"bandedRange": band}}]})
-    assert "already has alternating background colors" in api_error(overlap)["message"]
+    assert server.values(ssid, "Sheet1") == [["row 1"], ["row 4"], ["row 5"]]
+    props = server.sheet_properties(ssid, "Sheet1")
+    assert props is not None
+    assert props["gridProperties"] == {"rowCount": 998, "columnCount": 26, "frozenRowCount": 1}
+    (stored,) = server.charts(ssid, "Sheet1")
+    assert stored["spec"]["basicChart"]["domains"][0]["domain"]["sourceRange"]["sources"] == [
+        {**source, "endRowIndex": 3}]
+    assert stored["position"]["overlayPosition"]["anchorCell"]["rowIndex"] == 2
+    widths = sh.fetch_sheet_metadata(params={
+        "fields": "sheets(data(columnMetadata(pixelSize)))", "ranges": "Sheet1!A1:B1"})
+    assert widths["sheets"][0]["data"][0]["columnMetadata"] == [{"pixelSize": 240},
+                                                               {"pixelSize": 100}]
+
+    with pytest.raises(gspread.exceptions.APIError) as everything:
+        sh.batch_update({"requests": [{"deleteDimension": {
+            "range": {"sheetId": 0, "dimension": "ROWS", "startIndex": 1}}}]})
+    assert api_error(everything)["message"] == (
+        "Invalid requests[0].deleteDimension: Sorry, it is not possible to delete all "
+        "non-frozen rows.")
 
 
 # --- access, quota, faults ----------------------------------------------------------------
 
 
-def test_unshared_spreadsheet_is_403_until_shared(server: FakeSheetsServer,
-                                                  account: dict[str, str],
-                                                  gc: gspread.Client) -> None:
+def test_unshared_spreadsheet_is_403(server: FakeSheetsServer, account: dict[str, str],
+                                     gc: gspread.Client) -> None:
     ssid = server.create_spreadsheet(shared_with=(OTHER_EMAIL,))
     with pytest.raises(PermissionError):
         gc.open_by_key(ssid)  # gspread turns the 403 into PermissionError
@@ -360,8 +405,11 @@ def test_unshared_spreadsheet_is_403_until_shared(server: FakeSheetsServer,
     assert api_error(denied) == {"code": 403, "message": "The caller does not have permission",
                                  "status": "PERMISSION_DENIED"}
 
-    server.share(ssid, account["client_email"])
-    assert gc.open_by_key(ssid).id == ssid
+    shared = server.create_spreadsheet(shared_with=(account["client_email"],))
+    assert gc.open_by_key(shared).id == shared
+    server.unshare(shared, account["client_email"])  # the owner takes access back
+    with pytest.raises(PermissionError):
+        gc.open_by_key(shared)
 
 
 def test_unknown_spreadsheet_is_404(server: FakeSheetsServer, gc: gspread.Client) -> None:
@@ -405,18 +453,20 @@ def test_write_quota_is_a_rolling_window_per_user() -> None:
             "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per "
             "minute per user' of service 'sheets.googleapis.com' for consumer "
             "'project_number:0'.")
-        ws.get_all_values()  # reads have their own bucket
+        ws.spreadsheet.fetch_sheet_metadata()  # reads have their own bucket
 
         clock.now += 61
         ws.update([[4]], "A1")
         assert server.values(ssid, "Sheet1") == [[4]]
-        assert server.writes_per_minute_max() == 3  # two accepted + one 429
+        assert server.count("values_write", status=200) == 3
+        assert server.count("values_write", status=429) == 1
 
 
 # --- values API ---------------------------------------------------------------------------
 
 
-def test_values_api_used_by_gspread(server: FakeSheetsServer, gc: gspread.Client) -> None:
+def test_values_update_and_clear(server: FakeSheetsServer, gc: gspread.Client) -> None:
+    """The two values methods a plain gspread script uses (the benchmark's baseline)."""
     ssid = server.create_spreadsheet(sheets=("Sheet1", "Step analytics"))
     sh = gc.open_by_key(ssid)
     ws = sh.worksheet("Step analytics")
@@ -425,15 +475,11 @@ def test_values_api_used_by_gspread(server: FakeSheetsServer, gc: gspread.Client
               raw=False)
     assert server.values(ssid, "Step analytics") == [
         ["Step", "Sent", "Rate", "Total"], [1, 120, 0.125, "#FAKE_FORMULA"]]
-    assert ws.get_all_values() == [["Step", "Sent", "Rate", "Total"],
-                                   ["1", "120", "12.5%", "#FAKE_FORMULA"]]
-    assert ws.get("D2", value_render_option="FORMULA") == [["=SUM(B2:B3)"]]
+    assert server.cell(ssid, "Step analytics", "C2")["userEnteredFormat"] == {
+        "numberFormat": {"type": "PERCENT", "pattern": "0.0%"}}
     ws.update([["=raw text"]], "E1")  # RAW keeps the string
     assert server.cell(ssid, "Step analytics", "E1")["userEnteredValue"] == {
         "stringValue": "=raw text"}
-
-    ws.append_row(["2", 80], value_input_option="USER_ENTERED")
-    assert server.values(ssid, "Step analytics")[2][:2] == [2, 80]
 
     with pytest.raises(gspread.exceptions.APIError) as overflow:
         ws.update([["a", "b", "c"]], "A1:B1")
@@ -441,7 +487,8 @@ def test_values_api_used_by_gspread(server: FakeSheetsServer, gc: gspread.Client
         "Requested writing within range ['Step analytics'!A1:B1], but tried writing to "
         "column [C]")
     with pytest.raises(gspread.exceptions.APIError) as unknown_tab:
-        sh.values_get("'Nope'!A1")
+        sh.values_update("'Nope'!A1", params={"valueInputOption": "RAW"},
+                         body={"values": [["x"]]})
     assert api_error(unknown_tab)["message"] == "Unable to parse range: 'Nope'!A1"
 
     sh.batch_update({"requests": [{"repeatCell": {

@@ -39,7 +39,6 @@ __all__ = [
     "FieldMaskSyntaxError",
     "FieldTree",
     "Method",
-    "ValidationError",
     "Violation",
     "check",
     "document",
@@ -47,11 +46,9 @@ __all__ = [
     "global_parameters",
     "mask_paths",
     "methods",
-    "parse",
     "parse_field_mask",
     "schema",
     "unknown_field_paths",
-    "validate",
 ]
 
 PROTO_PACKAGE = "type.googleapis.com/google.apps.sheets.v4"
@@ -101,27 +98,13 @@ class Violation:
     description: str
 
 
-class ValidationError(ValueError):
-    """Raised by :func:`parse`; ``message`` is what Google puts in ``error.message``."""
-
-    def __init__(self, violations: list[Violation]) -> None:
-        self.violations = violations
-        self.message = "\n".join(v.description for v in violations)
-        super().__init__(self.message)
-
-
-def validate(schema_name: str, body: Any, *, root: str = "") -> list[str]:
-    """Errors for ``body`` as an instance of ``schema_name`` (empty list when valid).
+def check(schema_name: str, body: Any, *, root: str = "") -> tuple[list[Violation], Any]:
+    """Validate ``body`` as an instance of ``schema_name``; returns ``(violations,
+    normalised copy)``.
 
     ``root`` is the proto field the body binds to, which prefixes every path: the
     ``values.update`` body is bound to ``data`` so Google reports ``at 'data'``.
     """
-    violations, _ = check(schema_name, body, root=root)
-    return [v.description for v in violations]
-
-
-def check(schema_name: str, body: Any, *, root: str = "") -> tuple[list[Violation], Any]:
-    """Validate and return ``(violations, normalised copy)``."""
     walker = _Walker()
     if not isinstance(body, dict):
         walker.violations.append(
@@ -131,14 +114,6 @@ def check(schema_name: str, body: Any, *, root: str = "") -> tuple[list[Violatio
         return walker.violations, None
     normalised = walker.message(schema_name, body, root)
     return walker.violations, normalised
-
-
-def parse(schema_name: str, body: Any, *, root: str = "") -> Any:
-    """The normalised body, or :class:`ValidationError` with Google-worded violations."""
-    violations, normalised = check(schema_name, body, root=root)
-    if violations:
-        raise ValidationError(violations)
-    return normalised
 
 
 @functools.cache

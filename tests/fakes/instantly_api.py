@@ -383,11 +383,6 @@ class Workspace:
         # campaign_id -> overview field -> amount added to what the events give.
         self._overview_skew: dict[str, dict[str, int]] = {}
 
-    @property
-    def campaign_ids(self) -> list[str]:
-        with self._lock:
-            return list(self._campaigns)
-
     def add_campaign(
         self,
         name: str,
@@ -477,35 +472,6 @@ class Workspace:
             for name, value in deltas.items():
                 skew[name] = skew.get(name, 0) + value
 
-    def record_many(
-        self,
-        campaign_id: str,
-        rows: Iterable[Mapping[str, Any]],
-        day: dt.date | None = None,
-    ) -> None:
-        """Record several rows shaped like API rows: ``{"step", "variant", <metrics>}``.
-
-        ``step``/``variant`` may be ints, digit strings (as the API returns them) or None,
-        so a fixture's rows can be replayed. A row may carry its own ``"day"``; otherwise
-        ``day`` is used (default: today, UTC). Unknown keys raise, to catch typos.
-        """
-        default_day = day or dt.datetime.now(dt.UTC).date()
-        for row in rows:
-            unknown = set(row) - set(_ALL_METRICS) - {"step", "variant", "day"}
-            if unknown:
-                raise ValueError(f"unknown keys in row {dict(row)!r}: {sorted(unknown)}")
-            indices = [
-                int(value) if isinstance(value, str) else value
-                for value in (row["step"], row["variant"])
-            ]
-            self._record(
-                campaign_id,
-                row.get("day", default_day),
-                _index(indices[0], "step"),
-                _index(indices[1], "variant"),
-                {name: row.get(name, 0) for name in _ALL_METRICS},
-            )
-
     def _record(
         self,
         campaign_id: str,
@@ -537,7 +503,6 @@ class Workspace:
         start: dt.datetime | None,
         end: dt.datetime | None,
         include_opportunities: bool,
-        extra_fields: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         totals: dict[tuple[int | None, int | None], dict[str, int]] = {}
         for (cid, day, step, variant), metrics in self._events.items():
@@ -556,9 +521,6 @@ class Workspace:
                 "variant": None if variant is None else str(variant),
             }
             row.update({name: acc[name] for name in names})
-            # New fields appear over time; they never replace a documented one.
-            for name, value in extra_fields.items():
-                row.setdefault(name, copy.deepcopy(value))
             rows.append(row)
         return rows
 
@@ -628,8 +590,6 @@ class FakeInstantlyServer:
         self._calls: list[Call] = []
         #: Seconds added to every call (before the answer is sent).
         self.latency: float = 0.0
-        #: Added to each steps-analytics row (never overriding a documented key).
-        self.extra_fields: dict[str, Any] = {}
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         # Set by stop() so pending delays end at once instead of holding a thread.
@@ -911,7 +871,7 @@ class FakeInstantlyServer:
             return _error(400, "Start Date must be earlier than End Date")
         if campaign_id is not None and campaign_id not in workspace._campaigns:
             return _error(404, "Campaign not found")
-        rows = workspace._step_rows(campaign_id, start, end, include, self.extra_fields)
+        rows = workspace._step_rows(campaign_id, start, end, include)
         return _json_response(200, rows)
 
     def _campaign_overview(self, request: Request, workspace: Workspace) -> Response:

@@ -16,7 +16,11 @@ What it models, beyond storing cells:
 * per-user and per-project read/write quotas over a rolling 60 s window (429);
 * request validation against Google's discovery document (unknown fields, enums, types,
   unknown query parameters, ``fields`` masks), see :mod:`tests.fakes.discovery`;
-* the batchUpdate / values semantics in :mod:`tests.fakes.sheets_state`;
+* the methods the product and the benchmarks call: ``spreadsheets.get`` and
+  ``spreadsheets.batchUpdate`` (semantics in :mod:`tests.fakes.sheets_state`), and
+  ``values.update`` / ``values.clear``, which the plain-gspread baseline of
+  ``benchmarks/engine_calls.py`` uses. Any other method is validated, then refused with
+  a loud ``fake: method ... not implemented``;
 * fault injection (``fail_next``), latency, and a call log for assertions.
 
 Routes come from the discovery document too, matched against the raw request path so an
@@ -34,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -46,7 +49,15 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from . import discovery
-from .sheets_cells import a1, json_copy, parse_a1, render_cell
+from .sheets_cells import (
+    RENDERED_CELL_FIELDS,
+    a1,
+    effective_value,
+    json_copy,
+    parse_a1,
+    python_value,
+    render_cell,
+)
 from .sheets_state import (
     Json,
     Sheet,
@@ -60,9 +71,7 @@ from .sheets_state import (
     set_user_value,
     sheet_properties,
     spreadsheet_json,
-    values_append,
     values_clear,
-    values_get,
     values_write,
 )
 
@@ -72,7 +81,6 @@ __all__ = [
     "Call",
     "FakeSheetsServer",
     "make_service_account_info",
-    "write_service_account_file",
 ]
 
 DEFAULT_EMAIL = "sheets-sync@test-project.iam.gserviceaccount.com"
@@ -127,17 +135,11 @@ _HTML_ERROR = (
 _LOG_KINDS = {
     "spreadsheets.get": "get",
     "spreadsheets.batchUpdate": "batchUpdate",
-    "spreadsheets.create": "create",
-    "spreadsheets.values.get": "values_get",
-    "spreadsheets.values.batchGet": "values_get",
     "spreadsheets.values.update": "values_write",
-    "spreadsheets.values.append": "values_write",
     "spreadsheets.values.clear": "values_write",
-    "spreadsheets.values.batchClear": "values_write",
-    "spreadsheets.values.batchUpdate": "values_write",
 }
-WRITE_KINDS = frozenset({"batchUpdate", "values_write", "create"})
 WINDOW_SECONDS = 60.0
+PROJECT_NUMBER = 0  # the Cloud project the service account belongs to, in quota errors
 
 
 # --- service accounts --------------------------------------------------------------------
@@ -184,14 +186,6 @@ def make_service_account_info(
     }
 
 
-def write_service_account_file(
-    path: str | Path, token_uri: str, email: str = DEFAULT_EMAIL
-) -> dict[str, str]:
-    info = make_service_account_info(token_uri, email)
-    Path(path).write_text(json.dumps(info, indent=2))
-    return info
-
-
 # --- records -----------------------------------------------------------------------------
 
 
@@ -201,7 +195,7 @@ class Call:
 
     method: str
     path: str
-    kind: str  # token | get | batchUpdate | values_get | values_write | create | other
+    kind: str  # token | get | batchUpdate | values_write | other
     spreadsheet_id: str | None
     status: int
     email: str | None
@@ -275,20 +269,17 @@ class FakeSheetsServer:
         project_reads_per_minute: int = 300,
         project_writes_per_minute: int = 300,
         latency: float = 0.0,
-        project_number: int = 0,
         clock: Callable[[], float] = time.monotonic,
-        seed: int | None = None,
     ) -> None:
         self.reads_per_minute = reads_per_minute
         self.writes_per_minute = writes_per_minute
         self.project_reads_per_minute = project_reads_per_minute
         self.project_writes_per_minute = project_writes_per_minute
         self.latency = latency
-        self.project_number = project_number
         self.clock = clock
         self.calls: list[Call] = []
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self._rng = random.Random()
         self._spreadsheets: dict[str, Spreadsheet] = {}
         self._accounts: dict[str, str] = {}  # email -> public key PEM
         self._tokens: dict[str, _Token] = {}
@@ -391,26 +382,16 @@ class FakeSheetsServer:
         with self._lock:
             self._faults.clear()
 
-    def pending_faults(self) -> int:
-        with self._lock:
-            return sum(fault.remaining for fault in self._faults)
-
-    def expire_tokens(self) -> None:
-        """Invalidate every issued access token (clients should refresh on the 401)."""
-        with self._lock:
-            self._tokens.clear()
-
     # call log --------------------------------------------------------------------------
 
     def count(self, kind: str | None = None, spreadsheet_id: str | None = None,
-              *, status: int | None = None, email: str | None = None) -> int:
+              *, status: int | None = None) -> int:
         with self._lock:
             return sum(
                 1 for call in self.calls
                 if (kind is None or call.kind == kind)
                 and (spreadsheet_id is None or call.spreadsheet_id == spreadsheet_id)
                 and (status is None or call.status == status)
-                and (email is None or call.email == email)
             )
 
     def reset_calls(self) -> None:
@@ -421,22 +402,6 @@ class FakeSheetsServer:
         with self._lock:
             return dict(collections.Counter(call.status for call in self.calls))
 
-    def writes_per_minute_max(self, email: str | None = None) -> int:
-        """Most write calls (successful or 429) seen in any 60 s window."""
-        with self._lock:
-            times = sorted(
-                call.at for call in self.calls
-                if call.kind in WRITE_KINDS
-                and (200 <= call.status < 300 or call.status == 429)
-                and (email is None or call.email == email)
-            )
-        best, left = 0, 0
-        for right, moment in enumerate(times):
-            while moment - times[left] >= WINDOW_SECONDS:
-                left += 1
-            best = max(best, right - left + 1)
-        return best
-
     # test-side state helpers (no HTTP, not logged) ---------------------------------------
 
     def create_spreadsheet(
@@ -444,20 +409,13 @@ class FakeSheetsServer:
         title: str = "Team metrics",
         sheets: Iterable[str] = ("Sheet1",),
         shared_with: Iterable[str] = (DEFAULT_EMAIL,),
-        spreadsheet_id: str | None = None,
     ) -> str:
         with self._lock:
-            ssid = spreadsheet_id or new_spreadsheet_id(self._rng)
-            if ssid in self._spreadsheets:
-                raise ValueError(f"spreadsheet {ssid} already exists")
+            ssid = new_spreadsheet_id(self._rng)
             self._spreadsheets[ssid] = make_spreadsheet(
                 ssid, title, list(sheets) or ["Sheet1"], shared_with, self._rng
             )
             return ssid
-
-    def share(self, spreadsheet_id: str, email: str) -> None:
-        with self._lock:
-            self._book(spreadsheet_id).shared_with.add(email)
 
     def unshare(self, spreadsheet_id: str, email: str) -> None:
         with self._lock:
@@ -468,13 +426,9 @@ class FakeSheetsServer:
         with self._lock:
             self._spreadsheets.pop(spreadsheet_id, None)
 
-    def sheet_properties(
-        self, spreadsheet_id: str, title: str | None = None, sheet_id: int | None = None
-    ) -> dict[str, Any] | None:
+    def sheet_properties(self, spreadsheet_id: str, title: str) -> dict[str, Any] | None:
         with self._lock:
-            book = self._book(spreadsheet_id)
-            sheet = book.sheet_by_id(sheet_id) if sheet_id is not None else (
-                book.sheet_by_title(title) if title is not None else None)
+            sheet = self._book(spreadsheet_id).sheet_by_title(title)
             return json_copy(sheet.properties) if sheet is not None else None
 
     def sheet_titles(self, spreadsheet_id: str) -> list[str]:
@@ -486,15 +440,18 @@ class FakeSheetsServer:
         Formulas read as ``#FAKE_FORMULA``."""
         with self._lock:
             sheet = self._sheet(spreadsheet_id, title_or_id)
-            grid = values_get(
-                self._book(spreadsheet_id), _whole(sheet), render="UNFORMATTED_VALUE"
-            ).get("values", [])
-        width = max((len(row) for row in grid), default=0)
-        return [[None if v == "" else v for v in row] + [None] * (width - len(row))
-                for row in grid]
+            entered = {key: python_value(effective_value(cell))
+                       for key, cell in sheet.cells.items()}
+        present = [key for key, value in entered.items() if value is not None]
+        height = max((r for r, _ in present), default=-1) + 1
+        width = max((c for _, c in present), default=-1) + 1
+        # An empty string still counts towards the extent, as in the values API's answer.
+        return [[None if (v := entered.get((r, c))) == "" else v for c in range(width)]
+                for r in range(height)]
 
     def cell(self, spreadsheet_id: str, title_or_id: str | int, a1_ref: str) -> dict[str, Any]:
-        """The full CellData Google would return for one cell ({} when empty)."""
+        """One cell as a read returns it: what was written plus ``effectiveValue`` ({} when
+        empty)."""
         with self._lock:
             sheet = self._sheet(spreadsheet_id, title_or_id)
             ref = parse_a1(a1_ref)
@@ -540,7 +497,6 @@ class FakeSheetsServer:
             book = self._book(spreadsheet_id)
             return {
                 "properties": json_copy(book.properties),
-                "named_ranges": json_copy(book.named_ranges),
                 "shared_with": sorted(book.shared_with),
                 "sheets": [
                     {
@@ -549,53 +505,15 @@ class FakeSheetsServer:
                                   for (r, c), cell in sorted(sheet.cells.items())},
                         "row_meta": json_copy(sheet.row_meta),
                         "column_meta": json_copy(sheet.column_meta),
-                        "merges": json_copy(sheet.merges),
-                        "banded_ranges": json_copy(sheet.banded_ranges),
-                        "conditional_formats": json_copy(sheet.conditional_formats),
                         "charts": json_copy(sheet.charts),
-                        "basic_filter": json_copy(sheet.basic_filter),
                     }
                     for sheet in book.sheets
                 ],
             }
 
-    def column_widths(self, spreadsheet_id: str, title_or_id: str | int) -> dict[int, int]:
-        """Pixel width of every column (100 unless set)."""
-        with self._lock:
-            sheet = self._sheet(spreadsheet_id, title_or_id)
-            return {c: int(sheet.column_meta.get(c, {}).get("pixelSize", 100))
-                    for c in range(sheet.column_count)}
-
     def charts(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
         with self._lock:
             return json_copy(self._sheet(spreadsheet_id, title_or_id).charts)
-
-    def banded_ranges(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).banded_ranges)
-
-    def conditional_formats(self, spreadsheet_id: str, title_or_id: str | int
-                            ) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).conditional_formats)
-
-    def merges(self, spreadsheet_id: str, title_or_id: str | int) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).merges)
-
-    def basic_filter(self, spreadsheet_id: str, title_or_id: str | int) -> dict[str, Any] | None:
-        with self._lock:
-            return json_copy(self._sheet(spreadsheet_id, title_or_id).basic_filter)
-
-    def named_ranges(self, spreadsheet_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return json_copy(self._book(spreadsheet_id).named_ranges)
-
-    def metadata(self, spreadsheet_id: str, *, include_grid: bool = False) -> dict[str, Any]:
-        """The Spreadsheet resource as ``spreadsheets.get`` would return it."""
-        with self._lock:
-            return json_copy(spreadsheet_json(self._book(spreadsheet_id),
-                                              include_grid=include_grid))
 
     def _book(self, spreadsheet_id: str) -> Spreadsheet:
         try:
@@ -832,14 +750,14 @@ class FakeSheetsServer:
         )
         message = (
             f"Quota exceeded for quota metric '{metric}' and limit '{limit_name}' of service "
-            f"'sheets.googleapis.com' for consumer 'project_number:{self.project_number}'."
+            f"'sheets.googleapis.com' for consumer 'project_number:{PROJECT_NUMBER}'."
         )
         info = self._error_info("RATE_LIMIT_EXCEEDED", {
             "quota_metric": f"sheets.googleapis.com/{access}_requests",
             "quota_limit": limit_name.title().replace(" ", ""),
             "quota_limit_value": str(limit_value),
             "quota_location": "global",
-            "consumer": f"projects/{self.project_number}",
+            "consumer": f"projects/{PROJECT_NUMBER}",
         })
         help_link = {
             "@type": "type.googleapis.com/google.rpc.Help",
@@ -886,15 +804,12 @@ class FakeSheetsServer:
                           None)
         if handler is None:
             raise bad_request(f"fake: method {method.id} not implemented")
-        if method.id == "spreadsheets.create":
-            result = handler(body, email)
-        else:
-            book = self._spreadsheets.get(params["spreadsheetId"])
-            if book is None:
-                raise SheetsError(404, "Requested entity was not found.")
-            if email not in book.shared_with:
-                raise SheetsError(403, "The caller does not have permission")
-            result = handler(book, params, query, body or {}, fields_tree)
+        book = self._spreadsheets.get(params["spreadsheetId"])
+        if book is None:
+            raise SheetsError(404, "Requested entity was not found.")
+        if email not in book.shared_with:
+            raise SheetsError(403, "The caller does not have permission")
+        result = handler(book, params, query, body or {}, fields_tree)
         return discovery.filter_fields(result, fields_tree)
 
     def _query(self, method: discovery.Method, request: Request) -> dict[str, Any]:
@@ -946,23 +861,6 @@ class FakeSheetsServer:
     def _commit(self, book: Spreadsheet, work: Spreadsheet) -> None:
         self._spreadsheets[book.spreadsheet_id] = work
 
-    def _m__create(self, body: Json, email: str) -> Json:
-        ssid = new_spreadsheet_id(self._rng)
-        title = body.get("properties", {}).get("title") or "Untitled spreadsheet"
-        book = make_spreadsheet(ssid, title, [], {email}, self._rng)
-        book.properties.update({k: v for k, v in body.get("properties", {}).items()
-                                if k != "title"})
-        requested = body.get("sheets") or [{"properties": {"title": "Sheet1", "sheetId": 0}}]
-        for index, sheet in enumerate(requested):
-            props = sheet.get("properties", {})
-            grid = props.get("gridProperties", {})
-            sheet_id = props.get("sheetId", 0 if index == 0 else new_sheet_id(book, self._rng))
-            book.sheets.append(Sheet(sheet_properties(
-                sheet_id, props.get("title") or f"Sheet{index + 1}", index,
-                grid.get("rowCount", 1000), grid.get("columnCount", 26))))
-        self._spreadsheets[ssid] = book
-        return spreadsheet_json(book)
-
     def _m__get(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
                 body: Json, fields_tree: discovery.FieldTree | None) -> Json:
         include_grid = _bool_param("includeGridData", query.get("includeGridData"))
@@ -971,6 +869,10 @@ class FakeSheetsServer:
             # alone decides whether grid data comes back.
             sheets = fields_tree.get("sheets", {}) if "*" not in fields_tree else None
             include_grid = sheets is None or "data" in sheets or "*" in sheets
+        if include_grid:
+            unrendered = _unrendered_cell_field(fields_tree)
+            if unrendered is not None:
+                raise bad_request(f"fake: rendering CellData.{unrendered} not implemented")
         return spreadsheet_json(book, include_grid=include_grid, ranges=query.get("ranges"))
 
     def _m__batchUpdate(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
@@ -978,23 +880,6 @@ class FakeSheetsServer:
         work, reply = batch_update(book, body, self._rng)
         self._commit(book, work)
         return reply
-
-    def _m__values_get(self, book: Spreadsheet, params: dict[str, str], query: dict[str, Any],
-                       body: Json, fields_tree: discovery.FieldTree | None) -> Json:
-        return values_get(book, params["range"], major=_major(query.get("majorDimension")),
-                          render=query.get("valueRenderOption") or "FORMATTED_VALUE")
-
-    def _m__values_batchGet(self, book: Spreadsheet, params: dict[str, str],
-                            query: dict[str, Any], body: Json,
-                            fields_tree: discovery.FieldTree | None) -> Json:
-        ranges = query.get("ranges") or []
-        major = _major(query.get("majorDimension"))
-        render = query.get("valueRenderOption") or "FORMATTED_VALUE"
-        out: Json = {"spreadsheetId": book.spreadsheet_id}
-        if ranges:
-            out["valueRanges"] = [values_get(book, r, major=major, render=render)
-                                  for r in ranges]
-        return out
 
     @staticmethod
     def _input_option(value: str | None) -> str:
@@ -1006,33 +891,13 @@ class FakeSheetsServer:
                           query: dict[str, Any], body: Json,
                           fields_tree: discovery.FieldTree | None) -> Json:
         option = self._input_option(query.get("valueInputOption"))
+        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")):
+            raise bad_request("fake: includeValuesInResponse not implemented")
         work = book.clone()
         reply = values_write(work, params["range"], body.get("values"), input_option=option,
                              major=_major(body.get("majorDimension")),
                              body_range=body.get("range"))
         self._commit(book, work)
-        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")):
-            reply["updatedData"] = values_get(
-                work, reply.get("updatedRange", params["range"]),
-                render=query.get("responseValueRenderOption") or "FORMATTED_VALUE")
-        return reply
-
-    def _m__values_append(self, book: Spreadsheet, params: dict[str, str],
-                          query: dict[str, Any], body: Json,
-                          fields_tree: discovery.FieldTree | None) -> Json:
-        option = self._input_option(query.get("valueInputOption"))
-        work = book.clone()
-        reply = values_append(
-            work, params["range"], body.get("values"), input_option=option,
-            insert_rows=query.get("insertDataOption") == "INSERT_ROWS",
-            major=_major(body.get("majorDimension")),
-        )
-        self._commit(book, work)
-        if _bool_param("includeValuesInResponse", query.get("includeValuesInResponse")) and \
-                "updatedRange" in reply["updates"]:
-            reply["updates"]["updatedData"] = values_get(
-                work, reply["updates"]["updatedRange"],
-                render=query.get("responseValueRenderOption") or "FORMATTED_VALUE")
         return reply
 
     def _m__values_clear(self, book: Spreadsheet, params: dict[str, str],
@@ -1043,49 +908,23 @@ class FakeSheetsServer:
         self._commit(book, work)
         return {"spreadsheetId": book.spreadsheet_id, "clearedRange": cleared}
 
-    def _m__values_batchClear(self, book: Spreadsheet, params: dict[str, str],
-                              query: dict[str, Any], body: Json,
-                              fields_tree: discovery.FieldTree | None) -> Json:
-        work = book.clone()
-        cleared = [values_clear(work, text) for text in body.get("ranges", [])]
-        self._commit(book, work)
-        return {"spreadsheetId": book.spreadsheet_id, "clearedRanges": cleared}
 
-    def _m__values_batchUpdate(self, book: Spreadsheet, params: dict[str, str],
-                               query: dict[str, Any], body: Json,
-                               fields_tree: discovery.FieldTree | None) -> Json:
-        option = self._input_option(body.get("valueInputOption"))
-        work = book.clone()
-        responses = []
-        for index, value_range in enumerate(body.get("data", [])):
-            if not value_range.get("range"):
-                raise bad_request(f"Invalid data[{index}]: Missing range.")
-            responses.append(values_write(
-                work, value_range["range"], value_range.get("values"), input_option=option,
-                major=_major(value_range.get("majorDimension")),
-            ))
-        self._commit(book, work)
-        render = body.get("responseValueRenderOption") or "FORMATTED_VALUE"
-        if body.get("includeValuesInResponse"):
-            for reply in responses:
-                if "updatedRange" in reply:
-                    reply["updatedData"] = values_get(work, reply["updatedRange"], render=render)
-        out: Json = {"spreadsheetId": book.spreadsheet_id}
-        if responses:
-            written = [r for r in responses if "updatedRange" in r]
-            out.update(
-                totalUpdatedRows=sum(r["updatedRows"] for r in written),
-                totalUpdatedColumns=sum(r["updatedColumns"] for r in written),
-                totalUpdatedCells=sum(r["updatedCells"] for r in written),
-                totalUpdatedSheets=len({r["updatedRange"].rsplit("!", 1)[0] for r in written}),
-                responses=responses,
-            )
-        return out
+def _unrendered_cell_field(tree: discovery.FieldTree | None) -> str | None:
+    """A CellData field the read would return that the fake does not compute ("*" when the
+    mask lets every field through), or None. Answering without it would look like Google
+    leaving it out, so such reads are refused instead."""
+    node = tree
+    for name in ("sheets", "data", "rowData", "values"):
+        if node is None or "*" in node:
+            return "*"
+        if name not in node:
+            return None
+        node = node[name]
+    if node is None or "*" in node:
+        return "*"
+    return next((name for name in sorted(node) if name not in RENDERED_CELL_FIELDS), None)
 
 
 def _major(value: str | None) -> str:
     return "COLUMNS" if value == "COLUMNS" else "ROWS"
 
-
-def _whole(sheet: Sheet) -> str:
-    return "'" + sheet.title.replace("'", "''") + "'"

@@ -2,8 +2,8 @@
 
 Pure functions, no state: parsing ``'Tab name'!A1:C`` into indexes and back, turning what
 a client sends (RAW / USER_ENTERED values, ``CellData``) into what the fake stores, and
-rendering stored cells the way Google renders them (``effectiveValue``,
-``formattedValue``, ``effectiveFormat``, values-API output).
+rendering stored cells with the ``effectiveValue`` Google would add (not
+``formattedValue`` or ``effectiveFormat``: nothing reads them).
 
 Google computes formulas; the fake does not. A formula cell keeps its
 ``userEnteredValue.formulaValue`` and its effective value is the marker string
@@ -14,8 +14,6 @@ its result.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +32,10 @@ WRITABLE_CELL_FIELDS = (
     "pivotTable",
     "chipRuns",
 )
-# Google's default format for a new spreadsheet (what ``effectiveFormat`` starts from).
+# What a read returns of a cell: what was written, plus the one computed field the fake
+# knows how to compute without a spreadsheet engine.
+RENDERED_CELL_FIELDS = frozenset({*WRITABLE_CELL_FIELDS, "effectiveValue"})
+# Google's default format for a new spreadsheet (``properties.defaultFormat``).
 DEFAULT_FORMAT: dict[str, Any] = {
     "backgroundColor": {"red": 1, "green": 1, "blue": 1},
     "padding": {"top": 2, "right": 3, "bottom": 2, "left": 3},
@@ -298,82 +299,6 @@ def python_value(extended: dict[str, Any] | None) -> Any:
     return None
 
 
-def format_number(number: float, number_format: dict[str, Any] | None) -> str:
-    """``formattedValue`` of a number: enough of Sheets' number patterns for tests."""
-    kind = (number_format or {}).get("type")
-    pattern = (number_format or {}).get("pattern") or {
-        "PERCENT": "0.00%",
-        "NUMBER": "#,##0.00",
-        "CURRENCY": "$#,##0.00",
-        "SCIENTIFIC": "0.00E+00",
-        "DATE": "M/d/yyyy",
-        "TIME": "h:mm:ss am/pm",
-        "DATE_TIME": "M/d/yyyy H:mm:ss",
-    }.get(kind or "", "")
-    if math.isnan(number) or math.isinf(number):
-        return "#NUM!"
-    if kind in ("DATE", "DATE_TIME", "TIME"):
-        return _format_date(number, pattern)
-    if kind == "SCIENTIFIC":
-        return f"{number:.2E}"
-    if not pattern or kind == "TEXT":
-        return _general(number)
-    match = re.search(r"[#0,]+(?:\.[#0]+)?", pattern)
-    if match is None:
-        return _general(number)
-    prefix = pattern[: match.start()].replace('"', "")
-    suffix = pattern[match.end():].replace('"', "")
-    body = match.group(0)
-    if "%" in suffix:
-        number *= 100
-    decimals = len(body.split(".")[1]) if "." in body else 0
-    grouped = "," in body.split(".")[0]
-    text = f"{abs(number):,.{decimals}f}" if grouped else f"{abs(number):.{decimals}f}"
-    sign = "-" if number < 0 and float(text.replace(",", "")) != 0 else ""
-    return f"{sign}{prefix}{text}{suffix}"
-
-
-def _general(number: float) -> str:
-    """Sheets' "automatic" rendering: integers plain, up to 10 decimals otherwise."""
-    if float(number).is_integer() and abs(number) < 1e15:
-        return str(int(number))
-    if abs(number) >= 1e15:
-        return f"{number:.2E}"
-    text = f"{number:.10f}".rstrip("0").rstrip(".")
-    return text if text not in ("-0", "") else "0"
-
-
-def _format_date(serial: float, pattern: str) -> str:
-    moment = _SERIAL_EPOCH + dt.timedelta(days=serial)
-    replacements = [
-        ("yyyy", f"{moment.year:04d}"),
-        ("mm", f"{moment.month:02d}"),
-        ("dd", f"{moment.day:02d}"),
-        ("M", str(moment.month)),
-        ("d", str(moment.day)),
-        ("H", str(moment.hour)),
-        ("ss", f"{moment.second:02d}"),
-    ]
-    text = pattern
-    for token, value in replacements:
-        text = text.replace(token, value)
-    return text
-
-
-def formatted_value(cell: dict[str, Any]) -> str | None:
-    value = effective_value(cell)
-    if value is None:
-        return None
-    if "numberValue" in value:
-        number_format = cell.get("userEnteredFormat", {}).get("numberFormat")
-        return format_number(float(value["numberValue"]), number_format)
-    if "boolValue" in value:
-        return "TRUE" if value["boolValue"] else "FALSE"
-    if "errorValue" in value:
-        return "#ERROR!"
-    return str(value.get("stringValue", ""))
-
-
 def json_copy(value: Any) -> Any:
     """Deep copy of JSON-shaped data; ~10x faster than copy.deepcopy on big grids."""
     if isinstance(value, dict):
@@ -383,63 +308,18 @@ def json_copy(value: Any) -> Any:
     return value
 
 
-def merge_format(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` overlaid with ``override`` (a fresh structure; neither input is shared)."""
-    out = json_copy(base)
-    _overlay(out, override)
-    return out
-
-
-def _overlay(target: dict[str, Any], override: dict[str, Any]) -> None:
-    for key, item in override.items():
-        if isinstance(item, dict) and isinstance(target.get(key), dict):
-            _overlay(target[key], item)
-        else:
-            target[key] = json_copy(item)
-
-
-def render_cell(
-    stored: dict[str, Any], formats: dict[str, dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """Stored (client-written) CellData -> the CellData Google would return.
-
-    ``formats`` memoises ``effectiveFormat`` by the user format's JSON when rendering a
-    whole grid that goes straight to ``json.dumps``: cells then *share* that dict, which
-    turns a 20k-cell read from seconds into a fraction of one. Without it every call
-    returns a fully independent structure.
-    """
+def render_cell(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored (client-written) CellData -> the CellData Google would return, as far as the
+    fake computes it: ``effectiveValue`` beside what was written. ``formattedValue`` and
+    ``effectiveFormat`` are not computed (nothing reads them), and a read that asks for
+    them is refused, see ``RENDERED_CELL_FIELDS``."""
     out = json_copy(stored)
     value = effective_value(stored)
     if value is not None:
         out["effectiveValue"] = value
-        out["formattedValue"] = formatted_value(stored)
         if "numberValue" in out.get("userEnteredValue", {}):
             out["userEnteredValue"]["numberValue"] = _tidy(out["userEnteredValue"]["numberValue"])
-    if value is not None or "userEnteredFormat" in stored:
-        user_format = stored.get("userEnteredFormat", {})
-        if formats is None:
-            out["effectiveFormat"] = merge_format(DEFAULT_FORMAT, user_format)
-        else:
-            key = json.dumps(user_format, sort_keys=True)
-            if key not in formats:
-                formats[key] = merge_format(DEFAULT_FORMAT, user_format)
-            out["effectiveFormat"] = formats[key]
     return out
-
-
-def cell_output(stored: dict[str, Any], render: str) -> Any:
-    """One cell as the values API returns it (None = empty)."""
-    value = effective_value(stored)
-    if value is None:
-        return None
-    if render == "FORMULA":
-        entered = stored.get("userEnteredValue", {})
-        if "formulaValue" in entered:
-            return entered["formulaValue"]
-        return python_value(value)
-    if render == "UNFORMATTED_VALUE":
-        return python_value(value)
-    return formatted_value(stored)
 
 
 def value_length(stored: dict[str, Any]) -> int:

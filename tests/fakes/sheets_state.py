@@ -6,11 +6,18 @@ Google's documented and observed behaviour:
 
 * ``batchUpdate`` is atomic: requests apply in order to a clone, and the clone replaces
   the original only if every request succeeded.
+* Only the request kinds the product and the tests send are modelled: addSheet,
+  updateSheetProperties, updateCells, repeatCell, appendDimension, deleteDimension,
+  updateDimensionProperties, addChart, updateChartSpec, deleteEmbeddedObject,
+  createDeveloperMetadata and deleteDeveloperMetadata. Any other kind is a loud
+  ``fake: ... not implemented`` 400, so a new one is modelled before it is relied on.
+  A sheet therefore holds cells, row/column sizes, charts and developer metadata only
+  (no merges, banding, conditional formats, filters or named ranges).
 * Errors carry Google's wording (``Invalid requests[1].updateCells: No grid with id: 7``).
 * GridRange without ``sheetId`` means sheet 0, as in the proto; a spreadsheet whose first
   sheet is not 0 therefore answers "No grid with id: 0", a classic production bug.
-* Cells are stored sparsely as the client-writable part of ``CellData``; computed fields
-  (``effectiveValue``, ``formattedValue``, ``effectiveFormat``) are rendered on read.
+* Cells are stored sparsely as the client-writable part of ``CellData``; of the computed
+  fields only ``effectiveValue`` is rendered on read (see ``sheets_cells``).
 
 Stored cell dicts are never mutated in place (always replaced), so cloning a sheet only
 copies the ``cells`` mapping, which keeps atomic batches cheap on big sheets.
@@ -19,7 +26,6 @@ copies the ``cells`` mapping, which keeps atomic batches cheap on big sheets.
 from __future__ import annotations
 
 import random
-import re
 import string
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,9 +40,7 @@ from .sheets_cells import (
     A1Error,
     A1Ref,
     a1,
-    cell_output,
     column_letters,
-    formatted_value,
     is_scalar,
     json_copy,
     parse_a1,
@@ -92,16 +96,8 @@ class SheetsError(Exception):
         return {"error": error}
 
 
-def bad_request(message: str, *, field: str | None = None) -> SheetsError:
-    details = None
-    if field is not None:
-        details = [
-            {
-                "@type": "type.googleapis.com/google.rpc.BadRequest",
-                "fieldViolations": [{"field": field, "description": message}],
-            }
-        ]
-    return SheetsError(400, message, details=details)
+def bad_request(message: str) -> SheetsError:
+    return SheetsError(400, message)
 
 
 # --- model -------------------------------------------------------------------------------
@@ -113,11 +109,7 @@ class Sheet:
     cells: dict[tuple[int, int], Json] = field(default_factory=dict)
     row_meta: dict[int, Json] = field(default_factory=dict)
     column_meta: dict[int, Json] = field(default_factory=dict)
-    merges: list[Json] = field(default_factory=list)
-    banded_ranges: list[Json] = field(default_factory=list)
-    conditional_formats: list[Json] = field(default_factory=list)
     charts: list[Json] = field(default_factory=list)
-    basic_filter: Json | None = None
     developer_metadata: list[Json] = field(default_factory=list)
 
     @property
@@ -167,11 +159,7 @@ class Sheet:
             cells=dict(self.cells),  # cell dicts are immutable values, see module doc
             row_meta={k: dict(v) for k, v in self.row_meta.items()},
             column_meta={k: dict(v) for k, v in self.column_meta.items()},
-            merges=json_copy(self.merges),
-            banded_ranges=json_copy(self.banded_ranges),
-            conditional_formats=json_copy(self.conditional_formats),
             charts=json_copy(self.charts),
-            basic_filter=json_copy(self.basic_filter),
             developer_metadata=json_copy(self.developer_metadata),
         )
 
@@ -200,7 +188,6 @@ class Spreadsheet:
     properties: Json
     sheets: list[Sheet]
     shared_with: set[str] = field(default_factory=set)
-    named_ranges: list[Json] = field(default_factory=list)
     cell_limit: int = CELL_LIMIT
 
     def clone(self) -> Spreadsheet:
@@ -209,7 +196,6 @@ class Spreadsheet:
             properties=json_copy(self.properties),
             sheets=[sheet.clone() for sheet in self.sheets],
             shared_with=set(self.shared_with),
-            named_ranges=json_copy(self.named_ranges),
             cell_limit=self.cell_limit,
         )
 
@@ -392,10 +378,6 @@ def _handles(kind: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def implemented_request_kinds() -> list[str]:
-    return sorted(_HANDLERS)
-
-
 def batch_update(ss: Spreadsheet, body: Json, rng: random.Random) -> tuple[Spreadsheet, Json]:
     """Apply a validated ``BatchUpdateSpreadsheetRequest``; returns ``(new_state, reply)``.
 
@@ -404,6 +386,8 @@ def batch_update(ss: Spreadsheet, body: Json, rng: random.Random) -> tuple[Sprea
     requests = body.get("requests") or []
     if not requests:
         raise bad_request("Must specify at least one request.")
+    if body.get("includeSpreadsheetInResponse"):
+        raise bad_request("fake: includeSpreadsheetInResponse not implemented")
     work = ss.clone()
     replies: list[Json] = []
     for index, request in enumerate(requests):
@@ -421,13 +405,7 @@ def batch_update(ss: Spreadsheet, body: Json, rng: random.Random) -> tuple[Sprea
             raise bad_request(f"fake: request kind {kind} not implemented")
         reply = handler(work, request[kind], Context(index, kind, rng))
         replies.append(reply or {})
-    response: Json = {"spreadsheetId": ss.spreadsheet_id, "replies": replies}
-    if body.get("includeSpreadsheetInResponse"):
-        ranges = body.get("responseRanges") or []
-        response["updatedSpreadsheet"] = spreadsheet_json(
-            work, include_grid=bool(body.get("responseIncludeGridData")), ranges=ranges
-        )
-    return work, response
+    return work, {"spreadsheetId": ss.spreadsheet_id, "replies": replies}
 
 
 # sheets ------------------------------------------------------------------------------------
@@ -485,31 +463,11 @@ def _add_sheet(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
     return {"addSheet": {"properties": json_copy(sheet.properties)}}
 
 
-@_handles("deleteSheet")
-def _delete_sheet(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    sheet = ctx.sheet(ss, req.get("sheetId"), "sheet")
-    if len(ss.sheets) == 1:
-        raise ctx.error("You can't remove all the sheets in a document.")
-    if all(s.properties.get("hidden") for s in ss.sheets if s is not sheet):
-        raise ctx.error("You can't remove all the visible sheets in a document.")
-    ss.sheets.remove(sheet)
-    ss.named_ranges = [
-        n for n in ss.named_ranges if int(n.get("range", {}).get("sheetId", 0)) != sheet.sheet_id
-    ]
-    ss.reindex()
-
-
 def _check_frozen(sheet: Sheet, ctx: Context) -> None:
     for dimension, noun in (("ROWS", "rows"), ("COLUMNS", "columns")):
         frozen = sheet.frozen(dimension)
         if frozen and frozen >= sheet.count(dimension):
             raise ctx.error(f"You can't freeze all visible {noun} on the sheet.")
-        start_key, end_key = _keys(dimension)
-        for merge in sheet.merges:
-            if merge.get(start_key, 0) < frozen < merge.get(end_key, 0):
-                raise ctx.error(
-                    f"Sorry, you can't freeze {noun} which contain only part of a merged cell."
-                )
 
 
 @_handles("updateSheetProperties")
@@ -547,7 +505,7 @@ def _update_sheet_properties(ss: Spreadsheet, req: Json, ctx: Context) -> None:
             raise ctx.error(f"Invalid {dimension.lower()[:-1]} count: {new_count}")
         if new_count < old_count:
             sheet.set_count(dimension, old_count)
-            _shift(ss, sheet, _Shift(dimension, new_count, old_count - new_count, insert=False))
+            _delete(ss, sheet, _Deletion(dimension, new_count, old_count - new_count))
     _check_frozen(sheet, ctx)
     if new_index != before["index"]:
         _move_sheet(ss, sheet, new_index)
@@ -561,12 +519,6 @@ def _move_sheet(ss: Spreadsheet, sheet: Sheet, index: int) -> None:
     target = index - 1 if index > old else index
     ss.sheets.insert(max(0, min(target, len(ss.sheets))), sheet)
     ss.reindex()
-
-
-@_handles("updateSpreadsheetProperties")
-def _update_spreadsheet_properties(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    tree = ctx.mask(req.get("fields"), "SpreadsheetProperties")
-    apply_mask(ss.properties, req.get("properties", {}), tree)
 
 
 # cells -------------------------------------------------------------------------------------
@@ -645,135 +597,6 @@ def _repeat_cell(ss: Spreadsheet, req: Json, ctx: Context) -> None:
             _write_cell(sheet, r, c, cell, tree, ctx)
 
 
-@_handles("appendCells")
-def _append_cells(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    tree = _cell_tree(ctx.mask(req.get("fields"), "CellData"))
-    sheet = ctx.sheet(ss, req.get("sheetId"))
-    rows = req.get("rows", [])
-    start = max((r for (r, c), cell in sheet.cells.items() if _has_value_or_format(cell)),
-                default=-1) + 1
-    width = max((len(row.get("values", [])) for row in rows), default=0)
-    if width > sheet.column_count:
-        ctx.within_grid(sheet, start, start + len(rows), 0, width)
-    if start + len(rows) > sheet.row_count:
-        sheet.set_count("ROWS", start + len(rows))
-        ctx.check_cell_limit(ss)
-    for i, row in enumerate(rows):
-        for j, cell in enumerate(row.get("values", [])):
-            _write_cell(sheet, start + i, j, cell, tree, ctx)
-
-
-def _has_value_or_format(cell: Json) -> bool:
-    return bool(cell.get("userEnteredValue") or cell.get("userEnteredFormat"))
-
-
-@_handles("setDataValidation")
-def _set_data_validation(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
-    source = {"dataValidation": req["rule"]} if req.get("rule") else {}
-    for r in range(r0, r1):
-        for c in range(c0, c1):
-            _write_cell(sheet, r, c, source, {"dataValidation": None}, ctx)
-
-
-_BORDER_SIDES = ("top", "bottom", "left", "right")
-
-
-@_handles("updateBorders")
-def _update_borders(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    # Google stores borders on the cells (userEnteredFormat.borders), outer edges from
-    # top/bottom/left/right and the edges between cells from innerHorizontal/Vertical.
-    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
-    inner_h, inner_v = req.get("innerHorizontal"), req.get("innerVertical")
-    for r in range(r0, r1):
-        for c in range(c0, c1):
-            sides = {
-                "top": req.get("top") if r == r0 else inner_h,
-                "bottom": req.get("bottom") if r == r1 - 1 else inner_h,
-                "left": req.get("left") if c == c0 else inner_v,
-                "right": req.get("right") if c == c1 - 1 else inner_v,
-            }
-            sides = {k: v for k, v in sides.items() if v is not None}
-            if not sides:
-                continue
-            cell = json_copy(sheet.cells.get((r, c), {}))
-            borders = cell.setdefault("userEnteredFormat", {}).setdefault("borders", {})
-            for side, border in sides.items():
-                if border.get("style") == "NONE":
-                    borders.pop(side, None)
-                else:
-                    borders[side] = json_copy(border)
-            if not borders:
-                cell["userEnteredFormat"].pop("borders")
-            if not cell["userEnteredFormat"]:
-                cell.pop("userEnteredFormat")
-            sheet.put(r, c, cell)
-
-
-@_handles("mergeCells")
-def _merge_cells(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
-    for dimension, noun, lo, hi in (("ROWS", "rows", r0, r1), ("COLUMNS", "columns", c0, c1)):
-        frozen = sheet.frozen(dimension)
-        if lo < frozen < hi:
-            raise ctx.error(f"You can't merge frozen and non-frozen {noun}.")
-    merge_type = req.get("mergeType", "MERGE_ALL")
-    if merge_type == "MERGE_COLUMNS":
-        boxes = [(r0, r1, c, c + 1) for c in range(c0, c1)]
-    elif merge_type == "MERGE_ROWS":
-        boxes = [(r, r + 1, c0, c1) for r in range(r0, r1)]
-    else:
-        boxes = [(r0, r1, c0, c1)]
-    _release_merges(sheet, r0, r1, c0, c1, ctx)
-    for br0, br1, bc0, bc1 in boxes:
-        if (br1 - br0) * (bc1 - bc0) <= 1:
-            continue
-        sheet.merges.append(
-            {"sheetId": sheet.sheet_id, "startRowIndex": br0, "endRowIndex": br1,
-             "startColumnIndex": bc0, "endColumnIndex": bc1}
-        )
-        # Only the top-left value survives a merge.
-        for r, c in list(sheet.cells_in(br0, br1, bc0, bc1)):
-            if (r, c) != (br0, bc0) and "userEnteredValue" in sheet.cells[(r, c)]:
-                cell = dict(sheet.cells[(r, c)])
-                cell.pop("userEnteredValue")
-                sheet.put(r, c, cell)
-
-
-def _release_merges(sheet: Sheet, r0: int, r1: int, c0: int, c1: int, ctx: Context) -> None:
-    keep = []
-    for merge in sheet.merges:
-        box = (merge["startRowIndex"], merge["endRowIndex"],
-               merge["startColumnIndex"], merge["endColumnIndex"])
-        if not _intersects(box, (r0, r1, c0, c1)):
-            keep.append(merge)
-        elif not (r0 <= box[0] and box[1] <= r1 and c0 <= box[2] and box[3] <= c1):
-            raise ctx.error("You must select all cells in a merged cell to merge or unmerge them.")
-    sheet.merges = keep
-
-
-@_handles("unmergeCells")
-def _unmerge_cells(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    sheet, r0, r1, c0, c1 = ctx.area(ss, req.get("range"))
-    _release_merges(sheet, r0, r1, c0, c1, ctx)
-
-
-def _intersects(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
-
-
-def _box(sheet: Sheet, rng: Json) -> tuple[int, int, int, int]:
-    return (int(rng.get("startRowIndex", 0)), int(rng.get("endRowIndex", sheet.row_count)),
-            int(rng.get("startColumnIndex", 0)),
-            int(rng.get("endColumnIndex", sheet.column_count)))
-
-
-def _normal_range(sheet: Sheet, rng: Json) -> Json:
-    out = dict(rng)
-    out["sheetId"] = sheet.sheet_id
-    return out
-
-
 # dimensions --------------------------------------------------------------------------------
 
 
@@ -783,27 +606,19 @@ def _keys(dimension: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class _Shift:
-    """Insertion or deletion of ``count`` rows/columns at ``start``."""
+class _Deletion:
+    """``count`` rows/columns removed at ``start`` (deleteDimension, or a shrinking grid)."""
 
     dimension: str
     start: int
     count: int
-    insert: bool
 
     def point(self, index: int) -> int | None:
-        if self.insert:
-            return index + self.count if index >= self.start else index
         if index >= self.start + self.count:
             return index - self.count
         return None if index >= self.start else index
 
     def interval(self, lo: int, hi: int | None) -> tuple[int, int | None] | None:
-        if self.insert:
-            # Inserting at a range's first index moves it; strictly inside grows it.
-            new_lo = lo + self.count if lo >= self.start else lo
-            new_hi = None if hi is None else (hi + self.count if hi > self.start else hi)
-            return new_lo, new_hi
         end = self.start + self.count
 
         def move(i: int) -> int:
@@ -816,11 +631,11 @@ class _Shift:
         return new_lo, new_hi
 
 
-def _shift_range(rng: Json, sheet_id: int, shift: _Shift) -> Json | None:
+def _shift_range(rng: Json, sheet_id: int, cut: _Deletion) -> Json | None:
     if int(rng.get("sheetId", 0)) != sheet_id:
         return rng
-    start_key, end_key = _keys(shift.dimension)
-    moved = shift.interval(int(rng.get(start_key, 0)), rng.get(end_key))
+    start_key, end_key = _keys(cut.dimension)
+    moved = cut.interval(int(rng.get(start_key, 0)), rng.get(end_key))
     if moved is None:
         return None
     out = dict(rng)
@@ -831,82 +646,47 @@ def _shift_range(rng: Json, sheet_id: int, shift: _Shift) -> Json | None:
     return out
 
 
-def _shift_nested(value: Any, sheet_id: int, shift: _Shift) -> Any:
-    """Move every GridRange / GridCoordinate found inside chart specs and the like."""
+def _shift_nested(value: Any, sheet_id: int, cut: _Deletion) -> Any:
+    """Move every GridRange / GridCoordinate found inside a chart (sources, anchor)."""
     if isinstance(value, list):
-        return [_shift_nested(item, sheet_id, shift) for item in value]
+        return [_shift_nested(item, sheet_id, cut) for item in value]
     if not isinstance(value, dict):
         return value
-    start_key, end_key = _keys(shift.dimension)
-    index_key = "rowIndex" if shift.dimension == "ROWS" else "columnIndex"
-    out = {k: _shift_nested(v, sheet_id, shift) for k, v in value.items()}
+    start_key, end_key = _keys(cut.dimension)
+    index_key = "rowIndex" if cut.dimension == "ROWS" else "columnIndex"
+    out = {k: _shift_nested(v, sheet_id, cut) for k, v in value.items()}
     if start_key in value or end_key in value:
-        moved = _shift_range(out, sheet_id, shift)
+        moved = _shift_range(out, sheet_id, cut)
         return moved if moved is not None else out
     if index_key in value and int(value.get("sheetId", 0)) == sheet_id:
-        point = shift.point(int(value[index_key]))
-        out[index_key] = shift.start if point is None else point
+        point = cut.point(int(value[index_key]))
+        out[index_key] = cut.start if point is None else point
     return out
 
 
-def _shift(ss: Spreadsheet, sheet: Sheet, shift: _Shift) -> None:
-    """Insert/delete rows or columns and move everything anchored to them."""
-    rows = shift.dimension == "ROWS"
+def _delete(ss: Spreadsheet, sheet: Sheet, cut: _Deletion) -> None:
+    """Delete rows or columns and move everything anchored below or right of them."""
+    rows = cut.dimension == "ROWS"
     cells: dict[tuple[int, int], Json] = {}
     for (r, c), cell in sheet.cells.items():
-        moved = shift.point(r if rows else c)
+        moved = cut.point(r if rows else c)
         if moved is not None:
             cells[(moved, c) if rows else (r, moved)] = cell
     sheet.cells = cells
-    meta = sheet.meta(shift.dimension)
+    meta = sheet.meta(cut.dimension)
     shifted_meta = {}
     for index, item in meta.items():
-        moved = shift.point(index)
+        moved = cut.point(index)
         if moved is not None:
             shifted_meta[moved] = item
     meta.clear()
     meta.update(shifted_meta)
-    sid = sheet.sheet_id
-
-    def ranges(items: list[Json], key: str | None = None) -> list[Json]:
-        out = []
-        for item in items:
-            rng = item if key is None else item.get(key, {})
-            moved = _shift_range(rng, sid, shift)
-            if moved is None:
-                continue
-            if key is None:
-                out.append(moved)
-            else:
-                out.append({**item, key: moved})
-        return out
-
-    sheet.merges = [m for m in ranges(sheet.merges)
-                    if (m["endRowIndex"] - m["startRowIndex"])
-                    * (m["endColumnIndex"] - m["startColumnIndex"]) > 1]
-    sheet.banded_ranges = ranges(sheet.banded_ranges, "range")
-    rules = []
-    for rule in sheet.conditional_formats:
-        kept = ranges(rule.get("ranges", []))
-        if kept:
-            rules.append({**rule, "ranges": kept})
-    sheet.conditional_formats = rules
-    if sheet.basic_filter is not None:
-        moved_filter = _shift_range(sheet.basic_filter.get("range", {}), sid, shift)
-        sheet.basic_filter = None if moved_filter is None else {**sheet.basic_filter,
-                                                                "range": moved_filter}
     for other in ss.sheets:
-        other.charts = [_shift_nested(chart, sid, shift) for chart in other.charts]
-    ss.named_ranges = ranges(ss.named_ranges, "range")
-    frozen = sheet.frozen(shift.dimension)
-    if shift.insert:
-        if shift.start < frozen:
-            sheet.set_frozen(shift.dimension, frozen + shift.count)
-        sheet.set_count(shift.dimension, sheet.count(shift.dimension) + shift.count)
-    else:
-        overlap = max(0, min(frozen, shift.start + shift.count) - shift.start)
-        sheet.set_frozen(shift.dimension, frozen - overlap)
-        sheet.set_count(shift.dimension, sheet.count(shift.dimension) - shift.count)
+        other.charts = [_shift_nested(chart, sheet.sheet_id, cut) for chart in other.charts]
+    frozen = sheet.frozen(cut.dimension)
+    overlap = max(0, min(frozen, cut.start + cut.count) - cut.start)
+    sheet.set_frozen(cut.dimension, frozen - overlap)
+    sheet.set_count(cut.dimension, sheet.count(cut.dimension) - cut.count)
 
 
 def _dimension_range(ss: Spreadsheet, req: Json, ctx: Context) -> tuple[Sheet, str, int, int]:
@@ -952,35 +732,6 @@ def _append_dimension(ss: Spreadsheet, req: Json, ctx: Context) -> None:
     ctx.check_cell_limit(ss)
 
 
-@_handles("insertDimension")
-def _insert_dimension(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    sheet, dimension, start, end = _dimension_range(ss, req, ctx)
-    if end <= start:
-        raise ctx.error("Invalid dimension range: the range must not be empty.")
-    if start > sheet.count(dimension):
-        _dimension_in_grid(sheet, dimension, start, start + 1, ctx)
-    before = bool(req.get("inheritFromBefore"))
-    if before and start == 0:
-        raise ctx.error("Cannot inherit from before the first row or column.")
-    count = end - start
-    _shift(ss, sheet, _Shift(dimension, start, count, insert=True))
-    # New rows/columns take the formatting of their neighbour (after, unless asked).
-    source = start - 1 if before else end
-    if source < sheet.count(dimension):
-        rows = dimension == "ROWS"
-        for key, cell in list(sheet.cells.items()):
-            if (key[0] if rows else key[1]) != source or "userEnteredFormat" not in cell:
-                continue
-            for index in range(start, end):
-                target = (index, key[1]) if rows else (key[0], index)
-                sheet.put(*target, {"userEnteredFormat": json_copy(cell["userEnteredFormat"])})
-        meta = sheet.meta(dimension)
-        if source in meta:
-            for index in range(start, end):
-                meta[index] = dict(meta[source])
-    ctx.check_cell_limit(ss)
-
-
 @_handles("deleteDimension")
 def _delete_dimension(ss: Spreadsheet, req: Json, ctx: Context) -> None:
     sheet, dimension, start, end = _dimension_range(ss, req, ctx)
@@ -993,7 +744,7 @@ def _delete_dimension(ss: Spreadsheet, req: Json, ctx: Context) -> None:
     if remaining - frozen_after <= 0:
         noun = "rows" if dimension == "ROWS" else "columns"
         raise ctx.error(f"Sorry, it is not possible to delete all non-frozen {noun}.")
-    _shift(ss, sheet, _Shift(dimension, start, end - start, insert=False))
+    _delete(ss, sheet, _Deletion(dimension, start, end - start))
 
 
 @_handles("updateDimensionProperties")
@@ -1009,159 +760,6 @@ def _update_dimension_properties(ss: Spreadsheet, req: Json, ctx: Context) -> No
             meta[index] = item
         else:
             meta.pop(index, None)
-
-
-@_handles("autoResizeDimensions")
-def _auto_resize(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    if "dataSourceSheetDimensions" in req:
-        raise bad_request("fake: autoResizeDimensions on data source sheets not implemented")
-    sheet, dimension, start, end = _dimension_range(ss, {"range": req.get("dimensions")}, ctx)
-    _dimension_in_grid(sheet, dimension, start, end, ctx)
-    if dimension != "COLUMNS":
-        return  # row heights follow the font; nothing we model changes them
-    # Roughly what Sheets does: fit the longest rendered value (~7 px per character).
-    widths: dict[int, int] = {}
-    for (_, c), cell in sheet.cells.items():
-        if start <= c < end:
-            text = formatted_value(cell) or ""
-            widths[c] = max(widths.get(c, 0), len(text) * 7 + 14)
-    for column, width in widths.items():
-        item = dict(sheet.column_meta.get(column, {}))
-        item["pixelSize"] = max(width, 21)
-        sheet.column_meta[column] = item
-
-
-# banding, conditional formats, filters -----------------------------------------------------
-
-
-def _find_banding(ss: Spreadsheet, banded_id: int, ctx: Context) -> tuple[Sheet, Json]:
-    for sheet in ss.sheets:
-        for banded in sheet.banded_ranges:
-            if int(banded["bandedRangeId"]) == banded_id:
-                return sheet, banded
-    raise ctx.error(f"No banded range with id: {banded_id}")
-
-
-def _check_banding_overlap(sheet: Sheet, banded: Json, ctx: Context) -> None:
-    box = _box(sheet, banded.get("range", {}))
-    for other in sheet.banded_ranges:
-        if other is not banded and _intersects(box, _box(sheet, other.get("range", {}))):
-            raise ctx.error(
-                "You cannot add alternating background colors to a range that already has "
-                "alternating background colors."
-            )
-
-
-@_handles("addBanding")
-def _add_banding(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
-    banded = json_copy(req.get("bandedRange", {}))
-    sheet, *_ = ctx.area(ss, banded.get("range"))
-    banded["range"] = _normal_range(sheet, banded.get("range", {}))
-    existing = {int(b["bandedRangeId"]) for s in ss.sheets for b in s.banded_ranges}
-    if "bandedRangeId" in banded:
-        if int(banded["bandedRangeId"]) in existing:
-            raise ctx.error(f"A banded range with id {banded['bandedRangeId']} already exists.")
-    else:
-        banded["bandedRangeId"] = _new_int_id(existing, ctx.rng)
-    _check_banding_overlap(sheet, banded, ctx)
-    sheet.banded_ranges.append(banded)
-    return {"addBanding": {"bandedRange": json_copy(banded)}}
-
-
-@_handles("updateBanding")
-def _update_banding(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    tree = ctx.mask(req.get("fields"), "BandedRange")
-    source = req.get("bandedRange", {})
-    sheet, banded = _find_banding(ss, int(source.get("bandedRangeId", 0)), ctx)
-    updated = json_copy(banded)
-    apply_mask(updated, source, tree)
-    updated["bandedRangeId"] = banded["bandedRangeId"]
-    target, *_ = ctx.area(ss, updated.get("range"))
-    updated["range"] = _normal_range(target, updated.get("range", {}))
-    sheet.banded_ranges.remove(banded)
-    _check_banding_overlap(target, updated, ctx)
-    target.banded_ranges.append(updated)
-
-
-@_handles("deleteBanding")
-def _delete_banding(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    sheet, banded = _find_banding(ss, int(req.get("bandedRangeId", 0)), ctx)
-    sheet.banded_ranges.remove(banded)
-
-
-def _rule_sheet(ss: Spreadsheet, rule: Json, ctx: Context) -> Sheet:
-    ranges = rule.get("ranges") or []
-    if not ranges:
-        raise ctx.error("At least one range must be specified.")
-    sheets = {int(r.get("sheetId", 0)) for r in ranges}
-    if len(sheets) > 1:
-        raise ctx.error("All ranges must be on the same sheet.")
-    for rng in ranges:
-        ctx.area(ss, rng)
-    return ctx.sheet(ss, sheets.pop())
-
-
-@_handles("addConditionalFormatRule")
-def _add_conditional_format(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    rule = json_copy(req.get("rule", {}))
-    sheet = _rule_sheet(ss, rule, ctx)
-    rule["ranges"] = [_normal_range(sheet, r) for r in rule["ranges"]]
-    index = int(req.get("index", 0))
-    if not 0 <= index <= len(sheet.conditional_formats):
-        raise ctx.error(f"The index {index} is out of range.")
-    sheet.conditional_formats.insert(index, rule)
-
-
-@_handles("updateConditionalFormatRule")
-def _update_conditional_format(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
-    sheet = ctx.sheet(ss, req.get("sheetId"))
-    index = int(req.get("index", 0))
-    if not 0 <= index < len(sheet.conditional_formats):
-        raise ctx.error(f"No conditional format on sheet {sheet.sheet_id} at index {index}.")
-    old = sheet.conditional_formats[index]
-    if "rule" in req:
-        rule = json_copy(req["rule"])
-        target = _rule_sheet(ss, rule, ctx)
-        rule["ranges"] = [_normal_range(target, r) for r in rule["ranges"]]
-        sheet.conditional_formats.pop(index)
-        new_index = index if target is sheet else len(target.conditional_formats)
-        target.conditional_formats.insert(new_index, rule)
-    else:
-        new_index = int(req.get("newIndex", index))
-        if not 0 <= new_index < len(sheet.conditional_formats):
-            raise ctx.error(f"The index {new_index} is out of range.")
-        rule = sheet.conditional_formats.pop(index)
-        sheet.conditional_formats.insert(new_index, rule)
-    return {"updateConditionalFormatRule": {
-        "newRule": json_copy(rule), "oldRule": json_copy(old),
-        "newIndex": new_index, "oldIndex": index,
-    }}
-
-
-@_handles("deleteConditionalFormatRule")
-def _delete_conditional_format(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
-    sheet = ctx.sheet(ss, req.get("sheetId"))
-    index = int(req.get("index", 0))
-    if not 0 <= index < len(sheet.conditional_formats):
-        raise ctx.error(f"No conditional format on sheet {sheet.sheet_id} at index {index}.")
-    rule = sheet.conditional_formats.pop(index)
-    return {"deleteConditionalFormatRule": {"rule": rule}}
-
-
-@_handles("setBasicFilter")
-def _set_basic_filter(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    basic = json_copy(req.get("filter", {}))
-    sheet, *_ = ctx.area(ss, basic.get("range"))
-    basic["range"] = _normal_range(sheet, basic.get("range", {}))
-    sheet.basic_filter = basic
-
-
-@_handles("clearBasicFilter")
-def _clear_basic_filter(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    ctx.sheet(ss, req.get("sheetId")).basic_filter = None
-
-
-# charts and named ranges ------------------------------------------------------------------
 
 
 def _new_int_id(existing: set[int], rng: random.Random) -> int:
@@ -1275,41 +873,6 @@ def _delete_developer_metadata(ss: Spreadsheet, req: Json, ctx: Context) -> Json
     return {"deleteDeveloperMetadata": {"deletedDeveloperMetadata": json_copy(deleted)}}
 
 
-_NAMED_RANGE = r"[A-Za-z_][A-Za-z0-9_.]*"
-
-
-@_handles("addNamedRange")
-def _add_named_range(ss: Spreadsheet, req: Json, ctx: Context) -> Json:
-    named = json_copy(req.get("namedRange", {}))
-    name = str(named.get("name", ""))
-    looks_like_cell = re.fullmatch(r"[A-Za-z]{1,3}\d+|[Rr]\d*[Cc]\d*", name)
-    if not re.fullmatch(_NAMED_RANGE, name) or looks_like_cell or name.upper() in ("TRUE",
-                                                                                   "FALSE"):
-        raise ctx.error(f"The range name '{name}' is invalid.")
-    if any(n["name"].casefold() == name.casefold() for n in ss.named_ranges):
-        raise ctx.error(f"A named range with the name '{name}' already exists.")
-    sheet, *_ = ctx.area(ss, named.get("range"))
-    named["range"] = _normal_range(sheet, named.get("range", {}))
-    ids = {n["namedRangeId"] for n in ss.named_ranges}
-    if named.get("namedRangeId") in ids:
-        raise ctx.error(f"A named range with id {named['namedRangeId']} already exists.")
-    if not named.get("namedRangeId"):
-        alphabet = string.ascii_lowercase + string.digits
-        named["namedRangeId"] = "".join(ctx.rng.choice(alphabet) for _ in range(12))
-    ss.named_ranges.append(named)
-    return {"addNamedRange": {"namedRange": json_copy(named)}}
-
-
-@_handles("deleteNamedRange")
-def _delete_named_range(ss: Spreadsheet, req: Json, ctx: Context) -> None:
-    named_id = req.get("namedRangeId")
-    for named in ss.named_ranges:
-        if named["namedRangeId"] == named_id:
-            ss.named_ranges.remove(named)
-            return
-    raise ctx.error(f"No named range with id: {named_id}")
-
-
 # --- reads -------------------------------------------------------------------------------
 
 
@@ -1320,18 +883,14 @@ def _dimension_metadata(sheet: Sheet, dimension: str, start: int, end: int) -> l
 
 
 def grid_data(sheet: Sheet, r0: int, r1: int, c0: int, c1: int) -> Json:
-    """One ``GridData`` block, trailing empty cells/rows trimmed like Google's.
-
-    Cells may share ``effectiveFormat`` dicts: serialise the result, or ``json_copy`` it
-    before handing it to code that might mutate it."""
+    """One ``GridData`` block, trailing empty cells/rows trimmed like Google's."""
     keys = sorted(sheet.cells_in(r0, r1, c0, c1))
     row_data: list[Json] = []
     if keys:
         last_row = max(r for r, _ in keys)
         by_row: dict[int, dict[int, Json]] = {}
-        formats: dict[str, Json] = {}  # shared effectiveFormat dicts, see render_cell
         for r, c in keys:
-            by_row.setdefault(r, {})[c] = render_cell(sheet.cells[(r, c)], formats)
+            by_row.setdefault(r, {})[c] = render_cell(sheet.cells[(r, c)])
         for r in range(r0, last_row + 1):
             cells = by_row.get(r)
             if not cells:
@@ -1368,14 +927,6 @@ def spreadsheet_json(
         if include_grid:
             areas = boxes.get(sheet.sheet_id) or [(0, sheet.row_count, 0, sheet.column_count)]
             item["data"] = [grid_data(sheet, *box) for box in areas]
-        if sheet.merges:
-            item["merges"] = json_copy(sheet.merges)
-        if sheet.conditional_formats:
-            item["conditionalFormats"] = json_copy(sheet.conditional_formats)
-        if sheet.banded_ranges:
-            item["bandedRanges"] = json_copy(sheet.banded_ranges)
-        if sheet.basic_filter is not None:
-            item["basicFilter"] = json_copy(sheet.basic_filter)
         if sheet.charts:
             item["charts"] = json_copy(sheet.charts)
         if sheet.developer_metadata:
@@ -1386,8 +937,6 @@ def spreadsheet_json(
         "properties": json_copy(ss.properties),
         "sheets": sheets,
     }
-    if ss.named_ranges:
-        out["namedRanges"] = json_copy(ss.named_ranges)
     out["spreadsheetUrl"] = f"https://docs.google.com/spreadsheets/d/{ss.spreadsheet_id}/edit"
     return out
 
@@ -1404,20 +953,9 @@ def _parse_or_fail(ss: Spreadsheet, text: str) -> tuple[Sheet, A1Ref]:
     if not ref.cells:
         assert ref.sheet is not None
         sheet = ss.sheet_by_title(ref.sheet)
-        if sheet is not None:
-            return sheet, ref
-        named = next((n for n in ss.named_ranges if n["name"] == ref.sheet), None)
-        if named is None:
-            raise unparsable
-        rng = named["range"]
-        named_sheet = ss.sheet_by_id(int(rng.get("sheetId", 0)))
-        if named_sheet is None:
-            raise unparsable
-        return named_sheet, A1Ref(
-            named_sheet.title, int(rng.get("startRowIndex", 0)), rng.get("endRowIndex"),
-            int(rng.get("startColumnIndex", 0)), rng.get("endColumnIndex"), cells=True,
-            single=False,
-        )
+        if sheet is None:
+            raise unparsable  # Google would try a named range; the fake has none
+        return sheet, ref
     if ref.sheet is None:
         return ss.sheets[0], ref
     sheet = ss.sheet_by_title(ref.sheet)
@@ -1448,38 +986,6 @@ def resolve_range(
             raise _grid_error(text, sheet)
         r1, c1 = min(r1, sheet.row_count), min(c1, sheet.column_count)
     return sheet, (ref.r0, r1, ref.c0, c1)
-
-
-def _trim(rows: list[list[Any]]) -> list[list[Any]]:
-    out = []
-    for row in rows:
-        while row and row[-1] is None:
-            row.pop()
-        out.append(row)
-    while out and not out[-1]:
-        out.pop()
-    return out
-
-
-def values_get(
-    ss: Spreadsheet, text: str, *, major: str = "ROWS", render: str = "FORMATTED_VALUE"
-) -> Json:
-    sheet, (r0, r1, c0, c1) = resolve_range(ss, text, clip=True)
-    keys = list(sheet.cells_in(r0, r1, c0, c1))
-    grid: list[list[Any]] = []
-    if keys:
-        height = max(r for r, _ in keys) - r0 + 1
-        width = max(c for _, c in keys) - c0 + 1
-        grid = [[None] * width for _ in range(height)]
-        for r, c in keys:
-            grid[r - r0][c - c0] = cell_output(sheet.cells[(r, c)], render)
-    if major == "COLUMNS":
-        grid = [list(column) for column in zip(*grid, strict=True)] if grid else []
-    values = [[("" if v is None else v) for v in row] for row in _trim(grid)]
-    out: Json = {"range": a1(sheet.title, r0, r1, c0, c1), "majorDimension": major}
-    if values:
-        out["values"] = values
-    return out
 
 
 def set_user_value(sheet: Sheet, r: int, c: int, value: Any, input_option: str) -> None:
@@ -1514,7 +1020,7 @@ def _check_values_shape(values: Any) -> list[list[Any]]:
 
 def values_write(
     ss: Spreadsheet, text: str, values: Any, *, input_option: str, major: str = "ROWS",
-    body_range: str | None = None, anchor_rows: int | None = None,
+    body_range: str | None = None,
 ) -> Json:
     """``values.update`` semantics on ``ss`` (callers pass a clone for atomicity)."""
     sheet, ref = _parse_or_fail(ss, text)
@@ -1547,8 +1053,6 @@ def values_write(
                 f"Requested writing within range [{text}], but tried writing to column "
                 f"[{column_letters(limit_c)}]"
             )
-    if anchor_rows is not None and r0 + height > sheet.row_count:
-        sheet.set_count("ROWS", r0 + height)  # values.append grows the sheet
     if r0 + height > sheet.row_count or c0 + width > sheet.column_count or \
             r0 >= sheet.row_count or c0 >= sheet.column_count:
         raise _grid_error(text, sheet)
@@ -1578,47 +1082,3 @@ def values_clear(ss: Spreadsheet, text: str) -> str:
         cell.pop("userEnteredValue", None)
         sheet.put(r, c, cell)
     return a1(sheet.title, r0, r1, c0, c1)
-
-
-def values_append(
-    ss: Spreadsheet, text: str, values: Any, *, input_option: str, insert_rows: bool,
-    major: str = "ROWS",
-) -> Json:
-    """``values.append``: find the table in ``text`` and write below its last row."""
-    sheet, ref = _parse_or_fail(ss, text)
-    r0, c0 = ref.r0, ref.c0
-    if r0 >= sheet.row_count or c0 >= sheet.column_count:
-        raise _grid_error(text, sheet)
-    c1 = min(sheet.column_count, ref.c1 if ref.c1 is not None else sheet.column_count)
-    if ref.single:
-        c1 = sheet.column_count  # a single cell anchors the search, it does not bound it
-    filled = sorted({r for r, c in sheet.cells if r >= r0 and c0 <= c < c1
-                     and sheet.cells[(r, c)].get("userEnteredValue")})
-    table: tuple[int, int, int, int] | None = None
-    if filled:
-        # The table is the last block of consecutive non-empty rows in the range.
-        end = filled[-1]
-        start = end
-        while start - 1 in filled:
-            start -= 1
-        cols = [c for r, c in sheet.cells if start <= r <= end and c0 <= c < c1
-                and sheet.cells[(r, c)].get("userEnteredValue")]
-        table = (start, end + 1, min(cols), max(cols) + 1)
-    target_row = table[1] if table else r0
-    target_col = table[2] if table else c0
-    rows = _check_values_shape(values)
-    height = len(rows) if major == "ROWS" else max((len(r) for r in rows), default=0)
-    if insert_rows and height and target_row < sheet.row_count:
-        _shift(ss, sheet, _Shift("ROWS", target_row, height, insert=True))
-    start_text = a1(sheet.title, target_row, target_row + 1, target_col, target_col + 1)
-    updates = values_write(ss, start_text, rows, input_option=input_option, major=major,
-                           anchor_rows=height)
-    if ss.total_cells() > ss.cell_limit:
-        raise bad_request(
-            "This action would increase the number of cells in the workbook above the limit "
-            f"of {ss.cell_limit} cells."
-        )
-    out: Json = {"spreadsheetId": ss.spreadsheet_id, "updates": updates}
-    if table:
-        out["tableRange"] = a1(sheet.title, *table)
-    return out
