@@ -2,29 +2,61 @@
 
 Both entry points turn their input into these models, so a rule (a sheet link must be a
 Google Sheets link, a custom range must be in order) holds everywhere with one message.
+The vocabularies (schedules, date presets, feature switches) are said here once too.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from sheets_sync.date_ranges import PRESETS, validate_date_range
 from sheets_sync.errors import InvalidInput
 from sheets_sync.links import parse_spreadsheet_url
 
-Schedule = Literal["off", "hourly", "every_6_hours", "daily", "weekly"]
-SCHEDULES: dict[str, str] = {
+SCHEDULE_LABELS: dict[str, str] = {
     "off": "Off (refresh by hand)",
     "hourly": "Every hour",
     "every_6_hours": "Every 6 hours",
     "daily": "Daily",
     "weekly": "Weekly",
 }
+# Also the database's CHECK vocabulary (store.models), so it must match the migrations.
+SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_LABELS)
+Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
+# Schedules that run at a time of day (the others ignore schedule_time).
+TIMED_SCHEDULES = ("daily", "weekly")
+DatePreset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DEFAULT_WORKSHEET_TITLE = "Instantly steps"
+
+
+@dataclass(frozen=True)
+class Feature:
+    default: bool | int
+    description: str
+    ge: int | None = None
+    le: int | None = None
+
+
+# What the tab offers beyond the numbers, stored in ``Connection.options["features"]``.
+FEATURES: dict[str, Feature] = {
+    "subjects": Feature(True, "Show each variant's subject line; mark disabled variants."),
+    "winner_calls": Feature(True, "Call the winner of each step on reply (and opportunity) rate."),
+    "min_sample": Feature(
+        100, "Emails sent per variant before a step is called (below: 'Too early').",
+        ge=10, le=1_000_000,
+    ),
+    "notes": Feature(True, "Keep a Notes column whose notes follow their rows."),
+    "history": Feature(True, "Keep a daily snapshot on a second tab."),
+    "history_days": Feature(180, "Days of history kept on the history tab.", ge=7, le=3650),
+    "chart": Feature(True, "Keep a column chart of reply rate by step and variant."),
+}
+FEATURE_DEFAULTS: dict[str, Any] = {name: f.default for name, f in FEATURES.items()}
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _TAB_FORBIDDEN = re.compile(r"[\[\]*?/\\:]")
 
@@ -37,7 +69,7 @@ def _invalid(message: str) -> ValueError:
 class DateRangeInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+    preset: DatePreset | None = None
     start: str | None = Field(default=None, examples=["2026-01-01"])
     end: str | None = Field(default=None, examples=["2026-01-31"])
 
@@ -59,47 +91,21 @@ class DateRangeInput(BaseModel):
         return {"start": self.start or "", "end": self.end or ""}
 
 
-class FeatureSwitches(BaseModel):
-    """What the tab offers beyond the numbers; every switch defaults to on.
-
-    Stored in ``Connection.options["features"]``; a PATCH may send a subset.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    subjects: bool | None = Field(
-        default=None, description="Show each variant's subject line; mark disabled variants."
-    )
-    winner_calls: bool | None = Field(
-        default=None, description="Call the winner of each step on reply (and opportunity) rate."
-    )
-    min_sample: int | None = Field(
-        default=None, ge=10, le=1_000_000,
-        description="Emails sent per variant before a step is called (below: 'Too early').",
-    )
-    notes: bool | None = Field(
-        default=None, description="Keep a Notes column whose notes follow their rows."
-    )
-    history: bool | None = Field(
-        default=None, description="Keep a daily snapshot on a second tab."
-    )
-    history_days: int | None = Field(
-        default=None, ge=7, le=3650, description="Days of history kept on the history tab."
-    )
-    chart: bool | None = Field(
-        default=None, description="Keep a column chart of reply rate by step and variant."
-    )
-
-
-FEATURE_DEFAULTS: dict[str, Any] = {
-    "subjects": True,
-    "winner_calls": True,
-    "min_sample": 100,
-    "notes": True,
-    "history": True,
-    "history_days": 180,
-    "chart": True,
-}
+FeatureSwitches = create_model(
+    "FeatureSwitches",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__=(
+        "What the tab offers beyond the numbers; every switch defaults to on.\n\n"
+        'Stored in ``Connection.options["features"]``; a PATCH may send a subset.'
+    ),
+    **{
+        name: (
+            type(f.default) | None,
+            Field(default=None, description=f.description, ge=f.ge, le=f.le),
+        )
+        for name, f in FEATURES.items()
+    },
+)
 
 
 def features_of(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -108,13 +114,8 @@ def features_of(options: dict[str, Any] | None) -> dict[str, Any]:
     out = dict(FEATURE_DEFAULTS)
     for key, default in FEATURE_DEFAULTS.items():
         value = stored.get(key)
-        if isinstance(default, bool) and isinstance(value, bool):
-            out[key] = value
-        elif (
-            not isinstance(default, bool)
-            and isinstance(value, int)
-            and not isinstance(value, bool)
-        ):
+        # Exact types: a bool is an int to isinstance, but no switch is a number.
+        if type(value) is type(default):
             out[key] = value
     return out
 
@@ -144,7 +145,7 @@ class ConnectionFields(BaseModel):
     schedule_time: str | None = Field(default=None, examples=["09:00"])
     schedule_weekday: int | None = Field(default=None, ge=0, le=6)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Berlin"])
-    features: FeatureSwitches | None = None
+    features: FeatureSwitches | None = None  # type: ignore[valid-type]
 
     @field_validator("spreadsheet_url")
     @classmethod
@@ -218,7 +219,7 @@ class ConnectionCreate(ConnectionFields):
 
     @model_validator(mode="after")
     def _defaults(self) -> ConnectionCreate:
-        if self.schedule in ("daily", "weekly") and not self.schedule_time:
+        if self.schedule in TIMED_SCHEDULES and not self.schedule_time:
             self.schedule_time = "09:00"
         if self.schedule == "weekly" and self.schedule_weekday is None:
             self.schedule_weekday = 0
@@ -229,7 +230,7 @@ class ConnectionCreate(ConnectionFields):
             "name": self.name,
             "instantly_api_key": self.instantly_api_key,
             "spreadsheet_url": self.spreadsheet_url,
-            "worksheet_title": self.worksheet_title or "Instantly steps",
+            "worksheet_title": self.worksheet_title or DEFAULT_WORKSHEET_TITLE,
             "campaign_ids": self.campaign_ids or [],
             "date_range": self.date_range.as_spec() if self.date_range else {"preset": "all_time"},
             "include_opportunities": bool(self.include_opportunities),
