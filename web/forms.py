@@ -23,15 +23,20 @@ from wtforms import (
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from sheets_sync.connection_rules import (
+    API_KEY_MAX,
     DEFAULT_WORKSHEET_TITLE,
     FEATURE_DEFAULTS,
+    NAME_MAX,
     SCHEDULE_LABELS,
+    SPREADSHEET_URL_MAX,
     TIMED_SCHEDULES,
     WEEKDAYS,
+    WORKSHEET_TITLE_MAX,
     ConnectionCreate,
     ConnectionFields,
     common_timezones,
     features_of,
+    problem,
 )
 from sheets_sync.date_ranges import PRESETS
 from sheets_sync.store.models import Connection
@@ -97,12 +102,16 @@ def _timezone_choices() -> list[Any]:
 
 
 class ConnectionForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    instantly_api_key = PasswordField("Instantly API key", validators=[Optional(), Length(max=500)])
-    spreadsheet_url = StringField(
-        "Google Sheet link", validators=[DataRequired(), Length(max=2000)]
+    name = StringField("Name", validators=[DataRequired(), Length(max=NAME_MAX)])
+    instantly_api_key = PasswordField(
+        "Instantly API key", validators=[Optional(), Length(max=API_KEY_MAX)]
     )
-    worksheet_title = StringField("Tab name", validators=[Optional(), Length(max=100)])
+    spreadsheet_url = StringField(
+        "Google Sheet link", validators=[DataRequired(), Length(max=SPREADSHEET_URL_MAX)]
+    )
+    worksheet_title = StringField(
+        "Tab name", validators=[Optional(), Length(max=WORKSHEET_TITLE_MAX)]
+    )
     campaign_ids = StringField("Campaign ids", validators=[Optional(), Length(max=30_000)])
     date_preset = SelectField("Date range")
     date_start = StringField("From (UTC)", validators=[Optional()])
@@ -228,8 +237,7 @@ class ConnectionForm(FlaskForm):
 
     def _show(self, exc: ValidationError) -> None:
         for error in exc.errors():
-            message = str(error.get("msg", "This value is not valid."))
-            message = message.removeprefix("Value error, ")
+            message = problem(error)
             loc = [str(part) for part in error.get("loc") or ()]
             if loc[:1] == ["features"] and len(loc) > 1:
                 name = f"feature_{loc[1]}"
@@ -237,10 +245,6 @@ class ConnectionForm(FlaskForm):
                 name = "date_preset"
             else:
                 name = loc[0] if loc else ""
-            if name == "instantly_api_key" and error.get("type") == "string_too_short":
-                message = (
-                    "Enter the Instantly API key (Instantly: Settings, Integrations, API Keys)."
-                )
             field = getattr(self, name, None) if name in self._fields else None
             if field is None:
                 self.form_errors.append(message)
