@@ -1,54 +1,153 @@
-"""What a person may set on a connection, validated once for the form and the JSON API.
+"""What a valid connection is: its vocabularies and the one set of rules every entry uses.
 
-Both entry points turn their input into these models, so a rule (a sheet link must be a
-Google Sheets link, a custom range must be in order) holds everywhere with one message.
+The form and the JSON API turn their input into these models, the CLI and the store
+check theirs with ``check_fields``, so a rule (a sheet link must be a Google Sheets link,
+a name is at most 120 characters) holds everywhere with one message. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from sheets_sync.date_ranges import PRESETS, validate_date_range
 from sheets_sync.errors import InvalidInput
-from sheets_sync.links import parse_spreadsheet_url
+from sheets_sync.links import NOT_A_SHEETS_LINK, parse_spreadsheet_url
 
-Schedule = Literal["off", "hourly", "every_6_hours", "daily", "weekly"]
-SCHEDULES: dict[str, str] = {
+# --- vocabularies ----------------------------------------------------------------------
+
+SCHEDULE_LABELS: dict[str, str] = {
     "off": "Off (refresh by hand)",
     "hourly": "Every hour",
     "every_6_hours": "Every 6 hours",
     "daily": "Daily",
     "weekly": "Weekly",
 }
+# Also the database's CHECK vocabulary (store.models), so it must match the migrations.
+SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_LABELS)
+Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
+# Schedules that run at a time of day (the others ignore schedule_time).
+TIMED_SCHEDULES = ("daily", "weekly")
+DatePreset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DEFAULT_WORKSHEET_TITLE = "Instantly steps"
+
+
+@dataclass(frozen=True)
+class Feature:
+    default: bool | int
+    description: str
+    ge: int | None = None
+    le: int | None = None
+
+
+# What the tab offers beyond the numbers, stored in ``Connection.options["features"]``.
+FEATURES: dict[str, Feature] = {
+    "subjects": Feature(True, "Show each variant's subject line; mark disabled variants."),
+    "winner_calls": Feature(True, "Call the winner of each step on reply (and opportunity) rate."),
+    "min_sample": Feature(
+        100, "Emails sent per variant before a step is called (below: 'Too early').",
+        ge=10, le=1_000_000,
+    ),
+    "notes": Feature(True, "Keep a Notes column whose notes follow their rows."),
+    "history": Feature(True, "Keep a daily snapshot on a second tab."),
+    "history_days": Feature(180, "Days of history kept on the history tab.", ge=7, le=3650),
+    "chart": Feature(True, "Keep a column chart of reply rate by step and variant."),
+}
+FEATURE_DEFAULTS: dict[str, Any] = {name: f.default for name, f in FEATURES.items()}
+
+# --- limits and the sentences a person reads -------------------------------------------
+
+NAME_MAX, API_KEY_MIN, API_KEY_MAX = 120, 8, 500
+SPREADSHEET_URL_MAX, WORKSHEET_TITLE_MAX, CAMPAIGNS_MAX = 2000, 100, 200
+
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _TAB_FORBIDDEN = re.compile(r"[\[\]*?/\\:]")
+_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+NEED_API_KEY = "Enter the Instantly API key (Instantly: Settings, Integrations, API Keys)."
+NOT_AN_API_KEY = (
+    "That does not look like an Instantly API key. Copy it again from Instantly: "
+    "Settings, Integrations, API Keys."
+)
+TAB_TITLE_RULE = f"The tab name must be at most {WORKSHEET_TITLE_MAX} characters, on one line."
+CAMPAIGN_RULE = "Campaign ids are letters, digits, - and _ (as Instantly shows)."
+TIME_RULE = "The time must look like 09:00 (24-hour clock)."
+
+# Readable sentences for pydantic's own checks (types, lengths, bounds), by field and
+# error type ("*": any other); a validator's ValueError already carries its sentence.
+_SENTENCES: dict[str, dict[str, str]] = {
+    "name": {
+        "*": "Give the connection a name.",
+        "string_too_long": f"The name is too long ({NAME_MAX} characters at most).",
+    },
+    "instantly_api_key": {"*": NOT_AN_API_KEY, "string_too_short": NEED_API_KEY},
+    "spreadsheet_url": {"*": NOT_A_SHEETS_LINK},
+    "worksheet_title": {
+        "*": TAB_TITLE_RULE,
+        "string_too_short": f"Give the tab a name (left out, it is {DEFAULT_WORKSHEET_TITLE!r}).",
+    },
+    "campaign_ids": {
+        "*": CAMPAIGN_RULE,
+        "list_type": "campaign_ids must be a list of campaign ids (empty = all campaigns).",
+        "too_long": f"At most {CAMPAIGNS_MAX} campaign ids (none = all campaigns).",
+    },
+    "date_range": {
+        "*": 'date_range must be {"preset": ...} or {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}.',
+        "literal_error": f"Unknown date range; use one of: {', '.join(PRESETS)}.",
+        "string_type": "The start and end dates must be written YYYY-MM-DD.",
+    },
+    "include_opportunities": {"*": "include_opportunities must be true or false."},
+    "schedule": {"*": f"schedule must be one of: {', '.join(SCHEDULES)}."},
+    "schedule_time": {"*": TIME_RULE},
+    "schedule_weekday": {"*": "schedule_weekday must be 0 (Monday) to 6 (Sunday)."},
+    "timezone": {"*": "Unknown time zone; use a name like Europe/Berlin."},
+}
 
 
-def _invalid(message: str) -> ValueError:
-    # pydantic wraps ValueError; callers show ``message`` as is.
-    return ValueError(message)
+def problem(error: ErrorDetails) -> str:
+    """The sentence a person reads for one pydantic error on a connection field."""
+    if error["type"] == "value_error":
+        # pydantic prefixes a validator's own sentence with "Value error, ".
+        return str(error["msg"]).removeprefix("Value error, ")
+    loc = error.get("loc") or ()
+    sentences = _SENTENCES.get(str(loc[0]) if loc else "", {})
+    return sentences.get(error["type"], sentences.get("*", str(error["msg"])))
+
+
+# --- the models --------------------------------------------------------------------------
 
 
 class DateRangeInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+    preset: DatePreset | None = None
     start: str | None = Field(default=None, examples=["2026-01-01"])
     end: str | None = Field(default=None, examples=["2026-01-31"])
 
     @model_validator(mode="after")
     def _one_form(self) -> DateRangeInput:
         if self.preset and (self.start or self.end):
-            raise _invalid("Give a preset or a start and end date, not both.")
+            raise ValueError("Give a preset or a start and end date, not both.")
         try:
             validate_date_range(self.as_spec())
         except InvalidInput as exc:
-            raise _invalid(exc.message) from None
+            raise ValueError(exc.message) from None
         return self
 
     def as_spec(self) -> dict[str, str]:
@@ -59,47 +158,21 @@ class DateRangeInput(BaseModel):
         return {"start": self.start or "", "end": self.end or ""}
 
 
-class FeatureSwitches(BaseModel):
-    """What the tab offers beyond the numbers; every switch defaults to on.
-
-    Stored in ``Connection.options["features"]``; a PATCH may send a subset.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    subjects: bool | None = Field(
-        default=None, description="Show each variant's subject line; mark disabled variants."
-    )
-    winner_calls: bool | None = Field(
-        default=None, description="Call the winner of each step on reply (and opportunity) rate."
-    )
-    min_sample: int | None = Field(
-        default=None, ge=10, le=1_000_000,
-        description="Emails sent per variant before a step is called (below: 'Too early').",
-    )
-    notes: bool | None = Field(
-        default=None, description="Keep a Notes column whose notes follow their rows."
-    )
-    history: bool | None = Field(
-        default=None, description="Keep a daily snapshot on a second tab."
-    )
-    history_days: int | None = Field(
-        default=None, ge=7, le=3650, description="Days of history kept on the history tab."
-    )
-    chart: bool | None = Field(
-        default=None, description="Keep a column chart of reply rate by step and variant."
-    )
-
-
-FEATURE_DEFAULTS: dict[str, Any] = {
-    "subjects": True,
-    "winner_calls": True,
-    "min_sample": 100,
-    "notes": True,
-    "history": True,
-    "history_days": 180,
-    "chart": True,
-}
+FeatureSwitches = create_model(
+    "FeatureSwitches",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__=(
+        "What the tab offers beyond the numbers; every switch defaults to on.\n\n"
+        'Stored in ``Connection.options["features"]``; a PATCH may send a subset.'
+    ),
+    **{
+        name: (
+            type(f.default) | None,
+            Field(default=None, description=f.description, ge=f.ge, le=f.le),
+        )
+        for name, f in FEATURES.items()
+    },
+)
 
 
 def features_of(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -108,13 +181,8 @@ def features_of(options: dict[str, Any] | None) -> dict[str, Any]:
     out = dict(FEATURE_DEFAULTS)
     for key, default in FEATURE_DEFAULTS.items():
         value = stored.get(key)
-        if isinstance(default, bool) and isinstance(value, bool):
-            out[key] = value
-        elif (
-            not isinstance(default, bool)
-            and isinstance(value, int)
-            and not isinstance(value, bool)
-        ):
+        # Exact types: a bool is an int to isinstance, but no switch is a number.
+        if type(value) is type(default):
             out[key] = value
     return out
 
@@ -133,18 +201,28 @@ class ConnectionFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str | None = Field(default=None, min_length=1, max_length=120)
-    instantly_api_key: str | None = Field(default=None, max_length=500)
-    spreadsheet_url: str | None = Field(default=None, max_length=2000)
-    worksheet_title: str | None = Field(default=None, min_length=1, max_length=100)
-    campaign_ids: list[str] | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
+    instantly_api_key: str | None = Field(default=None, max_length=API_KEY_MAX)
+    spreadsheet_url: str | None = Field(default=None, max_length=SPREADSHEET_URL_MAX)
+    worksheet_title: str | None = Field(default=None, min_length=1, max_length=WORKSHEET_TITLE_MAX)
+    campaign_ids: list[str] | None = Field(default=None, max_length=CAMPAIGNS_MAX)
     date_range: DateRangeInput | None = None
     include_opportunities: bool | None = None
     schedule: Schedule | None = None
     schedule_time: str | None = Field(default=None, examples=["09:00"])
     schedule_weekday: int | None = Field(default=None, ge=0, le=6)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Berlin"])
-    features: FeatureSwitches | None = None
+    features: FeatureSwitches | None = None  # type: ignore[valid-type]
+
+    @field_validator("instantly_api_key")
+    @classmethod
+    def _api_key(cls, value: str | None) -> str | None:
+        # Blank means "keep the stored key" (forms never echo it back).
+        if not value:
+            return None
+        if any(c.isspace() or ord(c) < 32 for c in value):
+            raise ValueError(NOT_AN_API_KEY)
+        return value
 
     @field_validator("spreadsheet_url")
     @classmethod
@@ -154,14 +232,18 @@ class ConnectionFields(BaseModel):
         try:
             parse_spreadsheet_url(value)
         except InvalidInput as exc:
-            raise _invalid(exc.message) from None
+            raise ValueError(exc.message) from None
         return value
 
     @field_validator("worksheet_title")
     @classmethod
     def _tab_title(cls, value: str | None) -> str | None:
-        if value is not None and _TAB_FORBIDDEN.search(value):
-            raise _invalid("A tab title cannot contain [ ] * ? / \\ or :")
+        if value is None:
+            return None
+        if _TAB_FORBIDDEN.search(value):
+            raise ValueError("A tab title cannot contain [ ] * ? / \\ or :")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError(TAB_TITLE_RULE)
         return value
 
     @field_validator("campaign_ids")
@@ -170,9 +252,8 @@ class ConnectionFields(BaseModel):
         if value is None:
             return None
         cleaned = [v.strip() for v in value if v and v.strip()]
-        for v in cleaned:
-            if len(v) > 100 or not re.fullmatch(r"[A-Za-z0-9_-]+", v):
-                raise _invalid("Campaign ids are letters, digits, - and _ (as Instantly shows).")
+        if not all(_CAMPAIGN_ID.fullmatch(v) for v in cleaned):
+            raise ValueError(CAMPAIGN_RULE)
         return list(dict.fromkeys(cleaned))
 
     @field_validator("schedule_time")
@@ -181,7 +262,7 @@ class ConnectionFields(BaseModel):
         if value in (None, ""):
             return None
         if not _TIME.match(value):
-            raise _invalid("The time must look like 09:00 (24-hour clock).")
+            raise ValueError(TIME_RULE)
         return value
 
     @field_validator("timezone")
@@ -192,7 +273,9 @@ class ConnectionFields(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise _invalid(f"Unknown time zone {value!r}; use a name like Europe/Berlin.") from None
+            raise ValueError(
+                f"Unknown time zone {value!r}; use a name like Europe/Berlin."
+            ) from None
         return value
 
     def changes(self) -> dict[str, Any]:
@@ -212,35 +295,84 @@ class ConnectionFields(BaseModel):
 
 
 class ConnectionCreate(ConnectionFields):
-    name: str = Field(min_length=1, max_length=120)
-    instantly_api_key: str = Field(min_length=8, max_length=500)
-    spreadsheet_url: str = Field(max_length=2000)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    instantly_api_key: str = Field(min_length=API_KEY_MIN, max_length=API_KEY_MAX)
+    spreadsheet_url: str = Field(max_length=SPREADSHEET_URL_MAX)
 
     @model_validator(mode="after")
     def _defaults(self) -> ConnectionCreate:
-        if self.schedule in ("daily", "weekly") and not self.schedule_time:
+        if self.schedule in TIMED_SCHEDULES and not self.schedule_time:
             self.schedule_time = "09:00"
         if self.schedule == "weekly" and self.schedule_weekday is None:
             self.schedule_weekday = 0
         return self
 
     def as_store_kwargs(self) -> dict[str, Any]:
+        data = self.changes()
+        features = data.pop("features", None) or {}
+        # A null the store would refuse means "not sent" on create; other nulls the store
+        # fills with their defaults.
         return {
-            "name": self.name,
-            "instantly_api_key": self.instantly_api_key,
-            "spreadsheet_url": self.spreadsheet_url,
-            "worksheet_title": self.worksheet_title or "Instantly steps",
-            "campaign_ids": self.campaign_ids or [],
-            "date_range": self.date_range.as_spec() if self.date_range else {"preset": "all_time"},
+            **data,
             "include_opportunities": bool(self.include_opportunities),
             "schedule": self.schedule or "off",
             "schedule_time": self.schedule_time,
             "schedule_weekday": self.schedule_weekday,
-            "timezone": self.timezone or "UTC",
-            "options": with_features(
-                {}, self.features.model_dump(exclude_none=True) if self.features else {}
-            ),
+            "options": with_features({}, features),
         }
+
+
+# --- the store's and the CLI's entry -----------------------------------------------------
+
+# What a stored connection holds for a field given as None.
+_STORED_DEFAULTS: dict[str, Any] = {
+    "worksheet_title": DEFAULT_WORKSHEET_TITLE,
+    "campaign_ids": [],
+    "date_range": {"preset": "all_time"},
+    "timezone": "UTC",
+    "options": {},
+}
+# Fields a stored connection always has: None there is refused, not defaulted.
+_NOT_NULL = ("name", "spreadsheet_url", "include_opportunities", "schedule")
+
+
+def check_fields(fields: Mapping[str, Any], *, creating: bool = False) -> dict[str, Any]:
+    """``fields`` (store keyword arguments) checked by the rules of the form and the API.
+
+    Returns the values to store; ``InvalidInput`` carries the first bad field's sentence.
+    On an edit, a None ``instantly_api_key`` means "keep the stored one".
+    """
+    data = {**fields}
+    options = data.pop("options", None)
+    campaigns = data.get("campaign_ids")
+    # The store takes any iterable of ids; pydantic's strict list does not.
+    if isinstance(campaigns, Iterable) and not isinstance(campaigns, (str, bytes, Mapping)):
+        data["campaign_ids"] = list(campaigns)
+    try:
+        # strict: "yes" is not a boolean and "3" is not a weekday, as in the JSON API.
+        checked = ConnectionFields.model_validate(data, strict=True).changes()
+    except ValidationError as exc:
+        raise InvalidInput(problem(exc.errors()[0])) from None
+    for name in _NOT_NULL:
+        if name in checked and checked[name] is None:
+            raise InvalidInput(_SENTENCES[name]["*"])
+    if creating and checked.get("instantly_api_key") is None:
+        raise InvalidInput(NEED_API_KEY)
+    if "options" in fields:
+        checked["options"] = check_options(options)
+    for name, default in _STORED_DEFAULTS.items():
+        if name in checked and checked[name] is None:
+            checked[name] = copy.copy(default)
+    return checked
+
+
+def check_options(value: Any) -> dict[str, Any]:
+    """A connection's free-form settings: an object with text keys (None: none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise InvalidInput("options must be an object with text keys.")
+    return dict(value)
 
 
 def common_timezones() -> list[str]:

@@ -6,6 +6,7 @@ inclusive end is sent as the last millisecond of the day instead.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ PRESETS: dict[str, str] = {
     "last_month": "Last month",
     "this_year": "This year",
 }
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,14 @@ class DateRange:
 def _parse_day(value: Any, field: str) -> date:
     if isinstance(value, date):
         return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise InvalidInput(f"The {field} date must look like 2026-01-31.") from None
+    text = str(value)
+    # Only the documented YYYY-MM-DD: fromisoformat alone also takes 20260131 or 2026-W05-6.
+    if _ISO_DAY.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise InvalidInput(f"The {field} date must look like 2026-01-31.")
 
 
 def validate_date_range(spec: dict[str, Any] | None) -> dict[str, str]:

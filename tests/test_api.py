@@ -210,6 +210,34 @@ def test_store_level_invalid_input_is_422(client, ann):
     assert "name" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"name": "n" * 121}, "name"),
+        ({"name": "n" * 200}, "name"),
+        # Refused by the store until the rules were shared; the API let them through.
+        ({"instantly_api_key": "has spaces in the middle"}, "instantly_api_key"),
+        ({"worksheet_title": "two\nlines"}, "worksheet_title"),
+        ({"campaign_ids": [f"c{i}" for i in range(201)]}, "campaign_ids"),
+        ({"date_range": {"start": "20260101", "end": "2026-01-31"}}, "date_range"),
+    ],
+)
+def test_api_applies_the_connection_rules(client, ann, bad, field):
+    body = {"name": "Outbound", "instantly_api_key": SECRET, "spreadsheet_url": SHEET, **bad}
+    created = client.post("/api/v1/connections", json=body, headers=ann.headers)
+    assert assert_error(created, 422, "invalid_request")["message"].startswith(f"{field}:")
+    cid = new_connection(client, ann)["id"]
+    patched = client.patch(f"/api/v1/connections/{cid}", json=bad, headers=ann.headers)
+    assert assert_error(patched, 422, "invalid_request")["message"].startswith(f"{field}:")
+
+
+def test_api_takes_a_name_of_120_characters(client, ann):
+    created = new_connection(client, ann, name="n" * 120)
+    patched = client.patch(f"/api/v1/connections/{created['id']}", json={"name": "m" * 120},
+                           headers=ann.headers)
+    assert patched.status_code == 200 and patched.get_json()["name"] == "m" * 120
+
+
 def test_a_new_sheet_link_resets_the_tab_and_sheet_url(client, ann, runtime):
     cid = new_connection(client, ann)["id"]
     with session_scope(runtime.session_factory) as s:

@@ -39,6 +39,10 @@ def test_inclusive_end_is_sent_as_the_last_moment_of_the_day():
         {"start": "2026-02-01", "end": "2026-01-01"},
         {"start": "2026-13-01", "end": "2026-12-01"},
         {"start": "2026-01-01"},
+        # date.fromisoformat takes these too; a range is written YYYY-MM-DD only.
+        {"start": "20260101", "end": "2026-01-31"},
+        {"start": "2026-01-01", "end": "2026-W05-6"},
+        {"start": "2026-01-01", "end": "2026-01-31 "},
     ],
 )
 def test_bad_ranges_are_refused_with_a_reason(spec):

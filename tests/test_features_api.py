@@ -1,4 +1,4 @@
-"""The feature switches through the JSON API (the API reuses connection_input models)."""
+"""The feature switches through the JSON API (the API reuses connection_rules models)."""
 
 from __future__ import annotations
 

@@ -393,6 +393,56 @@ def test_create_connection_stores_canonical_values(
                 make_connection(s, user, fernet, **bad)
 
 
+# The limits of connection_rules, which the form and the API apply too; before they were
+# shared the store let a 200-character name, a key with spaces or a campaign id with
+# punctuation through.
+STORE_REFUSES: list[tuple[dict[str, Any], str]] = [
+    ({"name": "n" * 121}, "The name is too long (120 characters at most)."),
+    ({"name": "n" * 200}, "The name is too long (120 characters at most)."),
+    ({"name": None}, "Give the connection a name."),
+    ({"instantly_api_key": "has spaces in the middle"}, "does not look like an Instantly API key"),
+    ({"instantly_api_key": "k" * 501}, "does not look like an Instantly API key"),
+    ({"spreadsheet_url": SHEET_URL + "x" * 2000}, "not a Google Sheets link"),
+    ({"worksheet_title": "Steps/Q3"}, "A tab title cannot contain"),
+    ({"worksheet_title": "t" * 101}, "at most 100 characters, on one line"),
+    ({"worksheet_title": "two\nlines"}, "at most 100 characters, on one line"),
+    ({"campaign_ids": ["not ok!"]}, "Campaign ids are letters, digits, - and _"),
+    ({"campaign_ids": [f"c{i}" for i in range(201)]}, "At most 200 campaign ids"),
+    ({"date_range": {"start": "20260101", "end": "2026-01-31"}}, "must look like 2026-01-31"),
+    ({"schedule_weekday": True}, "0 (Monday) to 6 (Sunday)"),
+    ({"options": ["freeze_header"]}, "options must be an object with text keys."),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), STORE_REFUSES)
+def test_store_applies_the_connection_rules(
+    session_factory: sessionmaker[Session],
+    fernet: MultiFernet,
+    owner_and_connection: tuple[int, int],
+    bad: dict[str, Any],
+    message: str,
+) -> None:
+    user_id, connection_id = owner_and_connection
+    with session_scope(session_factory, write=True) as s:
+        user = s.get(User, user_id)
+        assert user is not None
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            make_connection(s, user, fernet, **bad)
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            store.update_connection(s, user, connection_id, fernet=fernet, **bad)
+
+
+def test_store_keeps_a_name_of_120_characters_and_normalises_ids(
+    session_factory: sessionmaker[Session], fernet: MultiFernet
+) -> None:
+    with session_scope(session_factory) as s:
+        connection = make_connection(
+            s, make_user(s), fernet, name="n" * 120, campaign_ids=(" c-1", "c_2", "", "c-1")
+        )
+        assert connection.name == "n" * 120
+        assert connection.campaign_ids == ["c-1", "c_2"]
+
+
 def test_update_connection(session_factory: sessionmaker[Session], fernet: MultiFernet) -> None:
     with session_scope(session_factory) as s:
         user = make_user(s)

@@ -117,6 +117,30 @@ def test_form_field_errors(signed_in, overrides, message):
     assert message in text(response)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": "n" * 121}, "cannot be longer than 120 characters"),
+        ({"name": "n" * 200}, "cannot be longer than 120 characters"),
+        ({"instantly_api_key": "has spaces in the middle"}, "does not look like an Instantly"),
+        ({"worksheet_title": "two\x01lines"}, "at most 100 characters, on one line"),
+        ({"date_preset": "custom", "date_start": "20260101", "date_end": "2026-01-31"},
+         "must look like 2026-01-31"),
+    ],
+)
+def test_form_applies_the_connection_rules(signed_in, runtime, overrides, message):
+    response = create_connection(signed_in, **overrides)
+    assert response.status_code == 400
+    assert message in text(response)
+    with runtime.session_factory() as s:
+        assert store.list_connections(s, store.get_user_by_email(s, "ann@example.com")) == []
+
+
+def test_form_takes_a_name_of_120_characters(signed_in, runtime):
+    assert create_connection(signed_in, name="n" * 120).status_code == 302
+    assert only_connection(runtime).name == "n" * 120
+
+
 def test_custom_dates_campaign_ids_and_checkboxes(signed_in, runtime):
     data = connection_form(
         date_preset="custom", date_start="2026-01-01", date_end="2026-01-31",

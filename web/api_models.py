@@ -3,7 +3,7 @@
 These models are the single source of truth for what the API answers: the views build
 their bodies through them and ``web/openapi.py`` generates the OpenAPI document from the
 same classes, so the documentation cannot drift from the responses. Request bodies reuse
-``sheets_sync.connection_input`` (the same validation as the HTML form).
+``sheets_sync.connection_rules`` (the same validation as the HTML form).
 
 Secrets: ``ConnectionOut`` has no field that could carry the Instantly key, only its
 hint, so no code path can serialize the key by accident.
@@ -14,16 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from sheets_sync.connection_rules import features_of
+from sheets_sync.connection_rules import FEATURES, Schedule, features_of
 from sheets_sync.errors import InvalidInput
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.store.models import Connection, SyncRun
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
 RunTrigger = Literal["manual", "api", "schedule", "cli"]
-ScheduleOut = Literal["off", "hourly", "every_6_hours", "daily", "weekly"]
 
 
 class _Out(BaseModel):
@@ -73,16 +72,15 @@ class RunOut(_Out):
     error: RunError | None = Field(description="Why the run failed; null unless it failed.")
 
 
-class FeaturesOut(_Out):
-    """The connection's effective feature switches (PATCH ``features`` to change them)."""
-
-    subjects: bool = Field(description="Subject line of each variant; disabled ones marked.")
-    winner_calls: bool = Field(description="Winner call per step on reply/opportunity rate.")
-    min_sample: int = Field(description="Emails sent per variant before a step is called.")
-    notes: bool = Field(description="A Notes column whose notes follow their rows.")
-    history: bool = Field(description="A daily snapshot on a second tab.")
-    history_days: int = Field(description="Days of history kept.")
-    chart: bool = Field(description="A column chart of reply rate by step and variant.")
+FeaturesOut = create_model(
+    "FeaturesOut",
+    __base__=_Out,
+    __doc__="The connection's effective feature switches (PATCH ``features`` to change them).",
+    **{
+        name: (type(f.default), Field(description=f.description))
+        for name, f in FEATURES.items()
+    },
+)
 
 
 class ConnectionOut(_Out):
@@ -105,7 +103,7 @@ class ConnectionOut(_Out):
         description='{"preset": "..."} or {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}.'
     )
     include_opportunities: bool
-    schedule: ScheduleOut
+    schedule: Schedule
     schedule_time: str | None = Field(description='"HH:MM" in the connection\'s time zone.')
     schedule_weekday: int | None = Field(description="0 = Monday … 6 = Sunday (weekly only).")
     timezone: str = Field(description="IANA time zone name.", examples=["Europe/Berlin"])
@@ -114,7 +112,7 @@ class ConnectionOut(_Out):
         description="Why scheduled syncs stopped (e.g. the key was rejected); null = not paused."
     )
     last_run: RunOut | None
-    features: FeaturesOut
+    features: FeaturesOut  # type: ignore[valid-type]
     created_at: datetime
     updated_at: datetime
 

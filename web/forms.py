@@ -1,5 +1,5 @@
 """Forms of the pages. WTForms renders fields and checks the CSRF token; the rules for a
-connection's fields live in ``sheets_sync.connection_input`` (shared with the JSON API),
+connection's fields live in ``sheets_sync.connection_rules`` (shared with the JSON API),
 so ``ConnectionForm.validate_input`` hands the posted values to those pydantic models."""
 
 from __future__ import annotations
@@ -23,15 +23,23 @@ from wtforms import (
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from sheets_sync.connection_rules import (
-    SCHEDULES,
+    API_KEY_MAX,
+    DEFAULT_WORKSHEET_TITLE,
+    FEATURE_DEFAULTS,
+    NAME_MAX,
+    SCHEDULE_LABELS,
+    SPREADSHEET_URL_MAX,
+    TIMED_SCHEDULES,
     WEEKDAYS,
+    WORKSHEET_TITLE_MAX,
     ConnectionCreate,
     ConnectionFields,
     common_timezones,
     features_of,
+    problem,
 )
 from sheets_sync.date_ranges import PRESETS
-from sheets_sync.store.models import DEFAULT_WORKSHEET_TITLE, Connection
+from sheets_sync.store.models import Connection
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -94,36 +102,50 @@ def _timezone_choices() -> list[Any]:
 
 
 class ConnectionForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    instantly_api_key = PasswordField("Instantly API key", validators=[Optional(), Length(max=500)])
-    spreadsheet_url = StringField(
-        "Google Sheet link", validators=[DataRequired(), Length(max=2000)]
+    name = StringField("Name", validators=[DataRequired(), Length(max=NAME_MAX)])
+    instantly_api_key = PasswordField(
+        "Instantly API key", validators=[Optional(), Length(max=API_KEY_MAX)]
     )
-    worksheet_title = StringField("Tab name", validators=[Optional(), Length(max=100)])
+    spreadsheet_url = StringField(
+        "Google Sheet link", validators=[DataRequired(), Length(max=SPREADSHEET_URL_MAX)]
+    )
+    worksheet_title = StringField(
+        "Tab name", validators=[Optional(), Length(max=WORKSHEET_TITLE_MAX)]
+    )
     campaign_ids = StringField("Campaign ids", validators=[Optional(), Length(max=30_000)])
     date_preset = SelectField("Date range")
     date_start = StringField("From (UTC)", validators=[Optional()])
     date_end = StringField("To (UTC, inclusive)", validators=[Optional()])
     include_opportunities = BooleanField("Include opportunities, meetings booked and won")
-    schedule = SelectField("Refresh automatically", choices=_choices(SCHEDULES.items()))
+    schedule = SelectField("Refresh automatically", choices=_choices(SCHEDULE_LABELS.items()))
     schedule_time = StringField("At", validators=[Optional()])
     schedule_weekday = SelectField(
         "On", choices=_choices((str(i), day) for i, day in enumerate(WEEKDAYS)), default="0"
     )
     timezone = SelectField("Time zone", default="UTC")
     # What the tab offers beyond the numbers (stored in the connection's options).
-    feature_subjects = BooleanField("Subject line of each variant", default=True)
-    feature_winner_calls = BooleanField("Winner call per step", default=True)
+    # One ``feature_<name>`` per connection_rules.FEATURES entry, defaults from there.
+    feature_subjects = BooleanField(
+        "Subject line of each variant", default=FEATURE_DEFAULTS["subjects"]
+    )
+    feature_winner_calls = BooleanField(
+        "Winner call per step", default=FEATURE_DEFAULTS["winner_calls"]
+    )
     feature_min_sample = IntegerField(
-        "Emails sent per variant before calling a winner", default=100,
+        "Emails sent per variant before calling a winner",
+        default=FEATURE_DEFAULTS["min_sample"], validators=[Optional()],
+    )
+    feature_notes = BooleanField(
+        "A Notes column that keeps notes on their rows", default=FEATURE_DEFAULTS["notes"]
+    )
+    feature_history = BooleanField("A daily history tab", default=FEATURE_DEFAULTS["history"])
+    feature_history_days = IntegerField(
+        "Days of history kept", default=FEATURE_DEFAULTS["history_days"],
         validators=[Optional()],
     )
-    feature_notes = BooleanField("A Notes column that keeps notes on their rows", default=True)
-    feature_history = BooleanField("A daily history tab", default=True)
-    feature_history_days = IntegerField(
-        "Days of history kept", default=180, validators=[Optional()]
+    feature_chart = BooleanField(
+        "A chart of reply rate by step and variant", default=FEATURE_DEFAULTS["chart"]
     )
-    feature_chart = BooleanField("A chart of reply rate by step and variant", default=True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -164,16 +186,12 @@ class ConnectionForm(FlaskForm):
             "include_opportunities": bool(self.include_opportunities.data),
             "schedule": self.schedule.data,
             "timezone": self.timezone.data or "UTC",
-            "features": {
-                "subjects": bool(self.feature_subjects.data),
-                "winner_calls": bool(self.feature_winner_calls.data),
-                "min_sample": self.feature_min_sample.data or 100,
-                "notes": bool(self.feature_notes.data),
-                "history": bool(self.feature_history.data),
-                "history_days": self.feature_history_days.data or 180,
-                "chart": bool(self.feature_chart.data),
-            },
+            "features": {},
         }
+        for name, default in FEATURE_DEFAULTS.items():
+            value = self[f"feature_{name}"].data
+            # An unticked box is off; a number left empty falls back to its default.
+            data["features"][name] = bool(value) if isinstance(default, bool) else value or default
         key = (self.instantly_api_key.data or "").strip()
         if key or creating:
             data["instantly_api_key"] = key
@@ -186,7 +204,7 @@ class ConnectionForm(FlaskForm):
             data["date_range"] = {"preset": self.date_preset.data}
         schedule = self.schedule.data
         time = (self.schedule_time.data or "").strip()
-        if schedule in ("daily", "weekly"):
+        if schedule in TIMED_SCHEDULES:
             data["schedule_time"] = time or "09:00"
         else:
             data["schedule_time"] = None
@@ -217,27 +235,16 @@ class ConnectionForm(FlaskForm):
             self._show(exc)
             return None
 
-    _FIELD_FOR = {
-        "date_range": "date_preset",
-        "features.min_sample": "feature_min_sample",
-        "features.history_days": "feature_history_days",
-    }
-
     def _show(self, exc: ValidationError) -> None:
         for error in exc.errors():
-            message = str(error.get("msg", "This value is not valid."))
-            message = message.removeprefix("Value error, ")
-            loc = error.get("loc") or ()
-            nested = ".".join(str(part) for part in loc[:2])
-            name = (
-                self._FIELD_FOR.get(nested, self._FIELD_FOR.get(str(loc[0]), str(loc[0])))
-                if loc
-                else ""
-            )
-            if name == "instantly_api_key" and error.get("type") == "string_too_short":
-                message = (
-                    "Enter the Instantly API key (Instantly: Settings, Integrations, API Keys)."
-                )
+            message = problem(error)
+            loc = [str(part) for part in error.get("loc") or ()]
+            if loc[:1] == ["features"] and len(loc) > 1:
+                name = f"feature_{loc[1]}"
+            elif loc[:1] == ["date_range"]:
+                name = "date_preset"
+            else:
+                name = loc[0] if loc else ""
             field = getattr(self, name, None) if name in self._fields else None
             if field is None:
                 self.form_errors.append(message)

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of ``/api/v1``, generated from the models the views use.
 
 Schemas come from pydantic (``models_json_schema``): request bodies from
-``sheets_sync.connection_input`` (validation mode: what we accept), responses from
+``sheets_sync.connection_rules`` (validation mode: what we accept), responses from
 ``web.api_models`` (serialization mode: what we send). Only the paths, parameters and
 status codes are written by hand here, and ``tests/test_api.py`` checks that every
 route of the blueprint appears in them, so the document cannot silently fall behind.

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import url_for
 
-from sheets_sync.connection_rules import SCHEDULES, WEEKDAYS
+from sheets_sync.connection_rules import SCHEDULE_LABELS, WEEKDAYS
 from sheets_sync.date_ranges import PRESETS
 from sheets_sync.errors import InvalidInput
 from sheets_sync.links import spreadsheet_link
@@ -62,7 +62,7 @@ def schedule_text(connection: Connection) -> str:
     if schedule == "weekly":
         day = WEEKDAYS[connection.schedule_weekday or 0]
         return f"Weekly on {day} at {at} ({zone})"
-    return SCHEDULES.get(schedule, schedule)
+    return SCHEDULE_LABELS.get(schedule, schedule)
 
 
 def date_range_text(connection: Connection) -> str:

@@ -14,6 +14,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from sheets_sync.config import Settings, load_settings
+from sheets_sync.connection_rules import DEFAULT_WORKSHEET_TITLE, check_fields
 from sheets_sync.errors import ConfigurationError, InvalidInput, SyncError
 
 if TYPE_CHECKING:
@@ -57,19 +58,24 @@ def _adhoc_sync(args: argparse.Namespace, settings: Settings) -> int:
     api_key = os.environ.get("INSTANTLY_API_KEY", "")
     if not api_key.strip():
         raise InvalidInput("Set INSTANTLY_API_KEY to the Instantly API key to read from.")
-    spreadsheet_id, _gid = parse_spreadsheet_url(args.spreadsheet)
     if (args.start is None) != (args.end is None):
         raise InvalidInput("Give both --start and --end, or neither (all time).")
-    date_range = (
-        {"start": args.start.isoformat(), "end": args.end.isoformat()}
-        if args.start
-        else {"preset": "all_time"}
+    # The same rules as a stored connection, so a one-off sync is refused for the same
+    # reasons and with the same words as the form and the API.
+    fields = check_fields(
+        {
+            "instantly_api_key": api_key, "spreadsheet_url": args.spreadsheet,
+            "worksheet_title": args.worksheet, "campaign_ids": args.campaign,
+            "date_range": {"start": str(args.start), "end": str(args.end)} if args.start else None,
+        },
+        creating=True,
     )
+    spreadsheet_id, _gid = parse_spreadsheet_url(fields["spreadsheet_url"])
     spec = SyncSpec(
         spreadsheet_id=spreadsheet_id,
-        worksheet_title=args.worksheet,
-        campaign_ids=tuple(args.campaign or ()),
-        date_range=date_range,
+        worksheet_title=fields["worksheet_title"],
+        campaign_ids=tuple(fields["campaign_ids"]),
+        date_range=fields["date_range"],
         include_opportunities=args.opportunities,
     )
     make_instantly, make_sheets = _client_factories(settings)
@@ -125,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="run one sync in the foreground")
     p.add_argument("connection_id", nargs="?", help="a stored connection's id")
     p.add_argument("--spreadsheet", help="one-off sync to this Google Sheets link")
-    p.add_argument("--worksheet", default="Instantly steps", help="tab title")
+    p.add_argument("--worksheet", default=DEFAULT_WORKSHEET_TITLE, help="tab title")
     p.add_argument("--campaign", action="append", help="campaign id (repeatable); none = all")
     p.add_argument("--start", type=_iso_day, help="first day, YYYY-MM-DD (UTC)")
     p.add_argument("--end", type=_iso_day, help="last day, YYYY-MM-DD (UTC, inclusive)")

@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import MultiFernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sheets_sync.date_ranges import validate_date_range
-from sheets_sync.errors import InvalidInput, scrub
+from sheets_sync.connection_rules import DEFAULT_WORKSHEET_TITLE, check_fields
+from sheets_sync.errors import scrub
 from sheets_sync.links import parse_spreadsheet_url, spreadsheet_link
 from sheets_sync.schedules import next_run_at, spread_for
 from sheets_sync.store import secrets as crypto
 from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
-from sheets_sync.store.models import (
-    DEFAULT_WORKSHEET_TITLE,
-    SCHEDULES,
-    Connection,
-    User,
-)
+from sheets_sync.store.models import Connection, User
 
 # --- connections -----------------------------------------------------------------------
-
-_ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 # Fields a user may set through create/update. Engine-owned state (sheet_id, next_run_at,
 # paused_reason, consecutive_failures) is set by the sync/scheduler, not through here.
@@ -100,14 +90,21 @@ def create_connection(
     options: Mapping[str, Any] | None = None,
 ) -> Connection:
     """Validate and store a new connection; ``InvalidInput`` names the first bad field."""
-    api_key = _clean_api_key(instantly_api_key)
-    if api_key is None:
-        raise InvalidInput("Enter the Instantly API key.")
-    key, gid = parse_spreadsheet_url(spreadsheet_url)
+    fields = check_fields(
+        dict(
+            name=name, instantly_api_key=instantly_api_key, spreadsheet_url=spreadsheet_url,
+            worksheet_title=worksheet_title, campaign_ids=campaign_ids, date_range=date_range,
+            include_opportunities=include_opportunities, schedule=schedule,
+            schedule_time=schedule_time, schedule_weekday=schedule_weekday, timezone=timezone,
+            options=options,
+        ),
+        creating=True,
+    )
+    api_key = fields.pop("instantly_api_key")
+    key, gid = parse_spreadsheet_url(fields.pop("spreadsheet_url"))
     take_write_lock(s)
     connection = Connection(
         user_id=user.id,
-        name=_clean_name(name),
         instantly_api_key_encrypted=crypto.encrypt(fernet, api_key),
         instantly_api_key_hint=crypto.key_hint(api_key),
         spreadsheet_id=key,
@@ -116,16 +113,8 @@ def create_connection(
         # The gid is the tab the person happened to have open, not ours: the managed tab is
         # found/created by the sync, which must never overwrite a tab the user owns.
         sheet_id=None,
-        worksheet_title=_clean_worksheet_title(worksheet_title),
-        campaign_ids=_clean_campaign_ids(campaign_ids),
-        date_range=_clean_date_range(date_range),
-        include_opportunities=_clean_bool(include_opportunities, "include_opportunities"),
-        schedule=_clean_schedule(schedule),
-        schedule_time=_clean_schedule_time(schedule_time),
-        schedule_weekday=_clean_weekday(schedule_weekday),
-        timezone=_clean_timezone(timezone),
-        options=_clean_options(options),
         consecutive_failures=0,
+        **fields,
     )
     s.add(connection)
     s.flush()
@@ -156,45 +145,30 @@ def update_connection(
         raise TypeError(f"update_connection: not editable: {', '.join(sorted(unknown))}")
     take_write_lock(s)
     connection = get_connection(s, user, connection_id, for_update=True)
+    checked = check_fields(fields)
     retry = False
     reschedule = False
 
-    if "name" in fields:
-        connection.name = _clean_name(fields["name"])
-    if "instantly_api_key" in fields:
-        api_key = _clean_api_key(fields["instantly_api_key"])
-        if api_key is not None:
-            connection.instantly_api_key_encrypted = crypto.encrypt(fernet, api_key)
-            connection.instantly_api_key_hint = crypto.key_hint(api_key)
-            retry = True
-    if "spreadsheet_url" in fields:
-        key, gid = parse_spreadsheet_url(fields["spreadsheet_url"])
+    api_key = checked.pop("instantly_api_key", None)
+    if api_key is not None:
+        connection.instantly_api_key_encrypted = crypto.encrypt(fernet, api_key)
+        connection.instantly_api_key_hint = crypto.key_hint(api_key)
+        retry = True
+    if "spreadsheet_url" in checked:
+        key, gid = parse_spreadsheet_url(checked.pop("spreadsheet_url"))
         if key != connection.spreadsheet_id:
             connection.sheet_id = None
             retry = True
         connection.spreadsheet_id = key
         connection.spreadsheet_url = spreadsheet_link(key, gid)
-    if "worksheet_title" in fields:
-        title = _clean_worksheet_title(fields["worksheet_title"])
-        if title != connection.worksheet_title:
-            connection.sheet_id = None
-            retry = True
-        connection.worksheet_title = title
-    if "campaign_ids" in fields:
-        connection.campaign_ids = _clean_campaign_ids(fields["campaign_ids"])
-    if "date_range" in fields:
-        connection.date_range = _clean_date_range(fields["date_range"])
-    if "include_opportunities" in fields:
-        connection.include_opportunities = _clean_bool(
-            fields["include_opportunities"], "include_opportunities"
-        )
-    for name, clean in _SCHEDULE_FIELDS:
-        if name in fields:
-            value = clean(fields[name])
-            reschedule |= value != getattr(connection, name)
-            setattr(connection, name, value)
-    if "options" in fields:
-        connection.options = _clean_options(fields["options"])
+    if checked.get("worksheet_title", connection.worksheet_title) != connection.worksheet_title:
+        connection.sheet_id = None
+        retry = True
+    for name in _SCHEDULE_FIELDS:
+        if name in checked:
+            reschedule |= checked[name] != getattr(connection, name)
+    for name, value in checked.items():
+        setattr(connection, name, value)
 
     if reschedule or (retry and connection.paused_reason is not None):
         # The next slot from the new settings (or again, for a schedule that was paused).
@@ -221,131 +195,8 @@ def decrypted_api_key(fernet: MultiFernet, connection: Connection) -> str:
     return crypto.decrypt(fernet, connection.instantly_api_key_encrypted)
 
 
-def _clean_name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput("Give the connection a name.")
-    value = value.strip()
-    if len(value) > 200:
-        raise InvalidInput("The name is too long (200 characters at most).")
-    return value
-
-
-def _clean_api_key(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput("The Instantly API key must be text.")
-    value = value.strip()
-    if not value:
-        return None
-    if len(value) > 500 or any(c.isspace() or ord(c) < 32 for c in value):
-        raise InvalidInput(
-            "That does not look like an Instantly API key. Copy it again from Instantly: "
-            "Settings, Integrations, API Keys."
-        )
-    return value
-
-
-def _clean_worksheet_title(value: Any) -> str:
-    if value is None:
-        return DEFAULT_WORKSHEET_TITLE
-    if not isinstance(value, str):
-        raise InvalidInput("The tab name must be text.")
-    value = value.strip()
-    if not value:
-        return DEFAULT_WORKSHEET_TITLE
-    if len(value) > 100 or any(ord(c) < 32 for c in value):
-        raise InvalidInput("The tab name must be at most 100 characters, on one line.")
-    return value
-
-
-def _clean_campaign_ids(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise InvalidInput("campaign_ids must be a list of campaign ids (empty = all campaigns).")
-    result: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip() or len(item.strip()) > 100:
-            raise InvalidInput("Each campaign id must be a non-empty text value.")
-        item = item.strip()
-        if item not in result:
-            result.append(item)
-    return result
-
-
-def _clean_date_range(value: Any) -> dict[str, str]:
-    shape = 'date_range must be {"preset": ...} or {"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"}.'
-    if value is None:
-        return {"preset": "all_time"}
-    if not isinstance(value, Mapping) or set(value) not in ({"preset"}, {"start", "end"}):
-        raise InvalidInput(shape)
-    for field in ("start", "end"):
-        if field in value and not (
-            isinstance(value[field], str) and _ISO_DATE_RE.match(value[field])
-        ):
-            raise InvalidInput(f"The {field} date must be written YYYY-MM-DD.")
-    # One rule for presets and ordering, shared with the sync (sheets_sync.date_ranges).
-    return validate_date_range(dict(value))
-
-
-def _clean_bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{field} must be true or false.")
-    return value
-
-
-def _clean_schedule(value: Any) -> str:
-    if value not in SCHEDULES:
-        raise InvalidInput(f"schedule must be one of: {', '.join(SCHEDULES)}.")
-    return str(value)
-
-
-def _clean_schedule_time(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _TIME_RE.match(value):
-        raise InvalidInput("The time must be written HH:MM, 24-hour clock (e.g. 07:30).")
-    return value
-
-
-def _clean_weekday(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 6:
-        raise InvalidInput("schedule_weekday must be 0 (Monday) to 6 (Sunday).")
-    return value
-
-
-def _clean_timezone(value: Any) -> str:
-    if value is None or value == "":
-        return "UTC"
-    if not isinstance(value, str) or len(value) > 64:
-        raise InvalidInput("Unknown time zone; use a name such as Europe/Berlin or UTC.")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput("Unknown time zone; use a name such as Europe/Berlin or UTC.") from None
-    return value
-
-
-# Fields whose change moves the next scheduled slot, each with its cleaner.
-_SCHEDULE_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
-    ("schedule", _clean_schedule),
-    ("schedule_time", _clean_schedule_time),
-    ("schedule_weekday", _clean_weekday),
-    ("timezone", _clean_timezone),
-)
-
-
-def _clean_options(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise InvalidInput("options must be an object with text keys.")
-    return dict(value)
-
-
+# Fields whose change moves the next scheduled slot.
+_SCHEDULE_FIELDS = ("schedule", "schedule_time", "schedule_weekday", "timezone")
 
 
 # --- scheduling, pausing, history ------------------------------------------------------

@@ -36,14 +36,15 @@ from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+# The schedule vocabulary is the rules' own, so the CHECK below cannot drift from them.
+from sheets_sync.connection_rules import DEFAULT_WORKSHEET_TITLE, SCHEDULES
+
 # --- vocabularies ----------------------------------------------------------------------
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted")
 ACTIVE_RUN_STATUSES = ("queued", "running")
 FINISHED_RUN_STATUSES = ("succeeded", "failed", "interrupted")
 RUN_TRIGGERS = ("manual", "api", "schedule", "cli")
-SCHEDULES = ("off", "hourly", "every_6_hours", "daily", "weekly")
-DEFAULT_WORKSHEET_TITLE = "Instantly steps"
 
 # Deterministic constraint names: SQLite batch migrations (copy-and-move) can only drop or
 # alter constraints that have a name, and identical names on both databases keep future
