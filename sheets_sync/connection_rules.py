@@ -136,7 +136,8 @@ def problem(error: ErrorDetails) -> str:
 class DateRangeInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    preset: DatePreset | None = None
+    # A Literal built from PRESETS at import time: right for pydantic, opaque to mypy.
+    preset: DatePreset | None = None  # type: ignore[valid-type]
     start: str | None = Field(default=None, examples=["2026-01-01"])
     end: str | None = Field(default=None, examples=["2026-01-31"])
 
@@ -158,7 +159,8 @@ class DateRangeInput(BaseModel):
         return {"start": self.start or "", "end": self.end or ""}
 
 
-FeatureSwitches = create_model(
+# Built from the FEATURES table, which mypy cannot follow; pydantic checks it at run time.
+FeatureSwitches = create_model(  # type: ignore[call-overload]
     "FeatureSwitches",
     __config__=ConfigDict(extra="forbid"),
     __doc__=(
@@ -212,7 +214,7 @@ class ConnectionFields(BaseModel):
     schedule_time: str | None = Field(default=None, examples=["09:00"])
     schedule_weekday: int | None = Field(default=None, ge=0, le=6)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Berlin"])
-    features: FeatureSwitches | None = None  # type: ignore[valid-type]
+    features: FeatureSwitches | None = None
 
     @field_validator("instantly_api_key")
     @classmethod

@@ -101,7 +101,7 @@ def resolve(spec: dict[str, Any] | None, today: date) -> DateRange:
         ),
         "this_year": (today.replace(month=1, day=1), today),
     }
-    start, end = ranges[preset]
-    if start and end:
-        label = f"{label} ({start.isoformat()} to {end.isoformat()})"
-    return DateRange(start, end, label)
+    preset_start, preset_end = ranges[preset]
+    if preset_start and preset_end:
+        label = f"{label} ({preset_start.isoformat()} to {preset_end.isoformat()})"
+    return DateRange(preset_start, preset_end, label)

@@ -72,7 +72,8 @@ class RunOut(_Out):
     error: RunError | None = Field(description="Why the run failed; null unless it failed.")
 
 
-FeaturesOut = create_model(
+# Built from the FEATURES table, which mypy cannot follow; pydantic checks it at run time.
+FeaturesOut = create_model(  # type: ignore[call-overload]
     "FeaturesOut",
     __base__=_Out,
     __doc__="The connection's effective feature switches (PATCH ``features`` to change them).",
@@ -112,7 +113,7 @@ class ConnectionOut(_Out):
         description="Why scheduled syncs stopped (e.g. the key was rejected); null = not paused."
     )
     last_run: RunOut | None
-    features: FeaturesOut  # type: ignore[valid-type]
+    features: FeaturesOut
     created_at: datetime
     updated_at: datetime
 
@@ -172,7 +173,7 @@ def connection_out(connection: Connection, last_run: SyncRun | None) -> Connecti
         campaign_ids=list(connection.campaign_ids or []),
         date_range=dict(connection.date_range or {"preset": "all_time"}),
         include_opportunities=bool(connection.include_opportunities),
-        schedule=connection.schedule,  # type: ignore[arg-type]
+        schedule=connection.schedule,
         schedule_time=connection.schedule_time,
         schedule_weekday=connection.schedule_weekday,
         timezone=connection.timezone,

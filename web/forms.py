@@ -44,9 +44,9 @@ from sheets_sync.store.models import Connection
 MIN_PASSWORD_LENGTH = 10
 
 try:  # WTForms >= 3.3 deprecates (value, label) tuples
-    from wtforms.fields.choices import SelectChoice
+    from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # newer than the stubs
 except ImportError:  # pragma: no cover
-    SelectChoice = None  # type: ignore[assignment,misc]
+    SelectChoice = None
 
 
 def _choices(pairs: Any) -> list[Any]:
