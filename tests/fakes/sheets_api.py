@@ -506,6 +506,7 @@ class FakeSheetsServer:
                         "row_meta": json_copy(sheet.row_meta),
                         "column_meta": json_copy(sheet.column_meta),
                         "charts": json_copy(sheet.charts),
+                        "developer_metadata": json_copy(sheet.developer_metadata),
                     }
                     for sheet in book.sheets
                 ],
