@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sheets_sync.pipeline import history
 from sheets_sync.pipeline.notes import KEY_HEADER, NOTES_HEADER, REMOVED_PREFIX
 from sheets_sync.pipeline.refresh import Features, SyncSpec, history_title, run_sync
 from sheets_sync.pipeline.render import FIRST_DATA_ROW, chart_id_for
@@ -39,13 +40,14 @@ class Syncer:
         self.sheet_id = self.history_id = None
         self.titles = {}
         self.known = {}
+        self.history_day = None
 
     def __call__(self, campaign_ids, now=NOW, before_write=None, **kw):
         spec = SyncSpec(
             spreadsheet_id=self.ssid, worksheet_title=TAB, sheet_id=self.sheet_id,
             campaign_ids=tuple(campaign_ids), features=self.features,
             history_sheet_id=self.history_id, tab_titles=self.titles,
-            known_campaigns=self.known, **kw,
+            known_campaigns=self.known, history_last_day=self.history_day, **kw,
         )
         out = run_sync(spec, instantly=self.instantly, sheets=self.sheets, now=now,
                        before_write=before_write)
@@ -54,6 +56,8 @@ class Syncer:
         self.titles = dict(out.saved_options.get("tab_titles", {}))
         self.known = dict(out.campaigns)
         self.last = out.saved_options
+        if "history_day" in out.saved_options:
+            self.history_day = dt.date.fromisoformat(out.saved_options["history_day"])
         return out
 
 
@@ -211,38 +215,117 @@ def test_notes_survive_a_layout_change(fake_sheets, spreadsheet_id, instantly, s
     assert note_at(rows, "Step 1", "B") == "keep me"
 
 
+def history_body(fake_sheets, spreadsheet_id):
+    hist = fake_sheets.values(spreadsheet_id, HISTORY)
+    return hist[0], hist[1:]
+
+
+def sent_by_day(fake_sheets, spreadsheet_id, key_suffix="|0|0"):
+    head, body = history_body(fake_sheets, spreadsheet_id)
+    sent = head.index("Sent")
+    return {r[0]: r[sent] for r in body if r[1].endswith(key_suffix)}
+
+
 def test_history_holds_one_row_per_key_per_day(
     fake_sheets, spreadsheet_id, instantly, sheets, workspace
 ):
-    cid = campaign(workspace, "Q4", [(0, 0, 100, 10), (0, 1, 100, 5), (1, 0, 50, 1)])
-    sync = Syncer(instantly, sheets, spreadsheet_id)
     day1 = dt.datetime(2026, 11, 26, 9, 0, tzinfo=dt.UTC)
+    cid = campaign(workspace, "Q4", [(0, 0, 100, 10), (0, 1, 100, 5), (1, 0, 50, 1)])
+    for step, variant, sent in [(0, 0, 30), (0, 1, 20), (1, 0, 5)]:
+        workspace.record(cid, day1.date(), step, variant, sent=sent)
+    sync = Syncer(instantly, sheets, spreadsheet_id)
     sync([cid], now=day1)
-    workspace.record(cid, DAY, 0, 0, sent=10, unique_replies=1)
+    workspace.record(cid, day1.date(), 0, 0, sent=10, unique_replies=1)
     sync([cid], now=day1 + dt.timedelta(hours=5))  # same UTC day: replaces
+    for step, variant, sent in [(0, 0, 7), (0, 1, 6), (1, 0, 2)]:
+        workspace.record(cid, day1.date() + dt.timedelta(days=1), step, variant, sent=sent)
     fake_sheets.reset_calls()
     out = sync([cid], now=day1 + dt.timedelta(days=1))
     assert out.sheets_calls == 2  # history shares the one read and the one write
-    hist = fake_sheets.values(spreadsheet_id, HISTORY)
-    assert hist[0][:5] == ["Date (UTC)", KEY_HEADER, "Campaign", "Step", "Variant"]
-    body = hist[1:]
+    head, body = history_body(fake_sheets, spreadsheet_id)
+    assert head[:5] == ["Day (UTC): that day's numbers only", KEY_HEADER, "Campaign",
+                        "Step", "Variant"]
     assert len(body) == 6  # 3 keys × 2 days
     assert len({(r[0], r[1]) for r in body}) == 6
-    sent = hist[0].index("Sent")
-    day1_a = [r for r in body if r[1].endswith("|0|0")]
-    assert [r[sent] for r in day1_a] == [110, 110]  # the second refresh of day 1 won
+    # Each day's own sends, the second refresh of day 1 winning; never the totals.
+    assert list(sent_by_day(fake_sheets, spreadsheet_id).values()) == [40, 7]
     assert {r[2] for r in body} == {"Q4"}
     date_cell = fake_sheets.cell(spreadsheet_id, HISTORY, "A2")
     assert date_cell["userEnteredFormat"]["numberFormat"]["type"] == "DATE"
+    # The main tab still shows the connection's date range (all time) totals.
+    rows = grid(fake_sheets, spreadsheet_id)
+    sent = header(rows).index("Sent")
+    assert rows[row_of(rows, "Step 1", "A")][sent] == 100 + 40 + 7
+
+
+def test_history_rows_hold_exactly_that_days_numbers(
+    fake_sheets, spreadsheet_id, instantly, sheets, workspace
+):
+    cid = campaign(workspace, "Q4", [])
+    days = [dt.date(2026, 11, 24) + dt.timedelta(days=n) for n in range(3)]
+    sync = Syncer(instantly, sheets, spreadsheet_id, Features(history=True))
+    for n, day in enumerate(days):
+        workspace.record(cid, day, 0, 0, sent=10 * (n + 1), unique_replies=n + 1)
+        workspace.record(cid, day, 0, 1, sent=5 * (n + 1))
+        sync([cid], now=dt.datetime.combine(day, dt.time(18), dt.UTC))
+    head, body = history_body(fake_sheets, spreadsheet_id)
+    sent, replies = head.index("Sent"), head.index("Unique replies")
+    a = [(r[sent], r[replies]) for r in body if r[1].endswith("|0|0")]
+    b = [r[sent] for r in body if r[1].endswith("|0|1")]
+    assert a == [(10, 1), (20, 2), (30, 3)]
+    assert b == [5, 10, 15]
+    assert [r[0] for r in body if r[1].endswith("|0|0")] == [
+        history.serial(d) for d in days
+    ]
+
+
+def test_a_refresh_after_a_gap_backfills_the_missed_days(
+    fake_sheets, spreadsheet_id, instantly, sheets, workspace, fake_instantly
+):
+    cid = campaign(workspace, "Q4", [])
+    first = dt.date(2026, 11, 20)
+    for n in range(5):
+        workspace.record(cid, first + dt.timedelta(days=n), 0, 0, sent=n + 1)
+    sync = Syncer(instantly, sheets, spreadsheet_id, Features(history=True))
+    sync([cid], now=dt.datetime.combine(first, dt.time(6), dt.UTC))
+    fake_instantly.reset_calls()
+    out = sync([cid], now=dt.datetime.combine(first + dt.timedelta(days=4), dt.time(6),
+                                              dt.UTC))
+    days = [first + dt.timedelta(days=n) for n in range(5)]
+    assert sent_by_day(fake_sheets, spreadsheet_id) == {
+        history.serial(d): n + 1 for n, d in enumerate(days)
+    }
+    # The range, the overview check, and one call for each of the 5 days.
+    assert fake_instantly.count("/campaigns/analytics/steps") == 1 + 5
+    assert out.instantly_calls == 2 + 5
+
+
+def test_a_long_gap_backfills_only_the_last_seven_days(
+    fake_sheets, spreadsheet_id, instantly, sheets, workspace, fake_instantly
+):
+    cid = campaign(workspace, "Q4", [])
+    first = dt.date(2026, 11, 10)
+    for n in range(11):
+        workspace.record(cid, first + dt.timedelta(days=n), 0, 0, sent=n + 1)
+    sync = Syncer(instantly, sheets, spreadsheet_id, Features(history=True))
+    sync([cid], now=dt.datetime.combine(first, dt.time(6), dt.UTC))
+    fake_instantly.reset_calls()
+    sync([cid], now=dt.datetime.combine(first + dt.timedelta(days=10), dt.time(6), dt.UTC))
+    assert fake_instantly.count("/campaigns/analytics/steps") == 1 + 7
+    kept = [first] + [first + dt.timedelta(days=n) for n in range(4, 11)]
+    assert sent_by_day(fake_sheets, spreadsheet_id) == {
+        history.serial(d): (d - first).days + 1 for d in kept
+    }
 
 
 def test_history_prunes_rows_past_the_horizon(
     fake_sheets, spreadsheet_id, instantly, sheets, workspace
 ):
-    cid = campaign(workspace, "Q4", [(0, 0, 100, 10)])
+    cid = campaign(workspace, "Q4", [])
     sync = Syncer(instantly, sheets, spreadsheet_id, Features(history=True, history_days=2))
     start = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
     for day in range(5):
+        workspace.record(cid, (start + dt.timedelta(days=day)).date(), 0, 0, sent=10)
         sync([cid], now=start + dt.timedelta(days=day))
     hist = fake_sheets.values(spreadsheet_id, HISTORY)
     assert len(hist) == 1 + 3  # today and the two days before
@@ -348,6 +431,8 @@ def test_a_deleted_main_tab_is_recreated_and_history_kept(
     fake_sheets, spreadsheet_id, instantly, sheets, workspace
 ):
     cid = campaign(workspace, "Q4", [(0, 0, 10, 1)])
+    for back in (0, 1):
+        workspace.record(cid, (NOW - dt.timedelta(days=back)).date(), 0, 0, sent=3)
     sync = Syncer(instantly, sheets, spreadsheet_id)
     sync([cid], now=NOW - dt.timedelta(days=1))
     fake_sheets.delete_sheet(spreadsheet_id, TAB)

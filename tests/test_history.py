@@ -75,3 +75,26 @@ def test_snapshot_cells_follow_the_fixed_layout():
     assert cells[names.index("sent")] == 100
     assert cells[names.index("reply_rate")] == 0.02
     assert cells[names.index("opportunities")] is None
+
+
+def test_several_days_upsert_in_one_plan():
+    yesterday = TODAY - dt.timedelta(days=1)
+    before = TODAY - dt.timedelta(days=2)
+    existing = [(before, "a"), (yesterday, "a")]
+    edit = history.plan_days(existing, TODAY, {yesterday: rows("a", "b"), TODAY: rows("a")})
+    assert edit.deletes == []
+    assert [(i, c[0]) for i, c in edit.writes] == [(2, "a"), (3, "b"), (4, "a")]
+    assert edit.row_count == 5
+
+
+def test_days_to_fetch_refetch_the_last_day_and_stop_at_seven():
+    assert history.days_to_fetch(None, TODAY) == [TODAY]
+    assert history.days_to_fetch(TODAY, TODAY) == [TODAY]
+    three_ago = TODAY - dt.timedelta(days=3)
+    assert history.days_to_fetch(three_ago, TODAY) == [
+        three_ago + dt.timedelta(days=n) for n in range(4)
+    ]
+    long_ago = history.days_to_fetch(TODAY - dt.timedelta(days=10), TODAY)
+    assert len(long_ago) == history.BACKFILL_DAYS
+    assert long_ago[-1] == TODAY
+    assert history.days_to_fetch(TODAY + dt.timedelta(days=1), TODAY) == [TODAY]

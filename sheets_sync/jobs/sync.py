@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -53,7 +53,7 @@ CONNECTION_DELETED = (
 )
 # Where the tabs of the settings a sync started from are. After a person's edit they
 # describe the old target (another tab title, another spreadsheet), not the current one.
-TARGET_OPTIONS = frozenset({"tab_titles", "history_sheet_id"})
+TARGET_OPTIONS = frozenset({"tab_titles", "history_sheet_id", "history_day"})
 # A locked SQLite file or a dropped PostgreSQL connection usually clears within seconds.
 # Giving up on recording a run that already wrote the sheet leaves it "running" until its
 # lease expires, and the retry after that writes the sheet a second time.
@@ -114,7 +114,15 @@ def spec_for(connection: Connection, now: datetime) -> SyncSpec:
         ),
         tab_titles=dict(titles) if isinstance(titles, dict) else {},
         last_sent=dict(options.get("last_sent") or {}),
+        history_last_day=_history_day(options) if connection.sheet_id is not None else None,
     )
+
+
+def _history_day(options: dict[str, Any]) -> date | None:
+    try:
+        return date.fromisoformat(str(options["history_day"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _cache_campaigns(

@@ -1,13 +1,17 @@
-"""The history tab: one snapshot row per UTC day and campaign × step × variant (pure).
+"""The history tab: one row per UTC day and campaign × step × variant (pure).
+
+Each row holds that day's own numbers (Instantly asked for that one day), never the
+connection's date range totals, so a column of the tab charts as a daily trend.
 
 Layout (fixed, whatever the connection's settings, so rows of different days line up):
-``Date (UTC) | row key (hidden) | Campaign | Step | Variant | counts… | rates…``. The
+``Day (UTC) | row key (hidden) | Campaign | Step | Variant | counts… | rates…``. The
 refresh reads back only columns A:B (date and key) and plans the smallest edit:
 
 * rows older than the horizon are deleted (``deleteDimension``, bottom-up);
-* today's rows are upserted by key: a key already there today is overwritten in place,
-  a new key is appended at the end; a key reported earlier today but not now is left as
-  it was;
+* each fetched day's rows (today's, partial so far, and the days missed since the last
+  refresh) are upserted by (day, key): a key already there that day is overwritten in
+  place, a new one is appended at the end; a key reported earlier but not now is left
+  as it was;
 * if the tab would still pass :data:`MAX_HISTORY_CELLS`, the oldest days go first.
 
 Everything is requests for the same ``batchUpdate`` as the main tab.
@@ -35,11 +39,14 @@ from sheets_sync.pipeline.report import ALL_CAMPAIGNS, Report
 DEFAULT_HORIZON_DAYS = 180
 # Far below Google's 10,000,000 cells per spreadsheet, leaving room for the other tabs.
 MAX_HISTORY_CELLS = 4_000_000
+# Days fetched per refresh at most (today included): a long pause costs a bounded number
+# of Instantly calls, and a longer gap simply stays a gap.
+BACKFILL_DAYS = 7
 _EPOCH = date(1899, 12, 30)  # Sheets' day zero for date serial numbers
 
 # (key, header, kind, width)
 COLUMNS: tuple[tuple[str, str, str, int], ...] = (
-    ("date", "Date (UTC)", "date", 100),
+    ("date", "Day (UTC): that day's numbers only", "date", 120),
     ("key", "sheets-sync row key (do not edit)", "key", 100),
     ("campaign", "Campaign", "text", 200),
     ("step", "Step", "text", 140),
@@ -86,6 +93,18 @@ def day_of(cell: Mapping[str, Any] | None) -> date | None:
         except ValueError:
             return None
     return None
+
+
+def days_to_fetch(last_day: date | None, today: date) -> list[date]:
+    """The days whose own numbers this refresh writes, oldest first.
+
+    The last refreshed day is fetched again because it was partial when written; without
+    one (a first refresh, or a remembered day in the future) only today is.
+    """
+    if last_day is None or last_day > today:
+        return [today]
+    first = max(last_day, today - timedelta(days=BACKFILL_DAYS - 1))
+    return [first + timedelta(days=n) for n in range((today - first).days + 1)]
 
 
 def snapshot(report: Report, day: date) -> list[tuple[str, list[HistoryValue]]]:
@@ -143,34 +162,55 @@ def plan(
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     max_cells: int = MAX_HISTORY_CELLS,
 ) -> HistoryPlan:
-    """The edit that upserts ``rows`` as ``today``'s snapshot.
+    """The edit that upserts ``rows`` as ``today``'s snapshot."""
+    return plan_days(
+        existing, today, {today: rows}, horizon_days=horizon_days, max_cells=max_cells
+    )
+
+
+def plan_days(
+    existing: Sequence[tuple[date | None, str]],
+    today: date,
+    days: Mapping[date, Sequence[tuple[str, list[HistoryValue]]]],
+    *,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    max_cells: int = MAX_HISTORY_CELLS,
+) -> HistoryPlan:
+    """The edit that upserts each of ``days``' rows as that day's, in one plan.
 
     ``existing[i]`` is (date, key) of sheet row ``i + 1`` (row 0 is the header). Rows
     whose date cannot be read are someone else's: never deleted, never overwritten.
     """
     cutoff = today - timedelta(days=horizon_days)
+    written_days = {day for day in days if day >= cutoff}
     delete: set[int] = set()
-    today_at: dict[str, int] = {}
+    at: dict[tuple[date, str], int] = {}
     for i, (day, key) in enumerate(existing, start=1):
         if day is None:
             continue
         if day < cutoff:
             delete.add(i)
-        elif day == today and key:
-            if key in today_at:
+        elif day in written_days and key:
+            if (day, key) in at:
                 delete.add(i)  # a duplicate: keep one row per key and day
             else:
-                today_at[key] = i
-    new_keys = [key for key, _ in rows if key not in today_at]
+                at[(day, key)] = i
+    wanted = [
+        (day, key, cells)
+        for day in sorted(written_days)
+        for key, cells in days[day]
+    ]
+    new_rows = sum(1 for day, key, _ in wanted if (day, key) not in at)
     kept = len(existing) - len(delete)
     max_rows = max(1, max_cells // WIDTH) - 1
-    overflow = kept + len(new_keys) - max_rows
+    overflow = kept + new_rows - max_rows
     if overflow > 0:
-        # Still too big: drop the oldest days (never today's rows).
+        # Still too big: drop the oldest days (never the days being written).
         by_age = sorted(
             (day, i)
             for i, (day, _) in enumerate(existing, start=1)
-            if day is not None and day < today and i not in delete
+            if day is not None and day < today and day not in written_days
+            and i not in delete
         )
         for _, i in by_age[:overflow]:
             delete.add(i)
@@ -183,9 +223,9 @@ def plan(
 
     row_count = 1 + len(existing) - len(delete)
     writes: list[tuple[int, list[HistoryValue]]] = []
-    for key, cells in rows:
-        if key in today_at and today_at[key] not in delete:
-            writes.append((shifted(today_at[key]), cells))
+    for day, key, cells in wanted:
+        if (day, key) in at and at[(day, key)] not in delete:
+            writes.append((shifted(at[(day, key)]), cells))
         else:
             writes.append((row_count, cells))
             row_count += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sheets_sync.date_ranges import DateRange, resolve
@@ -90,6 +90,9 @@ class SyncSpec:
     # What the last successful refresh saw (``sent_memory``), to refuse a sudden empty
     # answer that would blank a full table.
     last_sent: Mapping[str, Any] = field(default_factory=dict)
+    # The newest day the history tab was written for (``saved_options["history_day"]``):
+    # the days since then are fetched again, day by day.
+    history_last_day: date | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,48 @@ def fetch_sections(
         stats = instantly.step_analytics(campaign_id, **common)
         sections.append(CampaignSection(campaign_id, campaign.name, stats, campaign))
     return sections, campaigns, dates
+
+
+HistoryRows = dict[date, list[tuple[str, list[history_tab.HistoryValue]]]]
+
+
+def fetch_history_days(
+    spec: SyncSpec,
+    instantly: InstantlyClient,
+    campaigns: Mapping[str, Campaign],
+    now: datetime,
+) -> HistoryRows:
+    """Each history day's own rows: one step-analytics call per campaign (or one for all
+    combined) and day, the day from its first to its last millisecond."""
+    today = now.astimezone(UTC).date()
+    out: HistoryRows = {}
+    for day in history_tab.days_to_fetch(spec.history_last_day, today):
+        common: dict[str, Any] = {
+            "start": datetime.combine(day, time.min, UTC),
+            "end": datetime.combine(day, time(23, 59, 59, 999000), UTC),
+            "include_opportunities": spec.include_opportunities,
+        }
+        if not spec.campaign_ids:
+            sections = [
+                CampaignSection(None, ALL_CAMPAIGNS, instantly.step_analytics(None, **common))
+            ]
+        else:
+            sections = [
+                CampaignSection(
+                    cid, campaigns[cid].name, instantly.step_analytics(cid, **common),
+                    campaigns[cid],
+                )
+                for cid in dict.fromkeys(spec.campaign_ids)
+            ]
+        report = build_report(
+            sections,
+            include_opportunities=spec.include_opportunities,
+            date_label=day.isoformat(),
+            subjects=False,
+            winner_calls=False,
+        )
+        out[day] = history_tab.snapshot(report, day)
+    return out
 
 
 def check_totals(
@@ -262,9 +307,16 @@ def run_sync(
         min_sample=features.min_sample,
     )
     report = replace(report, totals_check=totals.text)
-    write = _write_planned if features.needs_read else _write_plain
-    info = write(spec, report, sheets, now, check)
+    history_rows: HistoryRows | None = None
+    if features.history:
+        history_rows = fetch_history_days(spec, instantly, campaigns, now)
+    if features.needs_read:
+        info = _write_planned(spec, report, sheets, now, check, history_rows=history_rows)
+    else:
+        info = _write_plain(spec, report, sheets, now, check)
     saved: dict[str, Any] = {"last_table": last_table(report, now), "last_sent": memory}
+    if history_rows:
+        saved["history_day"] = max(history_rows).isoformat()
     if "titles" in info:
         saved["tab_titles"] = info["titles"]
     if info.get("history_sheet_id") is not None:
@@ -316,8 +368,12 @@ def plan_requests(
     read: Any,
     *,
     now: datetime,
+    history_rows: HistoryRows | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The one batch for every feature, from the one read (pure: no I/O).
+
+    ``history_rows`` are the history tab's rows per day (``fetch_history_days``); without
+    them today's rows are the report's own.
 
     The batch ends with the revision guard (``revision.py``): it applies at most once,
     and ``info["revision"]`` is what a re-read shows if it did.
@@ -363,10 +419,11 @@ def plan_requests(
             history_id, title = tab.sheet_id, tab.title
             existing = history_tab.existing_rows(tab.rows)
         today = now.astimezone(UTC).date()
-        edit = history_tab.plan(
+        edit = history_tab.plan_days(
             existing,
             today,
-            history_tab.snapshot(report, today),
+            history_rows if history_rows is not None
+            else {today: history_tab.snapshot(report, today)},
             horizon_days=features.history_days,
         )
         requests += history_tab.requests(edit, history_id)
@@ -407,7 +464,7 @@ def _wanted(spec: SyncSpec, known: dict[str, tuple[int, str]] | None) -> list[Ta
 
 def _write_planned(
     spec: SyncSpec, report: Report, sheets: SheetsClient, now: datetime,
-    check: Callable[[], None],
+    check: Callable[[], None], *, history_rows: HistoryRows | None = None,
 ) -> dict[str, Any]:
     """One read (cells, charts, revision) plus one guarded atomic write.
 
@@ -429,7 +486,9 @@ def _write_planned(
             main = read.tabs.get("main")
             if main is not None and main.revision == pending["revision"]:
                 return pending
-        requests, info = plan_requests(spec, report, read, now=now)
+        requests, info = plan_requests(
+            spec, report, read, now=now, history_rows=history_rows
+        )
         check()
         try:
             sheets.batch_update(spec.spreadsheet_id, requests)
