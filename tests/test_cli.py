@@ -114,8 +114,9 @@ def test_users_api_keys_and_stored_sync(env, capsys, monkeypatch, fake_sheets, s
     with runtime.session_factory() as s:
         runs = store.list_runs(s, store.get_user_by_email(s, "ops@example.com"), conn_id)
         assert [(r.status, r.trigger, r.rows_written) for r in runs] == [("succeeded", "cli", 4)]
-        # Campaign-less: steps + overview at Instantly, metadata + batchUpdate at Google.
-        assert runs[0].http_calls == 4
+        # Campaign-less: steps, today's history steps and the overview at Instantly,
+        # metadata + batchUpdate at Google.
+        assert runs[0].http_calls == 5
 
 
 def test_keys_rotate_lets_the_old_key_be_dropped(env, capsys, runtime, settings):

@@ -397,7 +397,7 @@ def test_stored_connection_keeps_ids_and_shows_the_last_table(
     runtime, client, auth, fake_sheets, spreadsheet_id, workspace
 ):
     from sheets_sync import store
-    from sheets_sync.jobs.sync import run_connection_now
+    from sheets_sync.jobs.sync import run_connection_now, spec_for
     from sheets_sync.store.db import take_write_lock
 
     cid = campaign(workspace, "Q4", [(0, 0, 300, 40), (0, 1, 300, 12)])
@@ -416,6 +416,10 @@ def test_stored_connection_keeps_ids_and_shows_the_last_table(
         options = s.get(store.Connection, conn_id).options
     assert isinstance(options["history_sheet_id"], int)
     assert options["tab_titles"] == {"main": TAB, "history": HISTORY}
+    # The next refresh starts its history days from the day this one wrote.
+    with runtime.session_factory() as s:
+        spec = spec_for(s.get(store.Connection, conn_id), dt.datetime.now(dt.UTC))
+    assert spec.history_last_day == dt.date.fromisoformat(options["history_day"])
     fake_sheets.reset_calls()
     second = run_connection_now(runtime, conn_id)
     assert second.ok

@@ -98,3 +98,27 @@ def test_days_to_fetch_refetch_the_last_day_and_stop_at_seven():
     assert len(long_ago) == history.BACKFILL_DAYS
     assert long_ago[-1] == TODAY
     assert history.days_to_fetch(TODAY + dt.timedelta(days=1), TODAY) == [TODAY]
+
+
+def test_a_quiet_day_gets_zero_rows_for_the_known_keys():
+    stat = step_stats(0, 0, 100, unique_replies=2)
+    report = build_report([CampaignSection("c1", "Q4", [stat])], include_opportunities=False,
+                          date_label="All time", subjects=False, winner_calls=False)
+    known = history.snapshot(report, TODAY)
+    day = TODAY - dt.timedelta(days=1)
+    [(key, cells)] = history.with_quiet_rows(day, [], known)
+    names = [c[0] for c in history.COLUMNS]
+    assert key == "c1|0|0"
+    assert cells[names.index("date")] == history.serial(day)
+    assert cells[names.index("campaign")] == "Q4"
+    assert cells[names.index("sent")] == 0
+    assert cells[names.index("reply_rate")] is None
+    assert cells[names.index("opportunities")] is None  # not asked for: blank, not 0
+
+
+def test_pruning_every_row_keeps_a_spare_row_for_google():
+    old = TODAY - dt.timedelta(days=200)
+    edit = history.plan([(old, "a")], TODAY, [])
+    out = history.requests(edit, 7)
+    assert "appendDimension" in out[0]
+    assert "deleteDimension" in out[1]

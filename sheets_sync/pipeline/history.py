@@ -135,6 +135,39 @@ def snapshot(report: Report, day: date) -> list[tuple[str, list[HistoryValue]]]:
     return out
 
 
+def with_quiet_rows(
+    day: date,
+    rows: Sequence[tuple[str, list[HistoryValue]]],
+    known: Sequence[tuple[str, list[HistoryValue]]],
+) -> list[tuple[str, list[HistoryValue]]]:
+    """``day``'s rows, plus a zero row for each ``known`` key Instantly had nothing for.
+
+    Instantly leaves out a step without events that day; a zero there keeps a daily trend
+    continuous instead of skipping the day. Counts not asked for stay blank, and rates
+    over nothing sent are blank.
+    """
+    have = dict(rows)
+    kinds = [kind for _, _, kind, _ in COLUMNS]
+    out: list[tuple[str, list[HistoryValue]]] = []
+    for key, cells in known:
+        if key in have:
+            out.append((key, have.pop(key)))
+            continue
+        quiet: list[HistoryValue] = []
+        for kind, value in zip(kinds, cells, strict=True):
+            if kind == "date":
+                quiet.append(serial(day))
+            elif kind == "int":
+                quiet.append(None if value is None else 0)
+            elif kind == "percent":
+                quiet.append(None)
+            else:
+                quiet.append(value)
+        out.append((key, quiet))
+    out += list(have.items())
+    return out
+
+
 @dataclass(frozen=True)
 class HistoryPlan:
     # Half-open sheet row ranges to delete, highest first (so indices stay valid).
@@ -269,7 +302,13 @@ def add_sheet_request(sheet_id: int, title: str) -> dict[str, Any]:
 
 def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
     """The history tab's part of the refresh batch."""
-    out: list[dict[str, Any]] = [
+    # Google refuses to delete every row below the frozen header, which pruning an old
+    # tab on a quiet day can ask for; a spare row first keeps one, and the rowCount
+    # below trims it again.
+    spare: list[dict[str, Any]] = [
+        {"appendDimension": {"sheetId": sheet_id, "dimension": "ROWS", "length": 1}}
+    ] if edit.deletes else []
+    out: list[dict[str, Any]] = spare + [
         {
             "deleteDimension": {
                 "range": {

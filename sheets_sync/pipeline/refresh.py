@@ -143,11 +143,14 @@ def fetch_history_days(
     spec: SyncSpec,
     instantly: InstantlyClient,
     campaigns: Mapping[str, Campaign],
+    report: Report,
     now: datetime,
 ) -> HistoryRows:
     """Each history day's own rows: one step-analytics call per campaign (or one for all
-    combined) and day, the day from its first to its last millisecond."""
+    combined) and day, the day from its first to its last millisecond. The main report's
+    rows without events that day get zeros."""
     today = now.astimezone(UTC).date()
+    known = history_tab.snapshot(report, today)
     out: HistoryRows = {}
     for day in history_tab.days_to_fetch(spec.history_last_day, today):
         common: dict[str, Any] = {
@@ -167,14 +170,16 @@ def fetch_history_days(
                 )
                 for cid in dict.fromkeys(spec.campaign_ids)
             ]
-        report = build_report(
+        day_report = build_report(
             sections,
             include_opportunities=spec.include_opportunities,
             date_label=day.isoformat(),
             subjects=False,
             winner_calls=False,
         )
-        out[day] = history_tab.snapshot(report, day)
+        out[day] = history_tab.with_quiet_rows(
+            day, history_tab.snapshot(day_report, day), known
+        )
     return out
 
 
@@ -309,7 +314,7 @@ def run_sync(
     report = replace(report, totals_check=totals.text)
     history_rows: HistoryRows | None = None
     if features.history:
-        history_rows = fetch_history_days(spec, instantly, campaigns, now)
+        history_rows = fetch_history_days(spec, instantly, campaigns, report, now)
     if features.needs_read:
         info = _write_planned(spec, report, sheets, now, check, history_rows=history_rows)
     else:
