@@ -27,7 +27,13 @@ from sheets_sync.pipeline.render import (
     chart_id_for,
     render,
 )
-from sheets_sync.pipeline.report import ALL_CAMPAIGNS, CampaignSection, Report, build_report
+from sheets_sync.pipeline.report import (
+    ALL_CAMPAIGNS,
+    CampaignSection,
+    Report,
+    build_report,
+    subsequence_row_id,
+)
 from sheets_sync.pipeline.sheets_writer import SheetsClient, TabWanted, new_sheet_id
 from sheets_sync.pipeline.winners import DEFAULT_MIN_SAMPLE
 
@@ -52,13 +58,14 @@ class Features:
     notes: bool = False
     history: bool = False
     chart: bool = False
+    subsequences: bool = False
     min_sample: int = DEFAULT_MIN_SAMPLE
     history_days: int = history_tab.DEFAULT_HORIZON_DAYS
 
     @classmethod
     def all_on(cls, **overrides: Any) -> Features:
         return cls(**{"subjects": True, "winner_calls": True, "notes": True, "history": True,
-                      "chart": True, **overrides})
+                      "chart": True, "subsequences": True, **overrides})
 
     @property
     def needs_read(self) -> bool:
@@ -129,8 +136,37 @@ def fetch_sections(
         campaign = spec.known_campaigns.get(campaign_id) or instantly.campaign(campaign_id)
         campaigns[campaign_id] = campaign
         stats = instantly.step_analytics(campaign_id, **common)
-        sections.append(CampaignSection(campaign_id, campaign.name, stats, campaign))
+        subsequences = (
+            subsequence_sections(instantly, campaign_id, campaign.name, dates)
+            if spec.features.subsequences
+            else []
+        )
+        sections.append(
+            CampaignSection(
+                campaign_id, campaign.name, stats, campaign,
+                subsequences_fetched=spec.features.subsequences,
+            )
+        )
+        sections += subsequences
     return sections, campaigns, dates
+
+
+def subsequence_sections(
+    instantly: InstantlyClient, campaign_id: str, campaign_name: str, dates: DateRange
+) -> list[CampaignSection]:
+    """One list call (per page) plus one step-analytics call per subsequence."""
+    out: list[CampaignSection] = []
+    for sub in instantly.subsequences(campaign_id):
+        stats = instantly.subsequence_step_analytics(
+            sub.id, start=dates.start_instant, end=dates.end_instant
+        )
+        out.append(
+            CampaignSection(
+                subsequence_row_id(campaign_id, sub.id), campaign_name, stats,
+                sub.as_campaign(), subsequence=sub.name,
+            )
+        )
+    return out
 
 
 def check_totals(
@@ -154,7 +190,9 @@ def check_totals(
         wanted = set(spec.campaign_ids)
         overview = [row for row in overview if row.campaign_id in wanted]
     return totals_check.compare(
-        [stat for section in sections for stat in section.stats],
+        # Subsequence rows are not in the campaign overview's counts (see README).
+        [stat for section in sections if section.subsequence is None
+         for stat in section.stats],
         overview,
         include_opportunities=spec.include_opportunities,
     )

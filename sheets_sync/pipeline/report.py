@@ -69,6 +69,12 @@ class CampaignSection:
     name: str
     stats: Sequence[StepStats]
     campaign: Campaign | None = None
+    # A subsequence's rows: its own name (``name`` stays the parent campaign's, for the
+    # Campaign column), ``campaign`` its own sequence, ``campaign_id`` its row-key part.
+    subsequence: str | None = None
+    # The campaign's subsequences were fetched (their rows follow): steps past the main
+    # sequence are then not guessed to be subsequence steps.
+    subsequences_fetched: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,30 @@ def variant_letter(index: int) -> str:
     return letters
 
 
-def step_label(index: int | None, campaign: Campaign | None = None) -> str:
+def subsequence_row_id(campaign_id: str, subsequence_id: str) -> str:
+    """The campaign part of a subsequence row's key: distinct from the parent's rows, and
+    stable across refreshes so notes and history follow the row."""
+    return f"{campaign_id}/sub:{subsequence_id}"
+
+
+def step_label(
+    index: int | None,
+    campaign: Campaign | None = None,
+    *,
+    subsequence: str | None = None,
+    guess_subsequences: bool = True,
+) -> str:
+    if subsequence is not None:
+        prefix = f"Subsequence '{subsequence}'"
+        return f"{prefix} · {UNATTRIBUTED_STEP}" if index is None else (
+            f"{prefix} · Step {index + 1}"
+        )
     if index is None:
         return UNATTRIBUTED_STEP
     main = len(campaign.main_steps) if campaign else None
+    if main is not None and index >= main and not guess_subsequences:
+        # The real subsequences are listed under their names: no guess at what this is.
+        return f"Step {index + 1} (past the main sequence)"
     if main is not None and index >= main:
         # Past the main sequence: Instantly counts subsequence emails on from there.
         return f"Subsequence step {index - main + 1}"
@@ -254,7 +280,9 @@ def build_report(
     campaign: the combined view has no single sequence) and marks disabled variants;
     ``winner_calls`` adds a call column per compared rate (see :mod:`winners`).
     """
-    multi = len(sections) > 1
+    parents = [s for s in sections if s.subsequence is None]
+    # A campaign's subsequences do not make it a multi-campaign tab.
+    multi = len(parents) > 1
     subjects = subjects and bool(sections) and all(s.campaign is not None for s in sections)
     columns = columns_for(
         multi_campaign=multi,
@@ -286,7 +314,15 @@ def build_report(
                 found = _variant_of(section.campaign, stat.step, stat.variant)
                 if found is not None and found.v_disabled:
                     variant_text += DISABLED_SUFFIX
-            labels += [step_label(stat.step, section.campaign), variant_text]
+            labels += [
+                step_label(
+                    stat.step,
+                    section.campaign,
+                    subsequence=section.subsequence,
+                    guess_subsequences=not section.subsequences_fetched,
+                ),
+                variant_text,
+            ]
             if subjects:
                 labels.append(_subject(section.campaign, stat.step, stat.variant))
             kind: RowKind = "unattributed" if stat.step is None or stat.variant is None else "data"
@@ -320,7 +356,7 @@ def build_report(
         ("", None, None),
         tuple(total_labels + _metric_values(columns, grand) + [""] * len(call_keys)),
     )
-    names = tuple(s.name for s in sections)
+    names = tuple(s.name for s in parents)
     title = (
         "Instantly step analytics: " + ", ".join(names)
         if names and sections[0].campaign_id is not None
