@@ -137,3 +137,19 @@ def test_the_subsequence_list_is_followed_page_by_page(instantly, workspace):
     found = instantly.subsequences(cid)
     assert {s.id for s in found} == made
     assert instantly.calls == 2
+
+
+def test_with_opportunities_a_subsequence_row_leaves_them_empty_not_zero(
+    fake_sheets, spreadsheet_id, instantly, sheets, workspace
+):
+    cid, _, _ = setup(workspace)
+    spec = SyncSpec(spreadsheet_id=spreadsheet_id, worksheet_title=TAB, campaign_ids=(cid,),
+                    include_opportunities=True, features=Features.all_on())
+    run_sync(spec, instantly=instantly, sheets=sheets, now=NOW)
+    _, rows = table(fake_sheets, spreadsheet_id)
+    warm = next(r for r in rows if r["Step"] == "Subsequence 'Warm leads' · Step 1")
+    assert warm["Unique opportunities"] in (None, "")
+    assert warm["Opportunity rate (unique opportunities / sent)"] in (None, "")
+    assert warm["Opportunity-rate call (chance the leader is best)"] in (None, "")
+    main = next(r for r in rows if r["Step"] == "Step 1")
+    assert main["Unique opportunities"] == 0

@@ -6,7 +6,7 @@ The sheet renderer decides how it looks; this module decides what it says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -226,7 +226,10 @@ def _winner_calls(
                 if stat.step is None or stat.variant is None:
                     continue
                 key: RowKey = (section.campaign_id or "", stat.step, stat.variant)
-                successes = int(getattr(stat, source) or 0)
+                if getattr(stat, source) is None:
+                    # Not counted (subsequences have no opportunity counts): no call.
+                    continue
+                successes = int(getattr(stat, source))
                 by_step.setdefault(stat.step, []).append(
                     Arm(key, variant_label(stat.variant), successes, int(stat.sent))
                 )
@@ -245,7 +248,7 @@ def _rate(numerator: int | None, sent: int) -> float | None:
 
 
 def _metric_values(
-    columns: Sequence[Column], totals: dict[str, int]
+    columns: Sequence[Column], totals: Mapping[str, int | None]
 ) -> list[str | int | float | None]:
     rate_source = {key: source for key, _, source in (*_RATES, _OPPORTUNITY_RATE)}
     values: list[str | int | float | None] = []
@@ -253,12 +256,13 @@ def _metric_values(
         if col.kind == "int":
             values.append(totals.get(col.key, 0))
         elif col.kind == "percent":
-            values.append(_rate(totals.get(rate_source[col.key]), totals.get("sent", 0)))
+            values.append(_rate(totals.get(rate_source[col.key]), totals.get("sent") or 0))
     return values
 
 
-def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int]:
-    return {key: int(getattr(stat, key) or 0) for key in keys}
+def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int | None]:
+    # None stays None (an empty cell): a count Instantly does not give is not a 0.
+    return {key: getattr(stat, key) for key in keys}
 
 
 def _sort_key(stat: StepStats) -> tuple[bool, int, bool, int]:
@@ -305,7 +309,7 @@ def build_report(
         for stat in sorted(section.stats, key=_sort_key):
             counts = _counts_of(stat, count_keys)
             for count_key, value in counts.items():
-                grand[count_key] += value
+                grand[count_key] += value or 0
             labels: list[str | int | float | None] = []
             if multi:
                 labels.append(section.name)
