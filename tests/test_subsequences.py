@@ -153,3 +153,21 @@ def test_with_opportunities_a_subsequence_row_leaves_them_empty_not_zero(
     assert warm["Opportunity-rate call (chance the leader is best)"] in (None, "")
     main = next(r for r in rows if r["Step"] == "Step 1")
     assert main["Unique opportunities"] == 0
+
+
+def test_a_subsequence_that_suddenly_says_nothing_is_refused_by_name(
+    fake_sheets, fake_instantly, spreadsheet_id, instantly, sheets, workspace
+):
+    from sheets_sync.errors import InstantlyEmptyAnswer
+
+    cid, warm, _ = setup(workspace)
+    first = sync(spreadsheet_id, instantly, sheets, [cid], Features.all_on())
+    fake_instantly.malform_next([], count=5, path_is=f"/subsequences/{warm}/analytics/steps")
+    spec = SyncSpec(
+        spreadsheet_id=spreadsheet_id, worksheet_title=TAB, campaign_ids=(cid,),
+        features=Features.all_on(), sheet_id=first.sheet_id,
+        date_range={"start": "2026-11-15", "end": "2026-11-27"},
+        last_sent=first.saved_options["last_sent"],
+    )
+    with pytest.raises(InstantlyEmptyAnswer, match="subsequence 'Warm leads' of campaign 'Q4'"):
+        run_sync(spec, instantly=instantly, sheets=sheets, now=NOW)

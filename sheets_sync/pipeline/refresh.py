@@ -259,6 +259,8 @@ def refuse_sudden_empty(
         what = "all campaigns combined" if section.campaign_id is None else (
             f"campaign '{section.name}'"
         )
+        if section.subsequence is not None:
+            what = f"subsequence '{section.subsequence}' of {what}"
         raise InstantlyEmptyAnswer(
             f"Instantly returned no step analytics for {what}, which showed {had:,} sent at "
             "the last refresh, for a date range that includes that one. The sheet was left "
