@@ -190,7 +190,7 @@ def check_totals(
         wanted = set(spec.campaign_ids)
         overview = [row for row in overview if row.campaign_id in wanted]
     return totals_check.compare(
-        # Subsequence rows are not in the campaign overview's counts (see README).
+        # Instantly does not document subsequence sends as part of a campaign's overview.
         [stat for section in sections if section.subsequence is None
          for stat in section.stats],
         overview,
