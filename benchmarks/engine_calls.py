@@ -166,7 +166,7 @@ def _reads_writes(fake: FakeSheetsServer) -> tuple[int, int]:
 
 def features_benchmark(args, sheets_fake, workspace, creds_file, instantly_url) -> None:
     print()
-    print("Every reader feature on (subjects, winner calls, notes, history, chart)")
+    print("Every reader feature on (subjects, winner calls, notes, history, chart, subsequences)")
     print(f"{'rows':>5} | {'first: reads+writes':>19} | {'steady: reads+writes':>20} | "
           f"{'CPU ms/refresh (median)':>23}")
     print("-" * 80)

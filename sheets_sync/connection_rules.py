@@ -68,6 +68,9 @@ FEATURES: dict[str, Feature] = {
     "history": Feature(True, "Keep a daily snapshot on a second tab."),
     "history_days": Feature(180, "Days of history kept on the history tab.", ge=7, le=3650),
     "chart": Feature(True, "Keep a column chart of reply rate by step and variant."),
+    "subsequences": Feature(
+        True, "Add each subsequence's steps under its own name (selected campaigns only)."
+    ),
 }
 FEATURE_DEFAULTS: dict[str, Any] = {name: f.default for name, f in FEATURES.items()}
 

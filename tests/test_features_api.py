@@ -55,7 +55,8 @@ def test_form_shows_and_saves_the_switches(client, auth, runtime):
     assert re.search(r'<input[^>]*checked[^>]*name="feature_notes"', page) or re.search(
         r'<input[^>]*name="feature_notes"[^>]*checked', page)
     create_connection(client, feature_subjects="y", feature_winner_calls="y",
-                      feature_notes="y", feature_chart="y", feature_min_sample="150",
+                      feature_notes="y", feature_chart="y", feature_subsequences="y",
+                      feature_min_sample="150",
                       feature_history_days="30")
     connection = only_connection(runtime)
     assert features_of(connection.options) == dict(

@@ -124,3 +124,30 @@ def test_headers_spell_metrics_out():
     assert "Reply rate (unique replies / sent)" in headers
     assert "Unique automatic replies" in headers
     assert "Meetings booked" in headers
+
+
+def test_subsequence_rows_are_named_keyed_apart_and_stop_the_guess():
+    campaign = Campaign.model_validate(
+        {"id": "c", "name": "C", "sequences": [{"steps": [{"variants": [{"subject": "Hi"}]}]}]}
+    )
+    sub = Campaign.model_validate(
+        {"id": "s", "name": "Warm leads",
+         "sequences": [{"steps": [{"variants": [{"subject": "Again"}]}]}]}
+    )
+    report = build_report(
+        [
+            CampaignSection("c", "C", [stat(0, 0), stat(1, 0)], campaign,
+                            subsequences_fetched=True),
+            CampaignSection("c/sub:s", "C", [stat(0, 0)], sub, subsequence="Warm leads"),
+        ],
+        include_opportunities=False, date_label="x", subjects=True,
+    )
+    assert [c.key for c in report.columns][:3] == ["step", "variant", "subject"]
+    assert [r.values[:3] for r in report.rows] == [
+        ("Step 1", "A", "Hi"),
+        ("Step 2 (past the main sequence)", "A", ""),
+        ("Subsequence 'Warm leads' · Step 1", "A", "Again"),
+    ]
+    assert report.rows[2].key == ("c/sub:s", 0, 0)
+    assert report.campaign_names == ("C",)
+    assert step_label(None, subsequence="W") == f"Subsequence 'W' · {UNATTRIBUTED_STEP}"

@@ -146,6 +146,9 @@ class ConnectionForm(FlaskForm):
     feature_chart = BooleanField(
         "A chart of reply rate by step and variant", default=FEATURE_DEFAULTS["chart"]
     )
+    feature_subsequences = BooleanField(
+        "Subsequence steps under their own names", default=FEATURE_DEFAULTS["subsequences"]
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

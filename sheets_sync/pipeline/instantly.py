@@ -38,6 +38,8 @@ from sheets_sync.pipeline.instantly_models import (
     CampaignPage,
     CampaignSummary,
     StepStats,
+    Subsequence,
+    SubsequencePage,
 )
 from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
 
@@ -115,7 +117,7 @@ def _describe_validation(exc: ValidationError, *, rows: bool = False) -> str:
 
 
 class InstantlyClient:
-    """A small, typed view of the four Instantly endpoints the product needs."""
+    """A small, typed view of the six Instantly endpoints the product needs."""
 
     def __init__(
         self,
@@ -238,6 +240,48 @@ class InstantlyClient:
         """``GET /campaigns/{id}``: name and the sequence (steps, variants, subjects)."""
         payload = self._get_json(f"/campaigns/{quote(campaign_id, safe='')}", {})
         return self._parse(Campaign, payload, "campaign")
+
+    def subsequences(self, campaign_id: str) -> list[Subsequence]:
+        """``GET /subsequences?parent_campaign=…``: every page, as ``iter_campaigns``."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        found: list[Subsequence] = []
+        while True:
+            params = {"limit": "100", "parent_campaign": campaign_id}
+            if cursor:
+                params["starting_after"] = cursor
+            page = self._parse(
+                SubsequencePage, self._get_json("/subsequences", params), "subsequence list"
+            )
+            found += page.items
+            cursor = page.next_starting_after
+            if not cursor or not page.items or cursor in seen:
+                return found
+            seen.add(cursor)
+
+    def subsequence_step_analytics(
+        self,
+        subsequence_id: str,
+        *,
+        start: date | datetime | None = None,
+        end: date | datetime | None = None,
+    ) -> list[StepStats]:
+        """``GET /subsequences/{id}/analytics/steps``: Instantly documents no opportunity
+        counts here, so the rows never have them."""
+        params: dict[str, str] = {}
+        if start is not None:
+            params["start_date"] = _format_date(start) or ""
+        if end is not None:
+            params["end_date"] = _format_date(end) or ""
+        path = f"/subsequences/{quote(subsequence_id, safe='')}/analytics/steps"
+        payload = self._get_json(path, params)
+        try:
+            return STEP_LIST.validate_python(payload)
+        except ValidationError as exc:
+            detail = f"subsequence step analytics {_describe_validation(exc, rows=True)}"
+            raise InstantlyMalformedResponse(
+                MALFORMED.format(detail=scrub(detail, self._secrets))
+            ) from None
 
     # -- plumbing --
 

@@ -102,6 +102,23 @@ class CampaignPage(_Tolerant):
     next_starting_after: str | None = None
 
 
+class Subsequence(_Tolerant):
+    """One item of ``GET /subsequences``: its own name and sequence (subjects included)."""
+
+    id: str
+    name: str
+    sequences: list[Sequence] = []
+
+    def as_campaign(self) -> Campaign:
+        # Subjects and disabled marks are looked up the same way as a campaign's.
+        return Campaign(id=self.id, name=self.name, sequences=self.sequences)
+
+
+class SubsequencePage(_Tolerant):
+    items: list[Subsequence]
+    next_starting_after: str | None = None
+
+
 class CampaignOverview(_Tolerant):
     """One campaign's row of ``GET /campaigns/analytics``: only what the totals check
     compares. The ``*_by_step`` counts are optional in Instantly's document; they count

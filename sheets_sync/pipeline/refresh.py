@@ -27,7 +27,13 @@ from sheets_sync.pipeline.render import (
     chart_id_for,
     render,
 )
-from sheets_sync.pipeline.report import ALL_CAMPAIGNS, CampaignSection, Report, build_report
+from sheets_sync.pipeline.report import (
+    ALL_CAMPAIGNS,
+    CampaignSection,
+    Report,
+    build_report,
+    subsequence_row_id,
+)
 from sheets_sync.pipeline.sheets_writer import SheetsClient, TabWanted, new_sheet_id
 from sheets_sync.pipeline.winners import DEFAULT_MIN_SAMPLE
 
@@ -52,13 +58,14 @@ class Features:
     notes: bool = False
     history: bool = False
     chart: bool = False
+    subsequences: bool = False
     min_sample: int = DEFAULT_MIN_SAMPLE
     history_days: int = history_tab.DEFAULT_HORIZON_DAYS
 
     @classmethod
     def all_on(cls, **overrides: Any) -> Features:
         return cls(**{"subjects": True, "winner_calls": True, "notes": True, "history": True,
-                      "chart": True, **overrides})
+                      "chart": True, "subsequences": True, **overrides})
 
     @property
     def needs_read(self) -> bool:
@@ -132,7 +139,18 @@ def fetch_sections(
         campaign = spec.known_campaigns.get(campaign_id) or instantly.campaign(campaign_id)
         campaigns[campaign_id] = campaign
         stats = instantly.step_analytics(campaign_id, **common)
-        sections.append(CampaignSection(campaign_id, campaign.name, stats, campaign))
+        subsequences = (
+            subsequence_sections(instantly, campaign_id, campaign.name, dates)
+            if spec.features.subsequences
+            else []
+        )
+        sections.append(
+            CampaignSection(
+                campaign_id, campaign.name, stats, campaign,
+                subsequences_fetched=spec.features.subsequences,
+            )
+        )
+        sections += subsequences
     return sections, campaigns, dates
 
 
@@ -150,7 +168,11 @@ def fetch_history_days(
     combined) and day, the day from its first to its last millisecond. The main report's
     rows without events that day get zeros."""
     today = now.astimezone(UTC).date()
-    known = history_tab.snapshot(report, today)
+    # Subsequence rows stay off the history tab: their per-day numbers would cost one more
+    # call per subsequence and day, and a zero "quiet" row for them would be untrue.
+    known = [
+        (key, cells) for key, cells in history_tab.snapshot(report, today) if "/sub:" not in key
+    ]
     out: HistoryRows = {}
     for day in history_tab.days_to_fetch(spec.history_last_day, today):
         common: dict[str, Any] = {
@@ -183,6 +205,24 @@ def fetch_history_days(
     return out
 
 
+def subsequence_sections(
+    instantly: InstantlyClient, campaign_id: str, campaign_name: str, dates: DateRange
+) -> list[CampaignSection]:
+    """One list call (per page) plus one step-analytics call per subsequence."""
+    out: list[CampaignSection] = []
+    for sub in instantly.subsequences(campaign_id):
+        stats = instantly.subsequence_step_analytics(
+            sub.id, start=dates.start_instant, end=dates.end_instant
+        )
+        out.append(
+            CampaignSection(
+                subsequence_row_id(campaign_id, sub.id), campaign_name, stats,
+                sub.as_campaign(), subsequence=sub.name,
+            )
+        )
+    return out
+
+
 def check_totals(
     spec: SyncSpec,
     instantly: InstantlyClient,
@@ -204,7 +244,9 @@ def check_totals(
         wanted = set(spec.campaign_ids)
         overview = [row for row in overview if row.campaign_id in wanted]
     return totals_check.compare(
-        [stat for section in sections for stat in section.stats],
+        # Instantly does not document subsequence sends as part of a campaign's overview.
+        [stat for section in sections if section.subsequence is None
+         for stat in section.stats],
         overview,
         include_opportunities=spec.include_opportunities,
     )
@@ -271,6 +313,8 @@ def refuse_sudden_empty(
         what = "all campaigns combined" if section.campaign_id is None else (
             f"campaign '{section.name}'"
         )
+        if section.subsequence is not None:
+            what = f"subsequence '{section.subsequence}' of {what}"
         raise InstantlyEmptyAnswer(
             f"Instantly returned no step analytics for {what}, which showed {had:,} sent at "
             "the last refresh, for a date range that includes that one. The sheet was left "

@@ -6,7 +6,7 @@ The sheet renderer decides how it looks; this module decides what it says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -69,6 +69,12 @@ class CampaignSection:
     name: str
     stats: Sequence[StepStats]
     campaign: Campaign | None = None
+    # A subsequence's rows: its own name (``name`` stays the parent campaign's, for the
+    # Campaign column), ``campaign`` its own sequence, ``campaign_id`` its row-key part.
+    subsequence: str | None = None
+    # The campaign's subsequences were fetched (their rows follow): steps past the main
+    # sequence are then not guessed to be subsequence steps.
+    subsequences_fetched: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,30 @@ def variant_letter(index: int) -> str:
     return letters
 
 
-def step_label(index: int | None, campaign: Campaign | None = None) -> str:
+def subsequence_row_id(campaign_id: str, subsequence_id: str) -> str:
+    """The campaign part of a subsequence row's key: distinct from the parent's rows, and
+    stable across refreshes so notes and history follow the row."""
+    return f"{campaign_id}/sub:{subsequence_id}"
+
+
+def step_label(
+    index: int | None,
+    campaign: Campaign | None = None,
+    *,
+    subsequence: str | None = None,
+    guess_subsequences: bool = True,
+) -> str:
+    if subsequence is not None:
+        prefix = f"Subsequence '{subsequence}'"
+        return f"{prefix} · {UNATTRIBUTED_STEP}" if index is None else (
+            f"{prefix} · Step {index + 1}"
+        )
     if index is None:
         return UNATTRIBUTED_STEP
     main = len(campaign.main_steps) if campaign else None
+    if main is not None and index >= main and not guess_subsequences:
+        # The real subsequences are listed under their names: no guess at what this is.
+        return f"Step {index + 1} (past the main sequence)"
     if main is not None and index >= main:
         # Past the main sequence: Instantly counts subsequence emails on from there.
         return f"Subsequence step {index - main + 1}"
@@ -200,7 +226,10 @@ def _winner_calls(
                 if stat.step is None or stat.variant is None:
                     continue
                 key: RowKey = (section.campaign_id or "", stat.step, stat.variant)
-                successes = int(getattr(stat, source) or 0)
+                if getattr(stat, source) is None:
+                    # Not counted (subsequences have no opportunity counts): no call.
+                    continue
+                successes = int(getattr(stat, source))
                 by_step.setdefault(stat.step, []).append(
                     Arm(key, variant_label(stat.variant), successes, int(stat.sent))
                 )
@@ -219,7 +248,7 @@ def _rate(numerator: int | None, sent: int) -> float | None:
 
 
 def _metric_values(
-    columns: Sequence[Column], totals: dict[str, int]
+    columns: Sequence[Column], totals: Mapping[str, int | None]
 ) -> list[str | int | float | None]:
     rate_source = {key: source for key, _, source in (*_RATES, _OPPORTUNITY_RATE)}
     values: list[str | int | float | None] = []
@@ -227,12 +256,13 @@ def _metric_values(
         if col.kind == "int":
             values.append(totals.get(col.key, 0))
         elif col.kind == "percent":
-            values.append(_rate(totals.get(rate_source[col.key]), totals.get("sent", 0)))
+            values.append(_rate(totals.get(rate_source[col.key]), totals.get("sent") or 0))
     return values
 
 
-def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int]:
-    return {key: int(getattr(stat, key) or 0) for key in keys}
+def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int | None]:
+    # None stays None (an empty cell): a count Instantly does not give is not a 0.
+    return {key: getattr(stat, key) for key in keys}
 
 
 def _sort_key(stat: StepStats) -> tuple[bool, int, bool, int]:
@@ -254,7 +284,9 @@ def build_report(
     campaign: the combined view has no single sequence) and marks disabled variants;
     ``winner_calls`` adds a call column per compared rate (see :mod:`winners`).
     """
-    multi = len(sections) > 1
+    parents = [s for s in sections if s.subsequence is None]
+    # A campaign's subsequences do not make it a multi-campaign tab.
+    multi = len(parents) > 1
     subjects = subjects and bool(sections) and all(s.campaign is not None for s in sections)
     columns = columns_for(
         multi_campaign=multi,
@@ -277,7 +309,7 @@ def build_report(
         for stat in sorted(section.stats, key=_sort_key):
             counts = _counts_of(stat, count_keys)
             for count_key, value in counts.items():
-                grand[count_key] += value
+                grand[count_key] += value or 0
             labels: list[str | int | float | None] = []
             if multi:
                 labels.append(section.name)
@@ -286,7 +318,15 @@ def build_report(
                 found = _variant_of(section.campaign, stat.step, stat.variant)
                 if found is not None and found.v_disabled:
                     variant_text += DISABLED_SUFFIX
-            labels += [step_label(stat.step, section.campaign), variant_text]
+            labels += [
+                step_label(
+                    stat.step,
+                    section.campaign,
+                    subsequence=section.subsequence,
+                    guess_subsequences=not section.subsequences_fetched,
+                ),
+                variant_text,
+            ]
             if subjects:
                 labels.append(_subject(section.campaign, stat.step, stat.variant))
             kind: RowKind = "unattributed" if stat.step is None or stat.variant is None else "data"
@@ -320,7 +360,7 @@ def build_report(
         ("", None, None),
         tuple(total_labels + _metric_values(columns, grand) + [""] * len(call_keys)),
     )
-    names = tuple(s.name for s in sections)
+    names = tuple(s.name for s in parents)
     title = (
         "Instantly step analytics: " + ", ".join(names)
         if names and sections[0].campaign_id is not None

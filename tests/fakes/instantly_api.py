@@ -8,7 +8,9 @@ is part of what must work, and only a socket exercises all of it. The JSON paylo
 Payload shapes follow Instantly's OpenAPI document for ``GET /api/v2/campaigns``,
 ``GET /api/v2/campaigns/{id}``, ``GET /api/v2/campaigns/analytics/steps`` and
 ``GET /api/v2/campaigns/analytics`` (the campaign overview, computed from the same daily
-events, so its totals match the steps' unless a test calls ``Workspace.skew_overview``). Where the
+events, so its totals match the steps' unless a test calls ``Workspace.skew_overview``),
+``GET /api/v2/subsequences`` and ``GET /api/v2/subsequences/{id}/analytics/steps``
+(from daily events recorded per subsequence with ``Workspace.record_subsequence``). Where the
 document is silent the fake makes a choice and says so in the docstring of the handler.
 Errors use Fastify's ``{"statusCode", "error", "message"}`` shape, like the real service.
 
@@ -93,6 +95,10 @@ _STEPS_PATH: Final = f"{API_PREFIX}/campaigns/analytics/steps"
 _OVERVIEW_PATH: Final = f"{API_PREFIX}/campaigns/analytics"
 _CAMPAIGNS_PATH: Final = f"{API_PREFIX}/campaigns"
 _CAMPAIGN_DETAIL: Final = re.compile(rf"^{re.escape(API_PREFIX)}/campaigns/(?P<id>[^/]+)$")
+_SUBSEQUENCES_PATH: Final = f"{API_PREFIX}/subsequences"
+_SUBSEQUENCE_STEPS: Final = re.compile(
+    rf"^{re.escape(API_PREFIX)}/subsequences/(?P<id>[^/]+)/analytics/steps$"
+)
 
 _DATE_ONLY: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INSTANT: Final = re.compile(
@@ -364,6 +370,37 @@ def _normalise_steps(steps: Sequence[Sequence[Mapping[str, Any]]]) -> list[list[
     return result
 
 
+@dataclass
+class _Subsequence:
+    id: str
+    parent: str
+    name: str
+    steps: list[list[dict[str, Any]]]
+    created: str
+    workspace: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A ``CampaignSubsequence``: its required fields plus its sequence (the copy)."""
+        return {
+            "id": self.id,
+            "timestamp_created": self.created,
+            "parent_campaign": self.parent,
+            "workspace": self.workspace,
+            "status": 1,
+            "timestamp_leads_updated": self.created,
+            "name": self.name,
+            "conditions": {"crm_status": [1]},
+            "sequences": [
+                {
+                    "steps": [
+                        {"type": "email", "delay": 2, "variants": copy.deepcopy(variants)}
+                        for variants in self.steps
+                    ]
+                }
+            ],
+        }
+
+
 class Workspace:
     """One Instantly workspace (one API key): campaigns and daily analytics events.
 
@@ -382,6 +419,10 @@ class Workspace:
         self._events: dict[tuple[str, dt.date, int | None, int | None], dict[str, int]] = {}
         # campaign_id -> overview field -> amount added to what the events give.
         self._overview_skew: dict[str, dict[str, int]] = {}
+        self._subsequences: dict[str, _Subsequence] = {}
+        # (subsequence_id, day, step, variant) -> base metric totals.
+        self._sub_events: dict[tuple[str, dt.date, int | None, int | None], dict[str, int]] = {}
+        self._id = str(uuid.uuid4())
 
     def add_campaign(
         self,
@@ -458,6 +499,53 @@ class Workspace:
             },
         )
 
+    def add_subsequence(
+        self,
+        campaign_id: str,
+        name: str,
+        steps: list[list[dict[str, Any]]] | None = None,
+        subsequence_id: str | None = None,
+    ) -> str:
+        """A subsequence of ``campaign_id``; ``steps`` as in :meth:`add_campaign`."""
+        normalised = _normalise_steps(steps) if steps is not None else _default_steps()
+        sid = subsequence_id or str(uuid.uuid4())
+        with self._lock:
+            if campaign_id not in self._campaigns:
+                raise ValueError(f"unknown campaign {campaign_id} in workspace")
+            if sid in self._subsequences:
+                raise ValueError(f"subsequence {sid} already exists")
+            self._subsequences[sid] = _Subsequence(
+                sid, campaign_id, name, normalised, _utc_iso(dt.datetime.now(dt.UTC)), self._id
+            )
+        return sid
+
+    def record_subsequence(
+        self,
+        subsequence_id: str,
+        day: dt.date,
+        step: int | None,
+        variant: int | None,
+        **metrics: int,
+    ) -> None:
+        """Add one day's events of a subsequence step (base metrics only: the document
+        has no opportunity counts for subsequences). They are not in the parent campaign's
+        step analytics or overview (our choice; the document does not say)."""
+        unknown = set(metrics) - set(BASE_METRICS)
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}")
+        if isinstance(day, dt.datetime) or not isinstance(day, dt.date):
+            raise TypeError(f"day must be a datetime.date, got {day!r}")
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        key = (subsequence_id, day, _index(step, "step"), _index(variant, "variant"))
+        with self._lock:
+            if subsequence_id not in self._subsequences:
+                raise ValueError(f"unknown subsequence {subsequence_id} in workspace")
+            totals = self._sub_events.setdefault(key, dict.fromkeys(BASE_METRICS, 0))
+            for name, value in metrics.items():
+                totals[name] += value
+
     def skew_overview(self, campaign_id: str, **deltas: int) -> None:
         """Make ``GET /campaigns/analytics`` disagree with the step analytics: add
         ``deltas`` (e.g. ``emails_sent_count=181``) to the campaign's overview row, as
@@ -525,6 +613,25 @@ class Workspace:
         return rows
 
 
+    def _subsequence_rows(
+        self, subsequence_id: str, start: dt.date | None, end: dt.date | None
+    ) -> list[dict[str, Any]]:
+        totals: dict[tuple[int | None, int | None], dict[str, int]] = {}
+        for (sid, day, step, variant), metrics in self._sub_events.items():
+            if sid != subsequence_id or (start and day < start) or (end and day > end):
+                continue
+            acc = totals.setdefault((step, variant), dict.fromkeys(BASE_METRICS, 0))
+            for name, value in metrics.items():
+                acc[name] += value
+        return [
+            {
+                "step": None if step is None else str(step),
+                "variant": None if variant is None else str(variant),
+                **acc,
+            }
+            for (step, variant), acc in reversed(totals.items())
+        ]
+
     def _overview_rows(
         self,
         campaign_ids: Sequence[str] | None,
@@ -576,7 +683,7 @@ class FakeInstantlyServer:
     2. CDN: a ``python-requests*`` / ``python-urllib*`` User-Agent gets 403 HTML.
     3. ``fail_next``: the injected status/body/headers (no auth check; think load balancer).
     4. Auth: missing/unknown key 401, unpaid workspace 402, insufficient scope 403.
-    5. Routing to the four endpoints; anything else is Fastify's 404 route-not-found.
+    5. Routing to the six endpoints; anything else is Fastify's 404 route-not-found.
     6. ``truncate_next`` / ``malform_next``: replace the body of a response that would
        have been a 200 (they wait for one, so they compose with ``fail_next``).
     """
@@ -839,6 +946,11 @@ class FakeInstantlyServer:
             match = _CAMPAIGN_DETAIL.match(request.path)
             if match:
                 return self._get_campaign(match["id"], workspace)
+            if request.path == _SUBSEQUENCES_PATH:
+                return self._list_subsequences(request, workspace)
+            match = _SUBSEQUENCE_STEPS.match(request.path)
+            if match:
+                return self._subsequence_steps(match["id"], request, workspace)
         # Fastify's default not-found answer (also used for unsupported methods).
         return _error(404, f"Route {request.method}:{request.path} not found")
 
@@ -922,6 +1034,47 @@ class FakeInstantlyServer:
         if len(matching) > limit:
             payload["next_starting_after"] = page[-1].id
         return _json_response(200, payload)
+
+    def _list_subsequences(self, request: Request, workspace: Workspace) -> Response:
+        """``GET /subsequences`` -> ``{"items", "next_starting_after"?}``, paged by id as
+        ``GET /campaigns``; ``parent_campaign`` filters (an unknown one: no items)."""
+        try:
+            limit = _parse_limit(request.args.get("limit"))
+        except _BadRequest as exc:
+            return _error(400, str(exc))
+        cursor = request.args.get("starting_after") or None
+        parent = request.args.get("parent_campaign") or None
+        matching = [
+            sub
+            for sid, sub in sorted(workspace._subsequences.items())
+            if (cursor is None or sid > cursor) and (parent is None or sub.parent == parent)
+        ]
+        page = matching[:limit]
+        payload: dict[str, Any] = {"items": [sub.to_json() for sub in page]}
+        if len(matching) > limit:
+            payload["next_starting_after"] = page[-1].id
+        return _json_response(200, payload)
+
+    def _subsequence_steps(
+        self, subsequence_id: str, request: Request, workspace: Workspace
+    ) -> Response:
+        """``GET /subsequences/{id}/analytics/steps`` -> bare array, as the campaign steps.
+
+        The document: both bounds inclusive, timestamps "normalized to their UTC calendar
+        date"; so unlike the campaign endpoint, ``start_date=…T00:00:01Z`` keeps that day.
+        """
+        try:
+            start = _parse_instant(request.args.get("start_date"), "start_date")
+            end = _parse_instant(request.args.get("end_date"), "end_date")
+        except _BadRequest as exc:
+            return _error(400, str(exc))
+        first = start.astimezone(dt.UTC).date() if start else None
+        last = end.astimezone(dt.UTC).date() if end else None
+        if first is not None and last is not None and first > last:
+            return _error(400, "Start Date must be earlier than End Date")
+        if subsequence_id not in workspace._subsequences:
+            return _error(404, "Subsequence not found")
+        return _json_response(200, workspace._subsequence_rows(subsequence_id, first, last))
 
     def _get_campaign(self, campaign_id: str, workspace: Workspace) -> Response:
         campaign = workspace._campaigns.get(campaign_id)
