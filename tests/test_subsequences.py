@@ -79,8 +79,9 @@ def test_subsequences_show_under_their_names_with_their_numbers(
     keys = [r.key for r in out.report.rows]
     assert (f"{cid}/sub:{warm}", 0, 0) in keys
     assert (f"{cid}/sub:{cold}", 0, 0) in keys
-    # campaign, steps, overview; list of subsequences, one steps call for each.
-    assert out.instantly_calls == 3 + 1 + 2
+    # campaign, steps, overview, today's history; list of subsequences, one steps call
+    # for each (the history tab keeps the main sequence only).
+    assert out.instantly_calls == 4 + 1 + 2
     assert fake_instantly.count("/subsequences") == 3
 
 
@@ -91,7 +92,7 @@ def test_switched_off_there_are_no_subsequence_rows_and_no_calls(
     fake_instantly.reset_calls()
     out = sync(spreadsheet_id, instantly, sheets, [cid], Features.all_on(subsequences=False))
     assert fake_instantly.count("/subsequences") == 0
-    assert out.instantly_calls == 3
+    assert out.instantly_calls == 4  # campaign, steps, overview, today's history
     _, rows = table(fake_sheets, spreadsheet_id)
     steps = {r["Step"] for r in rows}
     assert not any("'" in str(s) for s in steps)
@@ -105,7 +106,7 @@ def test_all_campaigns_combined_makes_no_subsequence_calls(
     fake_instantly.reset_calls()
     out = sync(spreadsheet_id, instantly, sheets, [], Features.all_on(subsequences=True))
     assert fake_instantly.count("/subsequences") == 0
-    assert out.instantly_calls == 2
+    assert out.instantly_calls == 3  # steps, overview, today's history
 
 
 @pytest.mark.parametrize("where", ["list", "steps"])
