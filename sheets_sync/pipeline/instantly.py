@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from sheets_sync import USER_AGENT
 from sheets_sync.config import DEFAULT_INSTANTLY_API_URL
@@ -167,13 +167,7 @@ class InstantlyClient:
         if include_opportunities:
             params["include_opportunities_count"] = "true"
         payload = self._get_json("/campaigns/analytics/steps", params)
-        try:
-            rows = STEP_LIST.validate_python(payload)
-        except ValidationError as exc:
-            detail = f"step analytics {_describe_validation(exc, rows=True)}"
-            raise InstantlyMalformedResponse(
-                MALFORMED.format(detail=scrub(detail, self._secrets))
-            ) from None
+        rows: list[StepStats] = self._parse_rows(STEP_LIST, payload, "step analytics")
         if include_opportunities:
             # Asked for and absent is not zero: a 0.0 % opportunity rate would be a lie.
             for number, row in enumerate(rows, start=1):
@@ -207,13 +201,10 @@ class InstantlyClient:
         if end is not None:
             params["end_date"] = _format_date(end) or ""
         payload = self._get_json("/campaigns/analytics", params)
-        try:
-            return OVERVIEW_LIST.validate_python(payload)
-        except ValidationError as exc:
-            detail = f"campaign overview {_describe_validation(exc, rows=True)}"
-            raise InstantlyMalformedResponse(
-                MALFORMED.format(detail=scrub(detail, self._secrets))
-            ) from None
+        overview: list[CampaignOverview] = self._parse_rows(
+            OVERVIEW_LIST, payload, "campaign overview"
+        )
+        return overview
 
     def iter_campaigns(self, search: str | None = None) -> Iterator[CampaignSummary]:
         """Every campaign of the workspace, following ``next_starting_after`` to the end."""
@@ -275,13 +266,8 @@ class InstantlyClient:
             params["end_date"] = _format_date(end) or ""
         path = f"/subsequences/{quote(subsequence_id, safe='')}/analytics/steps"
         payload = self._get_json(path, params)
-        try:
-            return STEP_LIST.validate_python(payload)
-        except ValidationError as exc:
-            detail = f"subsequence step analytics {_describe_validation(exc, rows=True)}"
-            raise InstantlyMalformedResponse(
-                MALFORMED.format(detail=scrub(detail, self._secrets))
-            ) from None
+        rows: list[StepStats] = self._parse_rows(STEP_LIST, payload, "subsequence step analytics")
+        return rows
 
     # -- plumbing --
 
@@ -289,10 +275,17 @@ class InstantlyClient:
         try:
             return model.model_validate(payload)
         except ValidationError as exc:
-            detail = f"{what} {_describe_validation(exc)}"
-            raise InstantlyMalformedResponse(
-                MALFORMED.format(detail=scrub(detail, self._secrets))
-            ) from None
+            raise self._malformed(f"{what} {_describe_validation(exc)}") from None
+
+    def _parse_rows(self, adapter: TypeAdapter[Any], payload: Any, what: str) -> Any:
+        """A bare JSON array of rows; errors name the row number a person can look up."""
+        try:
+            return adapter.validate_python(payload)
+        except ValidationError as exc:
+            raise self._malformed(f"{what} {_describe_validation(exc, rows=True)}") from None
+
+    def _malformed(self, detail: str) -> InstantlyMalformedResponse:
+        return InstantlyMalformedResponse(MALFORMED.format(detail=scrub(detail, self._secrets)))
 
     def _get_json(self, path: str, params: Mapping[str, str | list[str]]) -> Any:
         return call_with_retry(lambda: self._get_once(path, params), self._retry)
