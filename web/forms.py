@@ -56,11 +56,42 @@ def _choices(pairs: Any) -> list[Any]:
     return [SelectChoice(str(value), str(label)) for value, label in pairs]
 
 
+def control_character_problem(label: str, value: str, *, password: bool = False) -> str | None:
+    """The sentence for a text field holding NUL or another control character, else None.
+
+    Passwords may hold anything but NUL (PostgreSQL refuses it, and nobody types it)."""
+    if password:
+        bad = "\x00" in value
+    else:
+        bad = any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+    if not bad:
+        return None
+    return f"{label} contains a control character (such as NUL); remove it and try again."
+
+
+class CleanForm(FlaskForm):
+    """A form whose text fields refuse control characters with the field's own error,
+    before any of it reaches the database (PostgreSQL answers NUL with an error)."""
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = bool(super().validate(extra_validators))
+        for field in self:
+            if field.name == "csrf_token" or not isinstance(field.data, str):
+                continue
+            message = control_character_problem(
+                str(field.label.text), field.data, password=field.type == "PasswordField"
+            )
+            if message is not None:
+                field.errors = [*field.errors, message]
+                ok = False
+        return ok
+
+
 class CsrfForm(FlaskForm):
     """A form with nothing but the CSRF token: buttons that change state."""
 
 
-class SignupForm(FlaskForm):
+class SignupForm(CleanForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField(
         "Password",
@@ -79,16 +110,52 @@ class SignupForm(FlaskForm):
     )
 
 
-class LoginForm(FlaskForm):
+class LoginForm(CleanForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])
 
 
-class ApiKeyForm(FlaskForm):
+def _new_password() -> PasswordField:
+    return PasswordField(
+        "New password",
+        validators=[
+            DataRequired(),
+            Length(
+                min=MIN_PASSWORD_LENGTH,
+                max=1000,
+                message=f"Use at least {MIN_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+    )
+
+
+def _confirm_password() -> PasswordField:
+    return PasswordField(
+        "Repeat the new password",
+        validators=[DataRequired(), EqualTo("password", message="The passwords do not match.")],
+    )
+
+
+class ForgotPasswordForm(CleanForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+
+
+class ResetPasswordForm(CleanForm):
+    password = _new_password()
+    confirm = _confirm_password()
+
+
+class ChangePasswordForm(CleanForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=1000)])
+    password = _new_password()
+    confirm = _confirm_password()
+
+
+class ApiKeyForm(CleanForm):
     name = StringField("Name", validators=[Optional(), Length(max=200)])
 
 
-class TestKeyForm(FlaskForm):
+class TestKeyForm(CleanForm):
     instantly_api_key = PasswordField("Instantly API key", validators=[Optional(), Length(max=500)])
     connection_id = HiddenField()
 
@@ -101,7 +168,7 @@ def _timezone_choices() -> list[Any]:
     return _choices([("UTC", "UTC")] + [(z, z.replace("_", " ")) for z in common_timezones()])
 
 
-class ConnectionForm(FlaskForm):
+class ConnectionForm(CleanForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=NAME_MAX)])
     instantly_api_key = PasswordField(
         "Instantly API key", validators=[Optional(), Length(max=API_KEY_MAX)]

@@ -122,3 +122,21 @@ from sheets_sync.store.users import (
 from sheets_sync.store.users import (
     user_for_api_key as user_for_api_key,
 )
+from sheets_sync.store.users import (
+    create_reset_token as create_reset_token,
+)
+from sheets_sync.store.users import (
+    end_sessions as end_sessions,
+)
+from sheets_sync.store.users import (
+    has_control_characters as has_control_characters,
+)
+from sheets_sync.store.users import (
+    reset_password as reset_password,
+)
+from sheets_sync.store.users import (
+    reset_token_user as reset_token_user,
+)
+from sheets_sync.store.users import (
+    set_password as set_password,
+)
