@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -123,6 +124,21 @@ _SENTENCES: dict[str, dict[str, str]] = {
 }
 
 
+_FIELD_WORDS = {
+    "name": "The name",
+    "spreadsheet_url": "The sheet link",
+    "worksheet_title": "The tab name",
+    "schedule_time": "The time",
+    "timezone": "The time zone",
+}
+
+
+def has_control_character(text: str) -> bool:
+    """NUL and the other C0/C1 control characters (tabs and newlines included): never
+    part of a name, link or title typed on one line."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
 def problem(error: ErrorDetails) -> str:
     """The sentence a person reads for one pydantic error on a connection field."""
     if error["type"] == "value_error":
@@ -218,6 +234,18 @@ class ConnectionFields(BaseModel):
     schedule_weekday: int | None = Field(default=None, ge=0, le=6)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Berlin"])
     features: FeatureSwitches | None = None
+
+    @field_validator(
+        "name", "spreadsheet_url", "worksheet_title", "schedule_time", "timezone", mode="before"
+    )
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before the field's own rules, so the sentence says what is really wrong; NUL
+        # would otherwise reach PostgreSQL, which refuses it in any text column.
+        if isinstance(value, str) and has_control_character(value):
+            what = _FIELD_WORDS.get(info.field_name or "", "This field")
+            raise ValueError(f"{what} contains a control character (such as NUL); remove it.")
+        return value
 
     @field_validator("instantly_api_key")
     @classmethod

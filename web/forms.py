@@ -36,6 +36,7 @@ from sheets_sync.connection_rules import (
     ConnectionFields,
     common_timezones,
     features_of,
+    has_control_character,
     problem,
 )
 from sheets_sync.date_ranges import PRESETS
@@ -63,7 +64,7 @@ def control_character_problem(label: str, value: str, *, password: bool = False)
     if password:
         bad = "\x00" in value
     else:
-        bad = any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+        bad = has_control_character(value)
     if not bad:
         return None
     return f"{label} contains a control character (such as NUL); remove it and try again."

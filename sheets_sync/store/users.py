@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sheets_sync.connection_rules import has_control_character
 from sheets_sync.errors import InvalidInput
 from sheets_sync.store.db import rowcount, take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
@@ -31,10 +32,9 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def has_control_characters(text: str) -> bool:
-    """NUL and the other C0/C1 control characters: never part of an e-mail address or a
-    name, and PostgreSQL refuses NUL in text outright."""
-    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+# NUL and the other control characters: never part of an e-mail address or a key's name,
+# and PostgreSQL refuses NUL in text outright.
+has_control_characters = has_control_character
 
 
 def _check_password(password: str) -> None:
@@ -199,6 +199,8 @@ def create_api_key(s: Session, user: User, name: str) -> tuple[ApiKey, str]:
     name = (name or "").strip() or "API key"
     if len(name) > 200:
         raise InvalidInput("The key name is too long (200 characters at most).")
+    if has_control_character(name):
+        raise InvalidInput("The key name contains a control character (such as NUL).")
     plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
     take_write_lock(s)
     key = ApiKey(
