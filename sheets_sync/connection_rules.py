@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
@@ -217,23 +217,67 @@ def with_features(options: dict[str, Any] | None, changes: dict[str, Any]) -> di
     return merged
 
 
+# What the OpenAPI document says of a sheet link beyond "a string": not empty, and the
+# https://docs.google.com/ start parse_spreadsheet_url insists on (case-insensitively,
+# after leading blanks, as it does). The full rules stay in links.py.
+SHEET_LINK_SCHEMA: dict[str, Any] = {
+    "minLength": 1,
+    "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]://[Dd][Oo][Cc][Ss]\.[Gg][Oo][Oo][Gg][Ll][Ee]\.[Cc][Oo][Mm]/",
+}
+
+
+def _not_null(**extra: Any) -> Callable[[dict[str, Any]], None]:
+    """A field's JSON schema without its ``null`` branch (plus ``extra``): for fields a
+    PATCH may leave out but never set to null, so the document refuses what we refuse."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        branches = schema.pop("anyOf", None)
+        if branches is not None:
+            kept = [b for b in branches if b.get("type") != "null"]
+            if len(kept) == 1:
+                schema.update(kept[0])
+            else:
+                schema["anyOf"] = kept
+        schema.pop("default", None)
+        schema.update(extra)
+
+    return edit
+
+
 class ConnectionFields(BaseModel):
     """Every settable field; all optional so PATCH can send a subset."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # A PATCH may leave these out, never null them: a stored connection always has them.
+    _REFUSED_NULLS: ClassVar[tuple[str, ...]] = (
+        "name", "spreadsheet_url", "include_opportunities", "schedule"
+    )
 
-    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=NAME_MAX, json_schema_extra=_not_null()
+    )
     instantly_api_key: str | None = Field(default=None, max_length=API_KEY_MAX)
-    spreadsheet_url: str | None = Field(default=None, max_length=SPREADSHEET_URL_MAX)
+    spreadsheet_url: str | None = Field(
+        default=None,
+        max_length=SPREADSHEET_URL_MAX,
+        json_schema_extra=_not_null(**SHEET_LINK_SCHEMA),
+    )
     worksheet_title: str | None = Field(default=None, min_length=1, max_length=WORKSHEET_TITLE_MAX)
     campaign_ids: list[str] | None = Field(default=None, max_length=CAMPAIGNS_MAX)
     date_range: DateRangeInput | None = None
-    include_opportunities: bool | None = None
-    schedule: Schedule | None = None
+    include_opportunities: bool | None = Field(default=None, json_schema_extra=_not_null())
+    schedule: Schedule | None = Field(default=None, json_schema_extra=_not_null())
     schedule_time: str | None = Field(default=None, examples=["09:00"])
     schedule_weekday: int | None = Field(default=None, ge=0, le=6)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Berlin"])
     features: FeatureSwitches | None = None
+
+    @field_validator("name", "spreadsheet_url", "include_opportunities", "schedule", mode="before")
+    @classmethod
+    def _refused_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name in cls._REFUSED_NULLS:
+            raise ValueError(_SENTENCES[info.field_name or ""]["*"])
+        return value
 
     @field_validator(
         "name", "spreadsheet_url", "worksheet_title", "schedule_time", "timezone", mode="before"
@@ -328,9 +372,16 @@ class ConnectionFields(BaseModel):
 
 
 class ConnectionCreate(ConnectionFields):
+    # On create, a null schedule or include_opportunities means "the default".
+    _REFUSED_NULLS: ClassVar[tuple[str, ...]] = ()
+
     name: str = Field(min_length=1, max_length=NAME_MAX)
     instantly_api_key: str = Field(min_length=API_KEY_MIN, max_length=API_KEY_MAX)
-    spreadsheet_url: str = Field(max_length=SPREADSHEET_URL_MAX)
+    spreadsheet_url: str = Field(
+        max_length=SPREADSHEET_URL_MAX, json_schema_extra=dict(SHEET_LINK_SCHEMA)
+    )
+    include_opportunities: bool | None = None
+    schedule: Schedule | None = None
 
     @model_validator(mode="after")
     def _defaults(self) -> ConnectionCreate:
