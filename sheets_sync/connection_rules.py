@@ -127,7 +127,6 @@ _SENTENCES: dict[str, dict[str, str]] = {
 _FIELD_WORDS = {
     "name": "The name",
     "spreadsheet_url": "The sheet link",
-    "worksheet_title": "The tab name",
     "schedule_time": "The time",
     "timezone": "The time zone",
 }
@@ -279,9 +278,8 @@ class ConnectionFields(BaseModel):
             raise ValueError(_SENTENCES[info.field_name or ""]["*"])
         return value
 
-    @field_validator(
-        "name", "spreadsheet_url", "worksheet_title", "schedule_time", "timezone", mode="before"
-    )
+    # (worksheet_title has its own rule below: a tab name is one line.)
+    @field_validator("name", "spreadsheet_url", "schedule_time", "timezone", mode="before")
     @classmethod
     def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
         # Before the field's own rules, so the sentence says what is really wrong; NUL
@@ -319,7 +317,7 @@ class ConnectionFields(BaseModel):
             return None
         if _TAB_FORBIDDEN.search(value):
             raise ValueError("A tab title cannot contain [ ] * ? / \\ or :")
-        if any(ord(c) < 32 for c in value):
+        if has_control_character(value):
             raise ValueError(TAB_TITLE_RULE)
         return value
 

@@ -94,7 +94,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         "when_ready": when_ready,
     }
 
-    class Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
+    class Server(BaseApplication):  # gunicorn ships no types: BaseApplication is Any
         def load_config(self) -> None:
             options = {**gunicorn_options(args.host, args.port), **hooks}
             if "control_socket_disable" in self.cfg.settings:
