@@ -75,9 +75,10 @@ def test_the_connection_form_names_the_field(db_app, field):
     data = connection_form(**{field: value})
     response = client.post("/connections/new", data={**data, "csrf_token": token(client)})
     assert response.status_code == 400
-    label = {"name": "Name", "spreadsheet_url": "Google Sheet link",
-             "worksheet_title": "Tab name"}[field]
-    assert f"{label} contains a control character" in response.get_data(as_text=True)
+    expected = {"name": "Name contains a control character",
+                "spreadsheet_url": "Google Sheet link contains a control character",
+                "worksheet_title": "on one line"}[field]
+    assert expected in response.get_data(as_text=True)
     assert count(rt, Connection) == 0
 
     keys = client.post("/api-keys", data={"name": "script\x00", "csrf_token": token(client)})

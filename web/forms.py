@@ -29,6 +29,7 @@ from sheets_sync.connection_rules import (
     NAME_MAX,
     SCHEDULE_LABELS,
     SPREADSHEET_URL_MAX,
+    TAB_TITLE_RULE,
     TIMED_SCHEDULES,
     WEEKDAYS,
     WORKSHEET_TITLE_MAX,
@@ -74,6 +75,9 @@ class CleanForm(FlaskForm):
     """A form whose text fields refuse control characters with the field's own error,
     before any of it reaches the database (PostgreSQL answers NUL with an error)."""
 
+    # A field whose own rule already says it is one line keeps that sentence.
+    control_character_messages: dict[str, str] = {}
+
     def validate(self, extra_validators: Any = None) -> bool:
         ok = bool(super().validate(extra_validators))
         for field in self:
@@ -83,6 +87,7 @@ class CleanForm(FlaskForm):
                 str(field.label.text), field.data, password=field.type == "PasswordField"
             )
             if message is not None:
+                message = self.control_character_messages.get(field.name, message)
                 field.errors = [*field.errors, message]
                 ok = False
         return ok
@@ -170,6 +175,8 @@ def _timezone_choices() -> list[Any]:
 
 
 class ConnectionForm(CleanForm):
+    control_character_messages = {"worksheet_title": TAB_TITLE_RULE}
+
     name = StringField("Name", validators=[DataRequired(), Length(max=NAME_MAX)])
     instantly_api_key = PasswordField(
         "Instantly API key", validators=[Optional(), Length(max=API_KEY_MAX)]
