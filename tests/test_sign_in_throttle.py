@@ -129,3 +129,13 @@ def test_trusted_proxy_hops_give_the_client_address(settings, runtime):
     # Another client behind the same proxy is a different address.
     assert attempt(app, "ann@example.com", PASSWORD, "10.0.0.2",
                    X_Forwarded_For="198.51.100.8").status_code == 302
+
+
+def test_an_odd_forwarded_address_is_still_counted(settings, runtime):
+    behind_proxy = settings.model_copy(update={"trusted_proxies": 1})
+    app = create_app({"TESTING": True, "SETTINGS": behind_proxy, "RUNTIME": runtime})
+    make_users(runtime, "ann@example.com")
+    odd = "x" * 200
+    for _ in range(5):
+        assert attempt(app, "ann@example.com", WRONG, X_Forwarded_For=odd).status_code == 401
+    assert attempt(app, "ann@example.com", PASSWORD, X_Forwarded_For=odd).status_code == 429

@@ -128,17 +128,16 @@ def login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data or ""
-        attempt = _throttle().begin_sign_in(_client_address(), email)
-        if not attempt.allowed:
-            return _too_many("login.html", form, attempt.wait, "sign-in attempts")
+        wait = _throttle().check_sign_in(_client_address(), email)
+        if wait > 0:
+            return _too_many("login.html", form, wait, "sign-in attempts")
         with db_session() as s:
             user = store.authenticate(s, email, form.password.data or "")
             found = LoginUser.from_user(user) if user is not None else None
         if found is None:
-            # The attempt stays counted: it was a failure.
+            _throttle().failed_sign_in(_client_address(), email)
             form.form_errors.append("That email and password do not match an account.")
             return render_template("login.html", form=form), 401
-        _throttle().signed_in(attempt)
         _sign_in(found)
         return redirect(_safe_next(request.args.get("next")))
     status = 400 if request.method == "POST" else 200
@@ -217,13 +216,14 @@ def change_password() -> Any:
         with db_session() as s:
             email = current_db_user(s).email
         # Guessing the current password from a signed-in session counts like sign-ins.
-        attempt = _throttle().begin_sign_in(_client_address(), email)
-        if not attempt.allowed:
-            return _too_many("change_password.html", form, attempt.wait, "password attempts")
+        wait = _throttle().check_sign_in(_client_address(), email)
+        if wait > 0:
+            return _too_many("change_password.html", form, wait, "password attempts")
         with db_session() as s:
             right = store.authenticate(s, email, form.current.data or "") is not None
-        if right:
-            _throttle().signed_in(attempt)
+        if not right:
+            _throttle().failed_sign_in(_client_address(), email)
+        else:
             with write_session() as s:
                 user = current_db_user(s)
                 store.set_password(s, user, form.password.data or "")

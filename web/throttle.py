@@ -15,8 +15,11 @@ The policy (README, "Sign-in throttling"), for a window of ``login_window_second
   correct password from an address that is not itself throttled still signs in.
 * **Sign-ups and reset requests**: ``signups_per_hour`` per address.
 
-An attempt is counted before its password is checked and forgotten if the password was
-right, so concurrent guesses cannot slip past the count.
+A sign-in reads the counts before its password is checked and writes only when the
+password was wrong, so the owner's sign-in never waits for a database writer. Guesses
+sent in parallel are checked before any of them is counted, so a limit can be passed
+by at most the number of sign-ins in flight at once (a handful of threads per process,
+each ~0.1 s of scrypt), never more.
 """
 
 from __future__ import annotations
@@ -34,18 +37,6 @@ from sheets_sync.store.db import session_scope
 from sheets_sync.store.users import normalize_email
 
 HOUR = 3600.0
-
-
-@dataclass(frozen=True)
-class SignIn:
-    """The outcome of asking to check a password: go ahead (``attempt_id``) or wait."""
-
-    attempt_id: int | None
-    wait: float
-
-    @property
-    def allowed(self) -> bool:
-        return self.attempt_id is not None
 
 
 @dataclass
@@ -80,29 +71,28 @@ class Throttle:
             attempts.Limit("login", per_pair, window, per_account=True),
         ]
 
-    def begin_sign_in(self, address: str, email: str) -> SignIn:
-        """Count a sign-in attempt about to check its password, if the limits allow one."""
-        account = normalize_email(email)[:320]
-        now = self.clock()
-        with session_scope(self.session_factory, write=True) as s:
-            attempts.begin(s, now, horizon=self._horizon)
-            wait = attempts.wait_seconds(
+    def check_sign_in(self, address: str, email: str) -> float:
+        """Seconds this sign-in must wait; 0 when its password may be checked now.
+
+        Reads only: a sign-in with the right password never writes, so on SQLite it never
+        queues behind a worker recording a run (tests/test_db_locking.py)."""
+        account, address, now = _account_key(email), _address_key(address), self.clock()
+        with session_scope(self.session_factory) as s:
+            return attempts.wait_seconds(
                 s, self._login_limits(s, address, account, now), address, account, now
             )
-            if wait > 0:
-                return SignIn(None, wait)
-            return SignIn(attempts.record(s, "login", address, account, now), 0.0)
 
-    def signed_in(self, attempt: SignIn) -> None:
-        """The password was right: the attempt is not a failure."""
-        if attempt.attempt_id is None:
-            return
+    def failed_sign_in(self, address: str, email: str) -> None:
+        """Count a sign-in whose password was wrong."""
+        account, address, now = _account_key(email), _address_key(address), self.clock()
         with session_scope(self.session_factory, write=True) as s:
-            attempts.release(s, attempt.attempt_id)
+            attempts.begin(s, now, horizon=self._horizon)
+            attempts.record(s, "login", address, account, now)
 
     def take(self, kind: str, address: str) -> float:
         """Count one sign-up or reset request from ``address``; seconds to wait (nothing
         counted) when the hourly allowance is spent, else 0."""
+        address = _address_key(address)
         now = self.clock()
         limit = attempts.Limit(kind, self.settings.signups_per_hour, HOUR)
         with session_scope(self.session_factory, write=True) as s:
@@ -112,6 +102,16 @@ class Throttle:
                 return wait
             attempts.record(s, kind, address, None, now)
             return 0.0
+
+
+def _account_key(email: str) -> str:
+    return normalize_email(email)[:320]
+
+
+def _address_key(address: str) -> str:
+    # What is stored and what is looked up must be the same text: a value from a
+    # misconfigured proxy header could be long or odd, and must not escape the count.
+    return "".join(c for c in address if c.isprintable())[:64] or "?"
 
 
 def minutes(seconds: float) -> int:

@@ -1,10 +1,9 @@
 """Counting sign-in, sign-up and reset attempts in the database every web process shares.
 
-A check and the attempt it lets through are one short write unit, serialised across
-processes (PostgreSQL: a transaction-scoped advisory lock; SQLite: the write lock), so N
-processes together still let through exactly the configured number. An attempt is
-recorded *before* its password is checked (a reservation) and deleted when the password
-was right, so parallel guesses count while they are in flight.
+Counting reads only (``wait_seconds``); recording is a short write unit, serialised
+across processes (PostgreSQL: a transaction-scoped advisory lock; SQLite: the write
+lock), which also deletes rows past the longest window. Every process reads the same
+rows, so N processes together allow what one would.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from sheets_sync.store.db import take_write_lock
@@ -76,19 +75,11 @@ def begin(s: Session, now: float, *, horizon: float) -> None:
 
 
 def record(s: Session, kind: str, address: str, account: str | None, now: float) -> int:
-    """Count one attempt (inside a unit opened with ``begin``); its id, for ``release``."""
+    """Count one attempt (inside a unit opened with ``begin``); its id.
+    ``address`` (at most 64 characters) is stored as given, so lookups find it again."""
     take_write_lock(s)
-    attempt = AuthAttempt(kind=kind, address=address[:64], account=account, attempted_at=now)
+    attempt = AuthAttempt(kind=kind, address=address, account=account, attempted_at=now)
     s.add(attempt)
     s.flush()
     return attempt.id
 
-
-def release(s: Session, attempt_id: int) -> None:
-    """Forget a reserved attempt (the password was right: it is not a failure)."""
-    take_write_lock(s)
-    s.execute(delete(AuthAttempt).where(AuthAttempt.id == attempt_id))
-
-
-def total(s: Session) -> int:
-    return int(s.scalar(select(func.count()).select_from(AuthAttempt)) or 0)
