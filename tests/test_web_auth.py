@@ -1,4 +1,4 @@
-"""Sign up, sign in, sign out; session hygiene; sign-in throttling."""
+"""Sign up, sign in, sign out; session hygiene (throttling: test_sign_in_throttle.py)."""
 
 from __future__ import annotations
 
