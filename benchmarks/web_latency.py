@@ -2,8 +2,9 @@
 
     python benchmarks/web_latency.py [--clicks 20] [--connections 50] [--clients 20]
 
-1. Refresh: the app served by the same threaded server and embedded worker that
-   ``sheets-sync serve`` runs (SQLite store), both fakes adding 100 ms to every HTTP call.
+1. Refresh: the app and embedded worker that ``sheets-sync serve`` runs (SQLite store),
+   served in-process by Werkzeug's threaded server (``serve`` itself runs gunicorn; see
+   serve_startup.py), both fakes adding 100 ms to every HTTP call.
    A signed-in browser session posts the Refresh button's request (with its CSRF token);
    the figure is the time from sending that POST to the moment the fake Sheets API applied
    the batchUpdate. Steady state: the tab id and campaign details are already known.

@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # Set when the app is served over HTTPS, so session cookies are marked Secure.
     secure_cookies: bool = False
+    # Proxies in front of the app that append to X-Forwarded-For (and set
+    # X-Forwarded-Proto); 0 = the peer's address is the client's, the header is ignored.
+    trusted_proxies: int = Field(default=0, ge=0, le=10)
+    # Sign-in throttling (web.throttle): failed sign-ins allowed per account and client
+    # address, and per address over all accounts, in a rolling window.
+    login_max_failures: int = Field(default=5, ge=1, le=10_000)
+    login_address_max_failures: int = Field(default=20, ge=1, le=100_000)
+    login_window_seconds: float = Field(default=900.0, ge=1, le=86_400)
+    # Sign-ups (and password-reset requests) per client address per hour.
+    signups_per_hour: int = Field(default=10, ge=1, le=100_000)
     # Seconds; the network is the only slow part of a sync, so bound it explicitly.
     http_connect_timeout: float = Field(default=5.0, gt=0, le=120)
     http_read_timeout: float = Field(default=30.0, gt=0, le=600)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -123,6 +124,20 @@ _SENTENCES: dict[str, dict[str, str]] = {
 }
 
 
+_FIELD_WORDS = {
+    "name": "The name",
+    "spreadsheet_url": "The sheet link",
+    "schedule_time": "The time",
+    "timezone": "The time zone",
+}
+
+
+def has_control_character(text: str) -> bool:
+    """NUL and the other C0/C1 control characters (tabs and newlines included): never
+    part of a name, link or title typed on one line."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
 def problem(error: ErrorDetails) -> str:
     """The sentence a person reads for one pydantic error on a connection field."""
     if error["type"] == "value_error":
@@ -201,23 +216,78 @@ def with_features(options: dict[str, Any] | None, changes: dict[str, Any]) -> di
     return merged
 
 
+# What the OpenAPI document says of a sheet link beyond "a string": not empty, and the
+# https://docs.google.com/ start parse_spreadsheet_url insists on (case-insensitively,
+# after leading blanks, as it does). The full rules stay in links.py.
+SHEET_LINK_SCHEMA: dict[str, Any] = {
+    "minLength": 1,
+    "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]://[Dd][Oo][Cc][Ss]\.[Gg][Oo][Oo][Gg][Ll][Ee]\.[Cc][Oo][Mm]/",
+}
+
+
+def _not_null(**extra: Any) -> Callable[[dict[str, Any]], None]:
+    """A field's JSON schema without its ``null`` branch (plus ``extra``): for fields a
+    PATCH may leave out but never set to null, so the document refuses what we refuse."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        branches = schema.pop("anyOf", None)
+        if branches is not None:
+            kept = [b for b in branches if b.get("type") != "null"]
+            if len(kept) == 1:
+                schema.update(kept[0])
+            else:
+                schema["anyOf"] = kept
+        schema.pop("default", None)
+        schema.update(extra)
+
+    return edit
+
+
 class ConnectionFields(BaseModel):
     """Every settable field; all optional so PATCH can send a subset."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # A PATCH may leave these out, never null them: a stored connection always has them.
+    _REFUSED_NULLS: ClassVar[tuple[str, ...]] = (
+        "name", "spreadsheet_url", "include_opportunities", "schedule"
+    )
 
-    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=NAME_MAX, json_schema_extra=_not_null()
+    )
     instantly_api_key: str | None = Field(default=None, max_length=API_KEY_MAX)
-    spreadsheet_url: str | None = Field(default=None, max_length=SPREADSHEET_URL_MAX)
+    spreadsheet_url: str | None = Field(
+        default=None,
+        max_length=SPREADSHEET_URL_MAX,
+        json_schema_extra=_not_null(**SHEET_LINK_SCHEMA),
+    )
     worksheet_title: str | None = Field(default=None, min_length=1, max_length=WORKSHEET_TITLE_MAX)
     campaign_ids: list[str] | None = Field(default=None, max_length=CAMPAIGNS_MAX)
     date_range: DateRangeInput | None = None
-    include_opportunities: bool | None = None
-    schedule: Schedule | None = None
+    include_opportunities: bool | None = Field(default=None, json_schema_extra=_not_null())
+    schedule: Schedule | None = Field(default=None, json_schema_extra=_not_null())
     schedule_time: str | None = Field(default=None, examples=["09:00"])
     schedule_weekday: int | None = Field(default=None, ge=0, le=6)
     timezone: str | None = Field(default=None, max_length=64, examples=["Europe/Berlin"])
     features: FeatureSwitches | None = None
+
+    @field_validator("name", "spreadsheet_url", "include_opportunities", "schedule", mode="before")
+    @classmethod
+    def _refused_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name in cls._REFUSED_NULLS:
+            raise ValueError(_SENTENCES[info.field_name or ""]["*"])
+        return value
+
+    # (worksheet_title has its own rule below: a tab name is one line.)
+    @field_validator("name", "spreadsheet_url", "schedule_time", "timezone", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before the field's own rules, so the sentence says what is really wrong; NUL
+        # would otherwise reach PostgreSQL, which refuses it in any text column.
+        if isinstance(value, str) and has_control_character(value):
+            what = _FIELD_WORDS.get(info.field_name or "", "This field")
+            raise ValueError(f"{what} contains a control character (such as NUL); remove it.")
+        return value
 
     @field_validator("instantly_api_key")
     @classmethod
@@ -247,7 +317,7 @@ class ConnectionFields(BaseModel):
             return None
         if _TAB_FORBIDDEN.search(value):
             raise ValueError("A tab title cannot contain [ ] * ? / \\ or :")
-        if any(ord(c) < 32 for c in value):
+        if has_control_character(value):
             raise ValueError(TAB_TITLE_RULE)
         return value
 
@@ -300,9 +370,16 @@ class ConnectionFields(BaseModel):
 
 
 class ConnectionCreate(ConnectionFields):
+    # On create, a null schedule or include_opportunities means "the default".
+    _REFUSED_NULLS: ClassVar[tuple[str, ...]] = ()
+
     name: str = Field(min_length=1, max_length=NAME_MAX)
     instantly_api_key: str = Field(min_length=API_KEY_MIN, max_length=API_KEY_MAX)
-    spreadsheet_url: str = Field(max_length=SPREADSHEET_URL_MAX)
+    spreadsheet_url: str = Field(
+        max_length=SPREADSHEET_URL_MAX, json_schema_extra=dict(SHEET_LINK_SCHEMA)
+    )
+    include_opportunities: bool | None = None
+    schedule: Schedule | None = None
 
     @model_validator(mode="after")
     def _defaults(self) -> ConnectionCreate:

@@ -7,21 +7,37 @@ every sync goes through ``sheets_sync.sync``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sheets_sync.config import Settings, load_settings
 from sheets_sync.jobs.runtime import Runtime, build_runtime
 from sheets_sync.store.secrets import load_or_create_secret_key
 
+from .errors import install_error_pages
 from .extensions import csrf, login_manager
 from .security import install_security_headers
+
+
+def configure_logging() -> None:
+    """INFO lines (``run finished …``) on stderr, unless the host (a test runner, a
+    custom gunicorn logging config) already set up the root logger."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+    # Alembic narrates every plugin it loads on each start; only its problems matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app. ``test_config`` may carry ``SETTINGS`` and/or ``RUNTIME`` objects."""
     test_config = dict(test_config or {})
+    configure_logging()
     app = Flask(__name__, instance_relative_config=False)
     settings: Settings = test_config.pop("SETTINGS", None) or load_settings()
     runtime: Runtime = test_config.pop("RUNTIME", None) or build_runtime(settings)
@@ -39,9 +55,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(test_config)
     app.extensions["sheets_sync"] = runtime
 
+    if settings.trusted_proxies:
+        # Only then is X-Forwarded-For believed, and only the hops the proxies appended:
+        # the client address the sign-in throttle counts cannot be chosen by the client.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+
     login_manager.init_app(app)
     csrf.init_app(app)
     install_security_headers(app)
+    install_error_pages(app)
 
     from . import api, auth, pages
 

@@ -29,6 +29,7 @@ from sheets_sync.connection_rules import (
     NAME_MAX,
     SCHEDULE_LABELS,
     SPREADSHEET_URL_MAX,
+    TAB_TITLE_RULE,
     TIMED_SCHEDULES,
     WEEKDAYS,
     WORKSHEET_TITLE_MAX,
@@ -36,6 +37,7 @@ from sheets_sync.connection_rules import (
     ConnectionFields,
     common_timezones,
     features_of,
+    has_control_character,
     problem,
 )
 from sheets_sync.date_ranges import PRESETS
@@ -56,11 +58,46 @@ def _choices(pairs: Any) -> list[Any]:
     return [SelectChoice(str(value), str(label)) for value, label in pairs]
 
 
+def control_character_problem(label: str, value: str, *, password: bool = False) -> str | None:
+    """The sentence for a text field holding NUL or another control character, else None.
+
+    Passwords may hold anything but NUL (PostgreSQL refuses it, and nobody types it)."""
+    if password:
+        bad = "\x00" in value
+    else:
+        bad = has_control_character(value)
+    if not bad:
+        return None
+    return f"{label} contains a control character (such as NUL); remove it and try again."
+
+
+class CleanForm(FlaskForm):
+    """A form whose text fields refuse control characters with the field's own error,
+    before any of it reaches the database (PostgreSQL answers NUL with an error)."""
+
+    # A field whose own rule already says it is one line keeps that sentence.
+    control_character_messages: dict[str, str] = {}
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = bool(super().validate(extra_validators))
+        for field in self:
+            if field.name == "csrf_token" or not isinstance(field.data, str):
+                continue
+            message = control_character_problem(
+                str(field.label.text), field.data, password=field.type == "PasswordField"
+            )
+            if message is not None:
+                message = self.control_character_messages.get(field.name, message)
+                field.errors = [*field.errors, message]
+                ok = False
+        return ok
+
+
 class CsrfForm(FlaskForm):
     """A form with nothing but the CSRF token: buttons that change state."""
 
 
-class SignupForm(FlaskForm):
+class SignupForm(CleanForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField(
         "Password",
@@ -79,16 +116,52 @@ class SignupForm(FlaskForm):
     )
 
 
-class LoginForm(FlaskForm):
+class LoginForm(CleanForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])
 
 
-class ApiKeyForm(FlaskForm):
+def _new_password() -> PasswordField:
+    return PasswordField(
+        "New password",
+        validators=[
+            DataRequired(),
+            Length(
+                min=MIN_PASSWORD_LENGTH,
+                max=1000,
+                message=f"Use at least {MIN_PASSWORD_LENGTH} characters.",
+            ),
+        ],
+    )
+
+
+def _confirm_password() -> PasswordField:
+    return PasswordField(
+        "Repeat the new password",
+        validators=[DataRequired(), EqualTo("password", message="The passwords do not match.")],
+    )
+
+
+class ForgotPasswordForm(CleanForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+
+
+class ResetPasswordForm(CleanForm):
+    password = _new_password()
+    confirm = _confirm_password()
+
+
+class ChangePasswordForm(CleanForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=1000)])
+    password = _new_password()
+    confirm = _confirm_password()
+
+
+class ApiKeyForm(CleanForm):
     name = StringField("Name", validators=[Optional(), Length(max=200)])
 
 
-class TestKeyForm(FlaskForm):
+class TestKeyForm(CleanForm):
     instantly_api_key = PasswordField("Instantly API key", validators=[Optional(), Length(max=500)])
     connection_id = HiddenField()
 
@@ -101,7 +174,9 @@ def _timezone_choices() -> list[Any]:
     return _choices([("UTC", "UTC")] + [(z, z.replace("_", " ")) for z in common_timezones()])
 
 
-class ConnectionForm(FlaskForm):
+class ConnectionForm(CleanForm):
+    control_character_messages = {"worksheet_title": TAB_TITLE_RULE}
+
     name = StringField("Name", validators=[DataRequired(), Length(max=NAME_MAX)])
     instantly_api_key = PasswordField(
         "Instantly API key", validators=[Optional(), Length(max=API_KEY_MAX)]

@@ -12,9 +12,16 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+# A year, the value browsers' preload lists ask for; only sent once cookies are Secure,
+# i.e. when the operator says the app is served over HTTPS.
+HSTS = "max-age=31536000; includeSubDomains"
+
+
 def install_security_headers(app: Flask) -> None:
     @app.after_request
     def _headers(response: Response) -> Response:
+        if app.config.get("SESSION_COOKIE_SECURE"):
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")

@@ -3,6 +3,11 @@
 Only the id and the email live on ``current_user``: ORM objects are bound to a session
 that ends with the request, so every view loads the row again in its own session with
 ``current_db_user``.
+
+The session stores ``"<user id>.<session generation>"`` as Flask-Login's user id. The
+loader, run on every request, accepts it only while the user's generation in the
+database is the same: sign-out, a password change and a reset bump it, so every cookie
+issued before (a copy kept by someone else, too) stops working at once.
 """
 
 from __future__ import annotations
@@ -24,16 +29,17 @@ from .extensions import login_manager
 
 
 class LoginUser(UserMixin):
-    def __init__(self, user_id: int, email: str) -> None:
+    def __init__(self, user_id: int, email: str, generation: int = 1) -> None:
         self.id = user_id
         self.email = email
+        self.generation = generation
 
     def get_id(self) -> str:
-        return str(self.id)
+        return f"{self.id}.{self.generation}"
 
     @classmethod
     def from_user(cls, user: User) -> LoginUser:
-        return cls(user.id, user.email)
+        return cls(user.id, user.email, user.session_generation)
 
 
 def runtime() -> Runtime:
@@ -60,10 +66,15 @@ def write_session() -> Iterator[Session]:
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> LoginUser | None:
+def load_user(session_id: str) -> LoginUser | None:
+    user_id, dot, generation = str(session_id).partition(".")
+    if not dot or not generation.isdigit():
+        return None  # a cookie from before session generations, or forged: sign in again
     with db_session() as s:
         user = store.get_user(s, user_id)
-        return LoginUser.from_user(user) if user is not None else None
+        if user is None or user.session_generation != int(generation):
+            return None
+        return LoginUser.from_user(user)
 
 
 def wants_json() -> bool:

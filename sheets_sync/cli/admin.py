@@ -83,6 +83,23 @@ def _cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_users_set_password(args: argparse.Namespace, settings: Settings) -> int:
+    from sheets_sync import store
+    from sheets_sync.store.db import take_write_lock
+
+    rt = make_runtime(settings, migrate=True)
+    password = _read_password(args)
+    with rt.session_factory() as s, s.begin():
+        take_write_lock(s)  # looks the user up, then changes it
+        user = store.get_user_by_email(s, args.email)
+        if user is None:
+            raise InvalidInput(f"There is no user {args.email!r}; create it with 'users create'.")
+        store.set_password(s, user, password)
+        email = user.email
+    print(f"Password changed for {email}; every session of the account is signed out.")
+    return 0
+
+
 def _cmd_api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from sheets_sync import store
     from sheets_sync.store.db import take_write_lock
@@ -148,6 +165,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(func=_cmd_users_create)
+    p = users.add_parser(
+        "set-password", help="set a user's password (ends every session of the account)"
+    )
+    p.add_argument("email")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=_cmd_users_set_password)
 
     keys = sub.add_parser("api-keys", help="manage JSON API keys").add_subparsers(
         dest="api_keys_command", required=True

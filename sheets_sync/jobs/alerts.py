@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from sheets_sync.config import Settings
 from sheets_sync.errors import ConfigurationError, scrub
+from sheets_sync.jobs.mail import deliver
+from sheets_sync.jobs.mail import parse_smtp_url as parse_smtp_url
 
 log = logging.getLogger("sheets_sync.alerts")
-
-SMTP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -35,34 +33,6 @@ class Alert:
     spreadsheet_url: str
     run_id: int
     error_message: str | None = None  # None: recovery
-
-
-@dataclass(frozen=True)
-class SmtpTarget:
-    host: str
-    port: int
-    tls: bool
-    starttls: bool
-    username: str | None
-    password: str | None
-
-
-def parse_smtp_url(url: str) -> SmtpTarget:
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise ConfigurationError(
-            "SHEETS_SYNC_SMTP_URL must look like smtp://host:25 or smtps://user:pass@host:465"
-        )
-    query = parse_qs(parts.query)
-    tls = parts.scheme == "smtps"
-    return SmtpTarget(
-        host=parts.hostname,
-        port=parts.port or (465 if tls else 25),
-        tls=tls,
-        starttls=(query.get("starttls", ["false"])[0].lower() in ("1", "true", "yes")),
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
 
 
 def compose(alert: Alert, settings: Settings, *, redact: tuple[str, ...] = ()) -> EmailMessage:
@@ -103,22 +73,7 @@ def send(alert: Alert, settings: Settings, *, redact: tuple[str, ...] = ()) -> b
         return False
     kind = "failure" if alert.error_message is not None else "recovery"
     try:
-        target = parse_smtp_url(settings.smtp_url)
-        msg = compose(alert, settings, redact=redact)
-        smtp: smtplib.SMTP
-        if target.tls:
-            smtp = smtplib.SMTP_SSL(
-                target.host, target.port, timeout=SMTP_TIMEOUT,
-                context=ssl.create_default_context(),
-            )
-        else:
-            smtp = smtplib.SMTP(target.host, target.port, timeout=SMTP_TIMEOUT)
-        with smtp:
-            if target.starttls:
-                smtp.starttls(context=ssl.create_default_context())
-            if target.username:
-                smtp.login(target.username, target.password or "")
-            smtp.send_message(msg)
+        deliver(compose(alert, settings, redact=redact), settings)
     except (OSError, smtplib.SMTPException, ConfigurationError) as exc:
         log.warning(
             "alert not sent kind=%s connection_id=%s run_id=%s error=%s",

@@ -99,7 +99,13 @@ from sheets_sync.store.users import (
     create_api_key as create_api_key,
 )
 from sheets_sync.store.users import (
+    create_reset_token as create_reset_token,
+)
+from sheets_sync.store.users import (
     create_user as create_user,
+)
+from sheets_sync.store.users import (
+    end_sessions as end_sessions,
 )
 from sheets_sync.store.users import (
     find_api_key as find_api_key,
@@ -111,13 +117,25 @@ from sheets_sync.store.users import (
     get_user_by_email as get_user_by_email,
 )
 from sheets_sync.store.users import (
+    has_control_characters as has_control_characters,
+)
+from sheets_sync.store.users import (
     list_api_keys as list_api_keys,
 )
 from sheets_sync.store.users import (
     record_api_key_use as record_api_key_use,
 )
 from sheets_sync.store.users import (
+    reset_password as reset_password,
+)
+from sheets_sync.store.users import (
+    reset_token_user as reset_token_user,
+)
+from sheets_sync.store.users import (
     revoke_api_key as revoke_api_key,
+)
+from sheets_sync.store.users import (
+    set_password as set_password,
 )
 from sheets_sync.store.users import (
     user_for_api_key as user_for_api_key,

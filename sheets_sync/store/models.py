@@ -115,6 +115,9 @@ class User(Base):
     # case-insensitive in effect on every database without citext or functional indexes.
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Part of the id every session carries (web.users): bumped by sign-out, a password
+    # change or a reset, which ends every session signed in before.
+    session_generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     api_keys: Mapped[list[ApiKey]] = relationship(
@@ -314,3 +317,44 @@ class RateLimitGrant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     granted_at: Mapped[float] = mapped_column(Double())
+
+
+# --- account security ------------------------------------------------------------------
+
+AUTH_ATTEMPT_KINDS = ("login", "signup", "reset")
+
+
+class AuthAttempt(Base):
+    """One sign-in (failed, or still being checked), sign-up or reset request, counted by
+    every web process against the throttle's limits (``store.attempts``). Rows older than
+    the longest window are deleted as new ones arrive."""
+
+    __tablename__ = "auth_attempts"
+    __table_args__ = (
+        Index("ix_auth_attempts_kind_address_attempted_at", "kind", "address", "attempted_at"),
+        Index("ix_auth_attempts_kind_account_attempted_at", "kind", "account", "attempted_at"),
+        Index("ix_auth_attempts_attempted_at", "attempted_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # The client address as the app sees it (through ProxyFix when proxies are trusted).
+    address: Mapped[str] = mapped_column(String(64))
+    # The normalized e-mail typed, for sign-ins; None for the others.
+    account: Mapped[str | None] = mapped_column(String(320))
+    # Unix seconds, like the call budgets: plain arithmetic in the window queries.
+    attempted_at: Mapped[float] = mapped_column(Double())
+
+
+class PasswordResetToken(Base):
+    """An e-mailed reset link: single use, time-limited, only its sha256 is stored."""
+
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The tokens are 256-bit random values: a fast hash is enough (as for API keys).
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

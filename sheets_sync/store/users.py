@@ -11,11 +11,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sheets_sync.connection_rules import has_control_character
 from sheets_sync.errors import InvalidInput
 from sheets_sync.store.db import rowcount, take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import (
     ApiKey,
+    PasswordResetToken,
     User,
 )
 from sheets_sync.store.passwords import check_password_hash, generate_password_hash
@@ -30,13 +32,24 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+# NUL and the other control characters: never part of an e-mail address or a key's name,
+# and PostgreSQL refuses NUL in text outright.
+has_control_characters = has_control_character
+
+
+def _check_password(password: str) -> None:
+    if not password:
+        raise InvalidInput("Enter a password.")
+    if "\x00" in password:
+        raise InvalidInput("The password cannot contain a NUL character.")
+
+
 def create_user(s: Session, email: str, password: str) -> User:
     """Create a user; ``InvalidInput`` for a malformed or already registered email."""
     email = normalize_email(email)
-    if len(email) > 320 or not _EMAIL_RE.match(email):
+    if len(email) > 320 or not _EMAIL_RE.match(email) or has_control_characters(email):
         raise InvalidInput("Enter an email address such as name@example.com.")
-    if not password:
-        raise InvalidInput("Enter a password.")
+    _check_password(password)
     take_write_lock(s)
     user = User(email=email, password_hash=generate_password_hash(password))
     try:
@@ -49,7 +62,10 @@ def create_user(s: Session, email: str, password: str) -> User:
 
 
 def get_user_by_email(s: Session, email: str) -> User | None:
-    return s.scalar(select(User).where(User.email == normalize_email(email)))
+    email = normalize_email(email)
+    if has_control_characters(email) or len(email) > 320:
+        return None  # no stored address has one (create_user), and PostgreSQL refuses NUL
+    return s.scalar(select(User).where(User.email == email))
 
 
 def get_user(s: Session, user_id: int | str) -> User | None:
@@ -69,6 +85,93 @@ def authenticate(s: Session, email: str, password: str) -> User | None:
     if check_password_hash(user.password_hash, password):
         return user
     return None
+
+
+def set_password(s: Session, user: User, password: str) -> None:
+    """A new password; ends every session of the user and voids open reset links."""
+    _check_password(password)
+    take_write_lock(s)
+    user.password_hash = generate_password_hash(password)
+    end_sessions(s, user)
+    s.execute(
+        update(PasswordResetToken)
+        .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+        .values(used_at=_now())
+        .execution_options(synchronize_session=False)
+    )
+    s.flush()
+
+
+def end_sessions(s: Session, user: User) -> int:
+    """End every session signed in as ``user`` so far; the new generation, for a session
+    that should carry on (the one that changed the password)."""
+    take_write_lock(s)
+    user.session_generation = (user.session_generation or 1) + 1
+    s.flush()
+    return user.session_generation
+
+
+# --- password reset links ----------------------------------------------------------------
+
+RESET_TOKEN_LIFETIME = timedelta(hours=1)
+
+
+def create_reset_token(s: Session, user: User, *, now: datetime | None = None) -> str:
+    """A new one-time reset token for ``user`` (plaintext, returned once)."""
+    take_write_lock(s)
+    now = now or _now()
+    plaintext = secrets.token_urlsafe(32)
+    s.add(
+        PasswordResetToken(
+            user_id=user.id,
+            token_hash=_hash_api_key(plaintext),
+            created_at=now,
+            expires_at=now + RESET_TOKEN_LIFETIME,
+        )
+    )
+    s.flush()
+    return plaintext
+
+
+def _usable_reset_token(
+    s: Session, plaintext: str, now: datetime
+) -> PasswordResetToken | None:
+    if not isinstance(plaintext, str) or not 20 <= len(plaintext) <= 100:
+        return None
+    if not plaintext.isascii() or has_control_characters(plaintext):
+        return None
+    token = s.scalar(
+        select(PasswordResetToken).where(PasswordResetToken.token_hash == _hash_api_key(plaintext))
+    )
+    if token is None or token.used_at is not None or token.expires_at <= now:
+        return None
+    return token
+
+
+def reset_token_user(s: Session, plaintext: str, *, now: datetime | None = None) -> User | None:
+    """The user a still-usable token belongs to, else None. Reads only."""
+    token = _usable_reset_token(s, plaintext, now or _now())
+    return None if token is None else s.get(User, token.user_id)
+
+
+def reset_password(
+    s: Session, plaintext: str, password: str, *, now: datetime | None = None
+) -> User | None:
+    """Use a reset token: set the password (ending every session) and spend the token
+    (and every other open one of the user). None if the token is unknown, used or
+    expired; nothing changes then."""
+    take_write_lock(s)
+    now = now or _now()
+    token = _usable_reset_token(s, plaintext, now)
+    if token is None:
+        return None
+    user = s.get(User, token.user_id)
+    if user is None:
+        return None
+    _check_password(password)
+    token.used_at = now
+    set_password(s, user, password)
+    return user
 
 
 def _dummy_hash() -> str:
@@ -96,6 +199,8 @@ def create_api_key(s: Session, user: User, name: str) -> tuple[ApiKey, str]:
     name = (name or "").strip() or "API key"
     if len(name) > 200:
         raise InvalidInput("The key name is too long (200 characters at most).")
+    if has_control_character(name):
+        raise InvalidInput("The key name contains a control character (such as NUL).")
     plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
     take_write_lock(s)
     key = ApiKey(
