@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.db_fixtures", "tests.plugin_fakes", "tests.plugin_web"]
+pytest_plugins = [
+    "tests.db_fixtures",
+    "tests.plugin_fakes",
+    "tests.plugin_web",
+    "tests.smtp_helpers",
+]

@@ -5,11 +5,8 @@ Real SMTP: aiosmtpd's Controller on 127.0.0.1."""
 from __future__ import annotations
 
 import datetime as dt
-import socket
-from email import message_from_bytes
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from sheets_sync import store
 from sheets_sync.jobs.alerts import parse_smtp_url
@@ -19,33 +16,10 @@ from sheets_sync.jobs.worker import Worker
 from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.migrate import upgrade
 from sheets_sync.store.models import User
+from tests.smtp_helpers import free_port
 from tests.worker_helpers import add_connections, connection, make_user, runs_of
 
 KEY = "alert-test-instantly-key-SECRET-9f3c"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def inbox():
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield handler, controller
-    controller.stop()
 
 
 @pytest.fixture

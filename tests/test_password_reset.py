@@ -14,7 +14,6 @@ from sheets_sync.jobs.runtime import build_runtime
 from sheets_sync.store.models import PasswordResetToken
 from sheets_sync.store.users import RESET_TOKEN_LIFETIME
 from tests.plugin_web import AuthActions, csrf_token
-from tests.smtp_helpers import inbox  # noqa: F401 - the SMTP server fixture
 from web import create_app
 
 NEW_PASSWORD = "a brand new passphrase"
