@@ -1,1 +1,3 @@
-pytest_plugins = ["tests.db_fixtures", "tests.plugin_fakes", "tests.plugin_web"]
+pytest_plugins = [
+    "tests.db_fixtures", "tests.plugin_fakes", "tests.plugin_web", "tests.plugin_addon",
+]
