@@ -85,3 +85,84 @@ def test_connect_share_and_refresh_fill_the_tab_without_copying_an_address(
     assert _runs(runtime)[-1].status == "succeeded"
     assert fake_sheets.count("batchUpdate", ssid) == 1
     assert [r.trigger for r in _runs(runtime)] == ["addon", "addon"]
+
+
+def test_a_person_who_cannot_share_is_told_so_with_the_address_and_what_to_do(
+    sidebar, fake_sheets, fake_drive, fake_instantly, runtime
+):
+    _workspace, campaign_id = workspace_with_campaign(fake_instantly)
+    ssid = fake_sheets.create_spreadsheet("Q1 numbers", shared_with=())
+    fake_drive.person("ya29.token-of-ann", ssid, "reader")
+    bar = sidebar(ssid)
+    _connect(bar, campaign_id)
+    assert "You cannot share this spreadsheet" in bar.text
+    assert SERVICE_ACCOUNT_EMAIL in bar.text
+    assert "Ask an editor" in bar.text
+    assert fake_drive.shares(ssid) == []
+    assert _runs(runtime) == []  # no refresh started against a sheet it cannot write
+
+    # An editor opens the sidebar and gives access with their own token.
+    fake_drive.person("ya29.token-of-bob", ssid, "writer")
+    editor = sidebar(ssid, sub="bob", file_scope=True)
+    editor.open()
+    editor.press("Give access")
+    assert f"Shared with {SERVICE_ACCOUNT_EMAIL} as Editor" in editor.text
+    assert fake_drive.shares(ssid) == [SERVICE_ACCOUNT_EMAIL]
+    # Pressing it again is harmless: the same permission, still fine.
+    editor.open()
+    editor.press("Give access")
+    assert f"Shared with {SERVICE_ACCOUNT_EMAIL} as Editor" in editor.text
+    assert [c["status"] for c in fake_drive.calls] == [403, 200, 200]
+    assert fake_drive.shares(ssid) == [SERVICE_ACCOUNT_EMAIL]
+    Worker(runtime).drain()
+    assert [r.status for r in _runs(runtime)] == ["succeeded"]
+
+
+def test_a_domain_that_forbids_outside_sharing_is_named(
+    sidebar, fake_sheets, fake_drive, fake_instantly
+):
+    _workspace, campaign_id = workspace_with_campaign(fake_instantly)
+    ssid = fake_sheets.create_spreadsheet("Q1 numbers", shared_with=())
+    fake_drive.person("ya29.token-of-ann", ssid, "owner")
+    fake_drive.forbid_outside_sharing(ssid)
+    bar = sidebar(ssid)
+    _connect(bar, campaign_id)
+    assert "Your organisation does not allow sharing" in bar.text
+    assert SERVICE_ACCOUNT_EMAIL in bar.text
+
+
+def test_already_shared_by_hand_counts_as_access(
+    sidebar, fake_sheets, fake_drive, fake_instantly
+):
+    _workspace, campaign_id = workspace_with_campaign(fake_instantly)
+    ssid = fake_sheets.create_spreadsheet("Q1 numbers", shared_with=(SERVICE_ACCOUNT_EMAIL,))
+    fake_drive.person("ya29.token-of-ann", ssid, "reader")
+    bar = sidebar(ssid)
+    _connect(bar, campaign_id)
+    assert "already has access" in bar.text
+    assert "You cannot share" not in bar.text
+
+
+def test_a_wrong_key_says_what_to_do_and_keeps_everything_typed_but_the_key(
+    sidebar, fake_sheets, fake_drive, fake_instantly, runtime
+):
+    workspace_with_campaign(fake_instantly)
+    ssid = fake_sheets.create_spreadsheet("Q1 numbers", shared_with=())
+    bar = sidebar(ssid, file_scope=True)
+    bar.open()
+    bar.press("Connect this spreadsheet")
+    wrong = "wrong-instantly-key-0000"
+    bar.press("Connect this spreadsheet", instantly_api_key=wrong, worksheet_title="Steps Q1",
+              name="Outbound", schedule="hourly", date_preset="last_30_days")
+    assert "The Instantly API key was rejected" in bar.text or "rejected" in bar.text.lower()
+    assert "Type the key again" in bar.text
+    shown = inputs_of(bar.card)
+    assert shown["worksheet_title"]["value"] == "Steps Q1"
+    assert shown["name"]["value"] == "Outbound"
+    assert [i["value"] for i in shown["schedule"]["items"] if i["selected"]] == ["hourly"]
+    assert [i["value"] for i in shown["date_preset"]["items"] if i["selected"]] == [
+        "last_30_days"]
+    assert "value" not in shown["instantly_api_key"]
+    assert wrong not in json.dumps(bar.card)
+    with runtime.session_factory() as s:
+        assert s.query(Connection).count() == 0

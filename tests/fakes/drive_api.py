@@ -107,7 +107,8 @@ class FakeDriveServer:
                           "of your domain.\"")
         email = body["emailAddress"].lower()
         with self._lock:
-            permission_id = self._permissions.setdefault((file_id, email), f"perm-{len(self._permissions) + 1}")
+            fresh = f"perm-{len(self._permissions) + 1}"
+            permission_id = self._permissions.setdefault((file_id, email), fresh)
         self.sheets.share(file_id, email, body["role"])
         payload = {"kind": "drive#permission", "id": permission_id, "type": "user",
                    "role": body["role"], "emailAddress": email}

@@ -257,6 +257,8 @@ class ConnectionView:
     active: bool
     owned: bool
     service_account: str | None
+    # Never refreshed, or the last refresh could not open the sheet: offer to share it.
+    needs_access: bool = False
     share_problem: str | None = None
     share_ok: str | None = None
 
@@ -288,7 +290,7 @@ def _connection_section(urls: Urls, view: ConnectionView) -> Json:
     elif view.error:
         widgets.append(labelled("Last error", escape(view.error)))
     row = [button(REFRESH_BUTTON, run(urls.connections__refresh, p), filled=True)]
-    if view.share_problem or (view.error and "share" in view.error.lower()):
+    if (view.needs_access or view.share_problem) and not view.share_ok:
         row.append(button("Give access", run(urls.connections__share, p)))
     widgets.append(buttons(*row))
     if view.owned:

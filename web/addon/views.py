@@ -43,6 +43,9 @@ def _when(moment: datetime | None, now: datetime) -> str:
     return f"{present.relative(moment, now)} ({present.utc_text(moment)})"
 
 
+# The refresh could not open the spreadsheet with the service account.
+_NO_ACCESS = ("sheet_not_shared", "spreadsheet_not_found")
+
 _STATUS = {
     "queued": "Refresh queued: press Refresh card in a moment to see the outcome.",
     "running": "Refreshing now: press Refresh card in a moment to see the outcome.",
@@ -81,4 +84,5 @@ def connection_view(s: Session, rt: Runtime, connection: Connection, user_id: in
         active=last is not None and last.status in ("queued", "running"),
         owned=connection.user_id == user_id,
         service_account=share_address(rt, connection),
+        needs_access=ok is None or (last is not None and last.error_code in _NO_ACCESS),
     )
