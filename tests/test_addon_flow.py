@@ -4,6 +4,7 @@ the tab written by a worker, with teammates, people who cannot share, and wrong 
 from __future__ import annotations
 
 import json
+import logging
 
 from sheets_sync.jobs.worker import Worker
 from sheets_sync.store.models import Connection, SyncRun
@@ -31,8 +32,9 @@ def _connect(bar, campaign_id: str, **typed) -> None:
 
 
 def test_connect_share_and_refresh_fill_the_tab_without_copying_an_address(
-    sidebar, fake_sheets, fake_drive, fake_instantly, runtime
+    sidebar, fake_sheets, fake_drive, fake_instantly, runtime, caplog
 ):
+    caplog.set_level(logging.DEBUG)
     _workspace, campaign_id = workspace_with_campaign(fake_instantly)
     ssid = fake_sheets.create_spreadsheet("Q1 numbers", shared_with=())
     fake_drive.person("ya29.token-of-ann", ssid, "writer")
@@ -85,6 +87,22 @@ def test_connect_share_and_refresh_fill_the_tab_without_copying_an_address(
     assert _runs(runtime)[-1].status == "succeeded"
     assert fake_sheets.count("batchUpdate", ssid) == 1
     assert [r.trigger for r in _runs(runtime)] == ["addon", "addon"]
+    # Neither the Instantly key nor the person's Google token reached a log line.
+    assert INSTANTLY_KEY not in caplog.text and "ya29.token-of-ann" not in caplog.text
+
+
+def test_a_share_whose_answer_was_lost_is_sent_once_more(
+    sidebar, fake_sheets, fake_drive, fake_instantly
+):
+    _workspace, campaign_id = workspace_with_campaign(fake_instantly)
+    ssid = fake_sheets.create_spreadsheet("Q1 numbers", shared_with=())
+    fake_drive.person("ya29.token-of-ann", ssid, "writer")
+    fake_drive.lose_next_answer(503)
+    bar = sidebar(ssid)
+    _connect(bar, campaign_id)
+    assert f"Shared with {SERVICE_ACCOUNT_EMAIL} as Editor" in bar.text
+    assert [c["status"] for c in fake_drive.calls] == [503, 200]
+    assert fake_drive.shares(ssid) == [SERVICE_ACCOUNT_EMAIL]
 
 
 def test_a_person_who_cannot_share_is_told_so_with_the_address_and_what_to_do(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from sheets_sync import store
+from sheets_sync.store.db import session_scope
 from sheets_sync.store.models import Connection, SyncRun, User
 from tests.addon_helpers import PUBLIC_URL
 from tests.plugin_fakes import INSTANTLY_KEY
@@ -121,3 +122,37 @@ def test_a_connection_of_another_spreadsheet_is_not_found(
     with runtime.session_factory() as s:
         assert s.query(Connection).count() == 2
         assert all(c.paused_reason is None for c in s.query(Connection))
+
+
+def test_editing_in_the_sidebar_keeps_what_the_form_does_not_show(
+    sidebar, fake_instantly, runtime, spreadsheet_id
+):
+    workspace_with_campaign(fake_instantly)
+    bar = sidebar(spreadsheet_id, file_scope=True)
+    bar.open()
+    with runtime.session_factory() as s:
+        owner_id = s.query(User).one().id
+    with session_scope(runtime.session_factory, write=True) as s:
+        owner = s.get(User, owner_id)
+        made = store.create_connection(
+            s, owner, fernet=runtime.fernet, name="Set on the web", instantly_api_key=INSTANTLY_KEY,
+            spreadsheet_url=f"https://docs.google.com/spreadsheets/d/{spreadsheet_id}/edit",
+            campaign_ids=["camp-1"], date_range={"start": "2026-01-01", "end": "2026-01-31"},
+            schedule="weekly", schedule_time="07:30", schedule_weekday=2,
+            timezone="America/New_York",
+            options={"campaign_cache": {"camp-1": {"campaign": {"name": "Q1 outbound"}}}},
+        )
+        cid = made.id
+    bar.open()
+    bar.press("Change settings")
+    assert "Q1 outbound" in bar.text  # the campaign by name, without a call to Instantly
+    bar.press("Save", worksheet_title="Renamed")
+    assert bar.notification == "Saved."
+    with runtime.session_factory() as s:
+        c = s.get(Connection, cid)
+        assert c is not None
+        assert c.worksheet_title == "Renamed"
+        assert c.date_range == {"start": "2026-01-01", "end": "2026-01-31"}
+        assert (c.schedule, c.schedule_time, c.schedule_weekday, c.timezone) == (
+            "weekly", "07:30", 2, "America/New_York")
+        assert c.campaign_ids == ["camp-1"]

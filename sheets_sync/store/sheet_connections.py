@@ -10,8 +10,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sheets_sync.store.connections import get_connection
+from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.ids import NotFound, _valid_id
-from sheets_sync.store.models import Connection
+from sheets_sync.store.models import Connection, User
+
+PAUSED_BY_OWNER = "Paused by its owner. Choose Resume to restart scheduled refreshes."
 
 
 def connections_for_spreadsheet(s: Session, spreadsheet_id: str) -> list[Connection]:
@@ -38,4 +42,15 @@ def get_spreadsheet_connection(s: Session, spreadsheet_id: str, connection_id: o
         )
     if connection is None:
         raise NotFound("connection")
+    return connection
+
+
+def pause_connection(s: Session, user: User, connection_id: int) -> Connection:
+    """The owner stops scheduled refreshes (``NotFound`` if not theirs); Refresh still
+    works, and Resume (``store.resume_connection``) restarts them."""
+    take_write_lock(s)
+    connection = get_connection(s, user, connection_id, for_update=True)
+    connection.paused_reason = PAUSED_BY_OWNER
+    connection.version = (connection.version or 0) + 1
+    s.flush()
     return connection

@@ -49,6 +49,8 @@ class FakeDriveServer:
         self._permissions: dict[tuple[str, str], str] = {}  # (file, email) -> id
         self._lock = threading.Lock()
         self._server: Any = None
+        # Statuses to answer instead, after applying the share (the answer was lost).
+        self._lost_answers: list[int] = []
 
     # -- test-side state --
 
@@ -58,6 +60,10 @@ class FakeDriveServer:
 
     def forbid_outside_sharing(self, file_id: str) -> None:
         self._locked_domains.add(file_id)
+
+    def lose_next_answer(self, status: int = 503) -> None:
+        """Apply the next share, then answer ``status`` as if the reply never arrived."""
+        self._lost_answers.append(status)
 
     def shares(self, file_id: str) -> list[str]:
         return sorted(email for (f, email) in self._permissions if f == file_id)
@@ -112,6 +118,8 @@ class FakeDriveServer:
         self.sheets.share(file_id, email, body["role"])
         payload = {"kind": "drive#permission", "id": permission_id, "type": "user",
                    "role": body["role"], "emailAddress": email}
+        if self._lost_answers:
+            return _error(self._lost_answers.pop(0), "backendError", "Backend Error")
         fields = request.args.get("fields")
         if fields:
             wanted = {f.strip() for f in fields.split(",")}

@@ -24,6 +24,8 @@ Json = dict[str, Any]
 ADDON_TITLE = "sheets-sync"
 CONNECT_BUTTON = "Connect this spreadsheet"
 REFRESH_BUTTON = "Refresh now"
+# A date range set on the web page (start to end): kept as it is by the edit form.
+CUSTOM_DATES = "custom"
 INTRO_TEXT = (
     "Keeps your Instantly campaign step analytics (A/B variants per email step) in a tab "
     "of this spreadsheet, refreshed on a schedule or with one click."
@@ -228,7 +230,8 @@ def connect_form_card(urls: Urls, values: FormValues, *,
     widgets += [
         text_input("name", "Name", values.name),
         text_input("worksheet_title", "Tab name", values.worksheet_title),
-        choice("date_preset", "Date range", PRESETS.items(), [values.date_preset]),
+        choice("date_preset", "Date range", _date_options(values.date_preset),
+               [values.date_preset]),
         choice("schedule", "Refresh", SCHEDULE_LABELS.items(), [values.schedule]),
         text_input("schedule_time", f"Time of day for daily and weekly ({timezone})",
                    values.schedule_time, hint="24-hour clock, such as 08:00"),
@@ -240,6 +243,13 @@ def connect_form_card(urls: Urls, values: FormValues, *,
     ]
     title = "Change settings" if editing else "Connect this spreadsheet"
     return card([section(widgets, title)], name="connect-form")
+
+
+def _date_options(current: str) -> list[tuple[str, str]]:
+    options = list(PRESETS.items())
+    if current == CUSTOM_DATES:
+        options.append((CUSTOM_DATES, "The dates set on the web page"))
+    return options
 
 
 @dataclass

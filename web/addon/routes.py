@@ -35,6 +35,7 @@ from sheets_sync.store.models import Connection, User
 from sheets_sync.store.sheet_connections import (
     connections_for_spreadsheet,
     get_spreadsheet_connection,
+    pause_connection,
 )
 
 from .. import present
@@ -399,16 +400,18 @@ def check_key() -> Any:
 
 def _connection_fields(values: FormValues) -> dict[str, Any]:
     timed = values.schedule in TIMED_SCHEDULES
-    return {
+    fields: dict[str, Any] = {
         "name": values.name,
         "worksheet_title": values.worksheet_title,
         "campaign_ids": values.campaign_ids,
-        "date_range": {"preset": values.date_preset},
         "schedule": values.schedule,
         "schedule_time": (values.schedule_time or "08:00") if timed else None,
         "schedule_weekday": 0 if values.schedule == "weekly" else None,
         "timezone": _timezone(),
     }
+    if values.date_preset != cards.CUSTOM_DATES:
+        fields["date_range"] = {"preset": values.date_preset}
+    return fields
 
 
 @bp.post("/connect/save")
@@ -480,13 +483,26 @@ def edit() -> Any:
         values = FormValues(
             name=c.name, worksheet_title=c.worksheet_title,
             campaign_ids=list(c.campaign_ids or []),
-            date_preset=(c.date_range or {}).get("preset", "all_time"),
+            # Dates set on the web page (start to end) stay as they are unless changed.
+            date_preset=(c.date_range or {}).get("preset", cards.CUSTOM_DATES),
             schedule=c.schedule, schedule_time=c.schedule_time or "08:00",
             connection_id=str(c.id),
         )
-        return cards.update(_form_card(values))
+        return cards.update(_form_card(values, campaigns=_known_campaigns(c)))
 
     return _owner_action(form)
+
+
+def _known_campaigns(connection: Connection) -> list[tuple[str, str]]:
+    """The connection's campaigns with the names its last refresh saw (no Instantly call)."""
+    cache = (connection.options or {}).get("campaign_cache") or {}
+    out = []
+    for campaign_id in connection.campaign_ids or []:
+        entry = cache.get(campaign_id) if isinstance(cache, dict) else None
+        name = ((entry or {}).get("campaign") or {}).get("name") if isinstance(
+            entry, dict) else None
+        out.append((campaign_id, str(name) if name else campaign_id))
+    return out
 
 
 def _save_edit(values: FormValues) -> Any:
@@ -501,6 +517,11 @@ def _save_edit(values: FormValues) -> Any:
         fields["instantly_api_key"] = key
 
     def save(s: Session, user: User, c: Connection) -> Any:
+        # What the form does not show stays as it is: the time zone the schedule was set
+        # in, a weekly schedule's day.
+        fields.pop("timezone", None)
+        if c.schedule == "weekly":
+            fields.pop("schedule_weekday", None)
         try:
             store.update_connection(s, user, c.id, fernet=runtime().fernet, **fields)
         except InvalidInput as exc:
@@ -513,8 +534,7 @@ def _save_edit(values: FormValues) -> Any:
 @bp.post("/connections/pause")
 def pause() -> Any:
     def do(s: Session, user: User, c: Connection) -> str:
-        c.paused_reason = "Paused by its owner in the sidebar. Choose Resume to restart."
-        c.version = (c.version or 0) + 1
+        pause_connection(s, user, c.id)
         return "Scheduled refreshes paused."
 
     return _owner_action(do)
