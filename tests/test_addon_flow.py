@@ -184,3 +184,22 @@ def test_a_wrong_key_says_what_to_do_and_keeps_everything_typed_but_the_key(
     assert wrong not in json.dumps(bar.card)
     with runtime.session_factory() as s:
         assert s.query(Connection).count() == 0
+
+
+def test_a_second_connect_to_the_same_tab_is_refused(
+    sidebar, fake_sheets, fake_drive, fake_instantly, runtime
+):
+    _workspace, campaign_id = workspace_with_campaign(fake_instantly)
+    ssid = fake_sheets.create_spreadsheet("Q1 numbers", shared_with=())
+    fake_drive.person("ya29.token-of-ann", ssid, "writer")
+    bar = sidebar(ssid)
+    _connect(bar, campaign_id)
+    bar.press("Connect another tab")
+    bar.press("Connect this spreadsheet", instantly_api_key=INSTANTLY_KEY,
+              worksheet_title="instantly STEPS")
+    assert "is already written by the connection" in bar.text
+    assert inputs_of(bar.card)["worksheet_title"]["value"] == "instantly STEPS"
+    bar.press("Connect this spreadsheet", worksheet_title="Second tab")
+    with runtime.session_factory() as s:
+        assert sorted(c.worksheet_title for c in s.query(Connection)) == [
+            "Instantly steps", "Second tab"]

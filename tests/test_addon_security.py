@@ -88,6 +88,8 @@ def test_the_add_on_is_off_unless_its_service_account_is_set(
     response = client.post("/addon/homepage", json={},
                            headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 404
+    assert client.get("/addon/homepage").status_code == 404
+    assert client.post("/addon/connections/refresh").status_code == 404
 
 
 def test_certs_are_fetched_once_not_per_request(sidebar, google_signer, spreadsheet_id):

@@ -56,11 +56,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(cron.bp)
     csrf.exempt(cron.bp)
     from .addon import linking
-    from .addon import routes as addon
 
-    # Google's ID token on every request, no cookie: CSRF tokens do not apply there.
-    app.register_blueprint(addon.bp)
-    csrf.exempt(addon.bp)
+    if settings.addon_service_account:
+        # Off unless configured: then every /addon/ URL is a plain 404, whatever the method.
+        from .addon import routes as addon
+
+        # Google's ID token on every request, no cookie: CSRF tokens do not apply there.
+        app.register_blueprint(addon.bp)
+        csrf.exempt(addon.bp)
     app.register_blueprint(linking.bp)
 
     @app.get("/healthz")

@@ -414,6 +414,18 @@ def _connection_fields(values: FormValues) -> dict[str, Any]:
     return fields
 
 
+def _tab_is_free(s: Session, spreadsheet_id: str, title: str) -> None:
+    """Two connections writing one tab would overwrite each other (and a double press of
+    Connect would make two): refuse, naming the one already there."""
+    wanted = title.strip().casefold()
+    for other in connections_for_spreadsheet(s, spreadsheet_id):
+        if other.worksheet_title.strip().casefold() == wanted:
+            raise InvalidInput(
+                f"The tab “{other.worksheet_title}” is already written by the connection "
+                f"“{other.name}”. Choose another tab name."
+            )
+
+
 @bp.post("/connect/save")
 def connect_save() -> Any:
     event = _event()
@@ -431,6 +443,7 @@ def connect_save() -> Any:
     user_id, _ = _user_id()
     try:
         with write_session() as s:
+            _tab_is_free(s, event.spreadsheet_id, values.worksheet_title)
             user = s.get(User, user_id)
             assert user is not None
             created = store.create_connection(
