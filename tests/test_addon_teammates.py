@@ -41,6 +41,14 @@ def test_a_teammate_sees_status_and_may_refresh_but_not_change(
     bar.press("Refresh now")
     assert bar.notification == "Refresh queued."
     assert [(r.connection_id, r.trigger) for r in _runs(runtime)] == [(cid, "addon")]
+    # The owner sees that run in the JSON API, marked as made in the sidebar.
+    with session_scope(runtime.session_factory, write=True) as s:
+        owner = store.get_user_by_email(s, "owner@example.com")
+        _key, api_key = store.create_api_key(s, owner, "test")
+    listed = bar.client.get(f"/api/v1/connections/{cid}/runs",
+                            headers={"Authorization": f"Bearer {api_key}"})
+    assert listed.status_code == 200, listed.get_data(as_text=True)
+    assert [r["trigger"] for r in listed.get_json()["runs"]] == ["addon"]
 
     # Forged parameters on an owner's action: refused, nothing changed.
     for path in ("pause", "delete", "edit"):

@@ -133,12 +133,20 @@ def _person() -> Person:
 
 
 def _user_id() -> tuple[int, bool]:
-    """The person's account id (made on the first visit) and whether it is sidebar-only."""
-    person = _person()
+    """The person's account id (made on the first visit) and whether it is sidebar-only,
+    looked up once per request."""
+    if "addon_user" not in g:
+        g.addon_user = _lookup_user(_person())
+    found: tuple[int, bool] = g.addon_user
+    return found
+
+
+def _lookup_user(person: Person) -> tuple[int, bool]:
     with db_session() as s:
         identity = identities.find_google_identity(s, person.sub)
         if identity is not None and identity.email == person.email:
             return identity.user_id, identities.is_sidebar_account(identity.user)
+    # First visit (or Google's e-mail changed): a unit that writes.
     with write_session() as s:
         user = identities.google_user(s, person.sub, person.email)
         return user.id, identities.is_sidebar_account(user)
