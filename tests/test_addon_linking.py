@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from sheets_sync import store
 from sheets_sync.errors import InvalidInput
 from sheets_sync.store import identities
 from sheets_sync.store.models import AccountLinkToken, Connection, GoogleIdentity, User
@@ -77,7 +78,9 @@ def test_a_guessed_link_is_refused(auth, client):
     assert "expired or was already used" in response.get_data(as_text=True)
 
 
-def test_a_link_expires_after_half_an_hour(session_factory):
+def test_a_link_expires_after_half_an_hour_and_moves_connections_once_used(
+    session_factory, fernet
+):
     from sheets_sync.store.db import session_scope
 
     start = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -94,8 +97,23 @@ def test_a_link_expires_after_half_an_hour(session_factory):
         with pytest.raises(InvalidInput, match="expired"):
             identities.redeem_link_token(s, token, web_user, now=late)
     with session_scope(session_factory, write=True) as s:
+        sidebar_user = s.query(User).filter(User.id != web_id).one()
+        made = store.create_connection(
+            s, sidebar_user, fernet=fernet, name="From the sidebar",
+            instantly_api_key=INSTANTLY_KEY,
+            spreadsheet_url=sheet_url("1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"),
+        )
+        store.enqueue_run(s, made, "addon")
+    with session_scope(session_factory, write=True) as s:
         web_user = s.get(User, web_id)
         identity = identities.redeem_link_token(
             s, token, web_user, now=start + dt.timedelta(minutes=29))
         assert identity.user_id == web_id
         assert s.query(AccountLinkToken).one().used_at is not None
+    with session_scope(session_factory) as s:
+        # The connection and its run moved with the identity; the password-less account
+        # the sidebar had made is gone.
+        (connection,) = s.query(Connection).all()
+        assert connection.user_id == web_id and len(connection.runs) == 1
+        assert [u.id for u in s.query(User)] == [web_id]
+        assert s.query(GoogleIdentity).one().user_id == web_id
