@@ -76,14 +76,15 @@ def test_every_builder_makes_valid_cards_and_escapes_peoples_text():
         service_account="sa@example.iam.gserviceaccount.com", share_problem="Cannot share",
     )
     built = [
-        cards.intro_card(urls, has_file_access=False, message="x"),
+        cards.intro_card(urls, has_file_access=False, message="x", offer_link=True),
         cards.connect_form_card(urls, cards.FormValues(campaign_ids=["c1"], key_hint="…3f9a",
                                                        key_token="sealed"),
                                 campaigns=[("c1", "Q1 <outbound>")], error="bad key"),
         cards.connect_form_card(urls, cards.FormValues(connection_id="7")),
         cards.status_card(urls, [view], offer_link=True, message="hello"),
         cards.delete_card(urls, 7, "<i>x</i>"),
-        cards.link_card(urls, "https://x.example/link-google/t", "a@example.com", "now"),
+        cards.link_card(urls, "https://x.example/link-google/t", "ABCD-EFGH", "a@example.com",
+                       "now"),
         cards.message_card(urls, "done"),
     ]
     for card in built:

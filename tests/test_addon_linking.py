@@ -17,11 +17,14 @@ from tests.plugin_web import csrf_token
 from tests.web_helpers import create_connection, sheet_url, workspace_with_campaign
 
 
-def _link_path(bar) -> str:
+def _link(bar) -> tuple[str, str]:
+    """The one-time link's path and the code the sidebar shows beside it."""
     bar.press("Link to a web account")
     (url,) = re.findall(r'"url": "([^"]+)"', json.dumps(bar.card))
     assert url.startswith("https://sync.example.test/link-google/")
-    return url[len("https://sync.example.test"):]
+    (code,) = re.findall(r"<b>([A-Z2-7]{4}-[A-Z2-7]{4})</b>", json.dumps(bar.card))
+    assert code not in url
+    return url[len("https://sync.example.test"):], code
 
 
 def test_linking_moves_sidebar_connections_to_the_web_account_and_back_again(
@@ -34,7 +37,7 @@ def test_linking_moves_sidebar_connections_to_the_web_account_and_back_again(
     bar.press("Connect this spreadsheet")
     bar.press("Connect this spreadsheet", instantly_api_key=INSTANTLY_KEY,
               campaign_ids=[campaign_id], name="From the sidebar")
-    path = _link_path(bar)
+    path, code = _link(bar)
 
     web = addon_client.application.test_client()
     # Not signed in: the link alone proves nothing.
@@ -51,7 +54,8 @@ def test_linking_moves_sidebar_connections_to_the_web_account_and_back_again(
         assert s.query(Connection).filter(Connection.name == "From the sidebar").one().user.email \
             != "ann.web@example.com"  # nothing moved by just looking
 
-    confirmed = web.post(path, data={"csrf_token": csrf_token(shown.get_data(as_text=True))})
+    confirmed = web.post(path, data={"csrf_token": csrf_token(shown.get_data(as_text=True)),
+                                     "code": code.lower().replace("-", "")})
     assert confirmed.status_code == 302
     dashboard = web.get("/").get_data(as_text=True)
     assert "From the sidebar" in dashboard and "From the web" in dashboard
@@ -67,8 +71,31 @@ def test_linking_moves_sidebar_connections_to_the_web_account_and_back_again(
     assert "Link to a web account" not in bar.text
 
     # The link works once.
-    again = web.post(path, data={"csrf_token": csrf_token(dashboard)})
+    again = web.post(path, data={"csrf_token": csrf_token(dashboard), "code": code})
     assert again.status_code == 400 and "expired or was already used" in again.get_data(True)
+
+
+def test_the_link_alone_is_not_enough_and_a_wrong_code_spends_it(
+    sidebar, addon_client, runtime, spreadsheet_id
+):
+    bar = sidebar(spreadsheet_id, file_scope=True)
+    bar.open()
+    path, code = _link(bar)
+    web = addon_client.application.test_client()
+    page = web.get("/signup")
+    web.post("/signup", data={"email": "mallory@example.com", "password": "correct horse b",
+                              "confirm": "correct horse b",
+                              "csrf_token": csrf_token(page.get_data(as_text=True))})
+    shown = web.get(path)
+    token = csrf_token(shown.get_data(as_text=True))
+    wrong = web.post(path, data={"csrf_token": token, "code": "AAAA-AAAA"})
+    assert wrong.status_code == 400 and "does not match" in wrong.get_data(as_text=True)
+    # Even the right code now finds the link spent.
+    late = web.post(path, data={"csrf_token": token, "code": code})
+    assert late.status_code == 400 and "expired or was already used" in late.get_data(True)
+    with runtime.session_factory() as s:
+        mallory = s.query(User).filter(User.email == "mallory@example.com").one()
+        assert s.query(GoogleIdentity).one().user_id != mallory.id
 
 
 def test_a_guessed_link_is_refused(auth, client):

@@ -128,6 +128,19 @@ def link_offer(s: Session, token: str, web_user: User, *, now: datetime | None =
     return LinkOffer(identity.email, identity.user_id == web_user.id)
 
 
+def void_link_token(s: Session, token: str, *, now: datetime | None = None) -> None:
+    """Spend a link without using it (a wrong confirmation code was typed)."""
+    take_write_lock(s)
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        return
+    s.execute(
+        update(AccountLinkToken)
+        .where(AccountLinkToken.token_hash == _digest(token), AccountLinkToken.used_at.is_(None))
+        .values(used_at=now or _now())
+        .execution_options(synchronize_session=False)
+    )
+
+
 def redeem_link_token(
     s: Session, token: str, web_user: User, *, now: datetime | None = None
 ) -> GoogleIdentity:

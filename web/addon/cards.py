@@ -158,7 +158,8 @@ class Urls:
         return f"{self.base}/addon/{name.replace('__', '/').replace('_', '-')}"
 
 
-def intro_card(urls: Urls, *, has_file_access: bool, message: str | None = None) -> Json:
+def intro_card(urls: Urls, *, has_file_access: bool, message: str | None = None,
+               offer_link: bool = False) -> Json:
     """A spreadsheet without connections (or one the add-on may not see yet)."""
     widgets = [text(escape(INTRO_TEXT))]
     if message:
@@ -167,7 +168,10 @@ def intro_card(urls: Urls, *, has_file_access: bool, message: str | None = None)
         widgets.append(
             text("Google asks you first to let sheets-sync see this one spreadsheet.")
         )
-    widgets.append(buttons(button(CONNECT_BUTTON, run(urls.connect__start), filled=True)))
+    row = [button(CONNECT_BUTTON, run(urls.connect__start), filled=True)]
+    if offer_link:
+        row.append(button("Link to a web account", run(urls.link)))
+    widgets.append(buttons(*row))
     return card([section(widgets)], name="intro")
 
 
@@ -342,13 +346,15 @@ def delete_card(urls: Urls, connection_id: int, name: str) -> Json:
     return card([section(widgets, "Delete connection")], name="delete")
 
 
-def link_card(urls: Urls, link_url: str, google_email: str, expires_utc: str) -> Json:
+def link_card(urls: Urls, link_url: str, code: str, google_email: str,
+              expires_utc: str) -> Json:
     widgets = [
         text(
             "Already use sheets-sync on the web? Open this link while signed in there and "
-            f"confirm, to see your connections in both places. It works once, until "
-            f"{escape(expires_utc)}, for {escape(google_email)} only."
+            f"type the code below, to see your connections in both places. It works once, "
+            f"until {escape(expires_utc)}, for {escape(google_email)} only."
         ),
+        labelled("Code (type it on the web page; never share it)", f"<b>{escape(code)}</b>"),
         buttons(button("Open the link", open_link(link_url), filled=True),
                 button("Back", run(urls.connections__status))),
     ]

@@ -43,6 +43,7 @@ from ..users import db_session, runtime, write_session
 from . import cards
 from .cards import FormValues, Urls
 from .events import BadEvent, Event, parse_event
+from .link_codes import link_code
 from .tokens import Person, TokenRefused, TokenVerifier
 from .views import connection_view, share_address
 
@@ -177,12 +178,14 @@ def _views(spreadsheet_id: str, user_id: int,
 def _home_card(*, message: str | None = None,
                access: dict[int, tuple[bool, str]] | None = None) -> dict[str, Any]:
     event = _event()
-    if event.spreadsheet_id is None:
-        return cards.intro_card(_urls(), has_file_access=False, message=message)
     user_id, sidebar_only = _user_id()
+    if event.spreadsheet_id is None:
+        return cards.intro_card(_urls(), has_file_access=False, message=message,
+                                offer_link=sidebar_only)
     views = _views(event.spreadsheet_id, user_id, access)
     if not views:
-        return cards.intro_card(_urls(), has_file_access=True, message=message)
+        return cards.intro_card(_urls(), has_file_access=True, message=message,
+                                offer_link=sidebar_only)
     return cards.status_card(_urls(), views, offer_link=sidebar_only, message=message)
 
 
@@ -595,5 +598,6 @@ def link() -> Any:
         token, expires = identities.create_link_token(s, user, now=runtime().clock())
     url = f"{base_url()}/link-google/{token}"
     expires_text = present.utc_text(expires)
-    return jsonify(cards.update(cards.link_card(_urls(), url, _person().email, expires_text)))
+    card = cards.link_card(_urls(), url, link_code(token), _person().email, expires_text)
+    return jsonify(cards.update(card))
 
