@@ -3,6 +3,8 @@ and the person is who the verified userIdToken says. Refused requests change not
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sheets_sync.store.models import GoogleIdentity, SyncRun, User
@@ -118,3 +120,18 @@ def test_a_first_time_google_user_gets_an_account_bound_to_sub_not_email(
     bar.open()
     with runtime.session_factory() as s:
         assert s.query(User).count() == 2
+
+
+def test_our_own_failure_is_a_card_not_a_stack_trace(sidebar, spreadsheet_id, monkeypatch,
+                                                      caplog):
+    import web.addon.routes as routes
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("database exploded at /secret/path")
+
+    monkeypatch.setattr(routes, "connections_for_spreadsheet", broken)
+    bar = sidebar(spreadsheet_id, file_scope=True)
+    bar.open()
+    assert "Something went wrong on our side" in bar.text
+    assert "exploded" not in json.dumps(bar.card) and "Traceback" not in json.dumps(bar.card)
+    assert "database exploded" in caplog.text  # for whoever runs it

@@ -23,6 +23,7 @@ from cryptography.fernet import InvalidToken
 from flask import Blueprint, abort, current_app, g, jsonify, request
 from flask.sansio.blueprints import BlueprintSetupState
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 
 from sheets_sync import store
 from sheets_sync.connection_rules import TIMED_SCHEDULES
@@ -121,6 +122,21 @@ def _only_google() -> Any:
     g.addon_event = event
     g.addon_person = person
     return None
+
+
+@bp.errorhandler(Exception)
+def _our_bug(exc: Exception) -> Any:
+    """A card that says so, instead of Google's "could not load": the details go to the
+    log only (an HTTP error such as a 404 from ``abort`` passes through unchanged)."""
+    if isinstance(exc, HTTPException):
+        return exc
+    log.exception("add-on request failed path=%s", request.path)
+    card = cards.message_card(
+        _urls(), "Something went wrong on our side. Try again in a minute; if it keeps "
+        "happening, tell whoever runs sheets-sync."
+    )
+    body = cards.push(card) if request.path.endswith("/homepage") else cards.update(card)
+    return jsonify(body), 200
 
 
 def _event() -> Event:
