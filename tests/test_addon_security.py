@@ -135,3 +135,15 @@ def test_our_own_failure_is_a_card_not_a_stack_trace(sidebar, spreadsheet_id, mo
     assert "Something went wrong on our side" in bar.text
     assert "exploded" not in json.dumps(bar.card) and "Traceback" not in json.dumps(bar.card)
     assert "database exploded" in caplog.text  # for whoever runs it
+
+
+def test_unreachable_certs_refuse_everything_and_say_it_is_us(
+    sidebar, addon_app, spreadsheet_id, caplog
+):
+    verifier = addon_app.extensions["addon_tokens"]
+    verifier.request.forget()
+    verifier.certs_url = "http://127.0.0.1:9/oauth2/v1/certs"  # nothing listens there
+    bar = sidebar(spreadsheet_id, file_scope=True)
+    response = bar.post(HOMEPAGE, bar.event())
+    assert response.status_code == 503
+    assert "cannot fetch Google's certs" in caplog.text

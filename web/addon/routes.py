@@ -45,7 +45,7 @@ from . import cards
 from .cards import FormValues, Urls
 from .events import BadEvent, Event, parse_event
 from .link_codes import link_code
-from .tokens import Person, TokenRefused, TokenVerifier
+from .tokens import CertsUnavailable, Person, TokenRefused, TokenVerifier
 from .views import connection_view, share_address
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,12 @@ def _only_google() -> Any:
     except TokenRefused as exc:
         log.info("add-on request refused path=%s reason=%s", request.path, exc)
         return _refused()
+    except CertsUnavailable as exc:
+        # Not the caller's fault, and nothing could be checked: refuse, but say it is us.
+        log.warning("add-on: cannot fetch Google's certs from %s (%s)",
+                    settings.google_certs_url, exc)
+        body = {"error": {"code": "unavailable", "message": "Try again in a minute."}}
+        return jsonify(body), 503
     try:
         event = parse_event(request.get_json(silent=True))
     except BadEvent as exc:
@@ -116,7 +122,7 @@ def _only_google() -> Any:
         return _refused()
     try:
         person = _verifier().person(event.user_id_token, client_id=client_id)
-    except TokenRefused as exc:
+    except (TokenRefused, CertsUnavailable) as exc:
         log.info("add-on userIdToken refused path=%s reason=%s", request.path, exc)
         return _refused()
     g.addon_event = event

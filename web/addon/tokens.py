@@ -36,6 +36,10 @@ class TokenRefused(Exception):
     """The token is not what Google would send (the text is for the log, not the caller)."""
 
 
+class CertsUnavailable(Exception):
+    """Google's signing certs could not be fetched: nothing can be verified right now."""
+
+
 class _CachedResponse(transport.Response):
     def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
         self._status = status
@@ -117,6 +121,8 @@ class TokenVerifier:
                     token, self.request, audience=audience, certs_url=self.certs_url,
                     clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
                 )
+            except google.auth.exceptions.TransportError as exc:
+                raise CertsUnavailable(type(exc).__name__) from None
             except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
                 text = str(exc)
                 # An unknown key id may be a key Google rotated in since we cached.
