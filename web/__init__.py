@@ -59,11 +59,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     if settings.addon_service_account:
         # Off unless configured: then every /addon/ URL is a plain 404, whatever the method.
+        from .addon import connect as addon_connect
         from .addon import routes as addon
 
         # Google's ID token on every request, no cookie: CSRF tokens do not apply there.
-        app.register_blueprint(addon.bp)
-        csrf.exempt(addon.bp)
+        for blueprint in (addon.bp, addon_connect.bp):
+            app.register_blueprint(blueprint)
+            csrf.exempt(blueprint)
     app.register_blueprint(linking.bp)
 
     @app.get("/healthz")
