@@ -16,6 +16,8 @@ from sheets_sync.errors import ConfigurationError
 
 DEFAULT_INSTANTLY_API_URL = "https://api.instantly.ai/api/v2"
 DEFAULT_SHEETS_API_URL = "https://sheets.googleapis.com"
+DEFAULT_GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+DEFAULT_DRIVE_API_URL = "https://www.googleapis.com"
 
 
 class Settings(BaseSettings):
@@ -54,6 +56,13 @@ class Settings(BaseSettings):
     smtp_from: str = "sheets-sync@localhost"
     # Where people open the app, for links in e-mails (e.g. https://sync.example.com).
     public_url: str | None = None
+    # The Sheets add-on (web/addon): off unless the deployment's system service account is
+    # named, since every add-on request must carry an ID token minted for that account.
+    addon_service_account: str | None = None
+    # Audience of the person's userIdToken: the deployment's OAuth client id.
+    addon_oauth_client_id: str | None = None
+    google_certs_url: str = DEFAULT_GOOGLE_CERTS_URL
+    drive_api_url: str = DEFAULT_DRIVE_API_URL
     # Set when the app is served over HTTPS, so session cookies are marked Secure.
     secure_cookies: bool = False
     # Proxies in front of the app that append to X-Forwarded-For (and set
@@ -72,7 +81,7 @@ class Settings(BaseSettings):
     # Upper bound on the time a single call may spend waiting between retries.
     retry_max_wait: float = Field(default=60.0, ge=0, le=3600)
 
-    @field_validator("instantly_api_url", "sheets_api_url")
+    @field_validator("instantly_api_url", "sheets_api_url", "google_certs_url", "drive_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -88,10 +97,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a SQLAlchemy URL such as postgresql+psycopg://user@host/db")
         return value
 
-    @field_validator("encryption_keys", "secret_key", "cron_token", "smtp_url", "public_url")
+    @field_validator(
+        "encryption_keys", "secret_key", "cron_token", "smtp_url", "public_url",
+        "addon_service_account", "addon_oauth_client_id",
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for a local test)")
+        return value.rstrip("/")
 
     @property
     def resolved_database_url(self) -> str:

@@ -78,6 +78,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(cron.bp)
     csrf.exempt(cron.bp)
+    from .addon import linking
+
+    if settings.addon_service_account:
+        # Off unless configured: then every /addon/ URL is a plain 404, whatever the method.
+        from .addon import connect as addon_connect
+        from .addon import routes as addon
+
+        # Google's ID token on every request, no cookie: CSRF tokens do not apply there.
+        for blueprint in (addon.bp, addon_connect.bp):
+            app.register_blueprint(blueprint)
+            csrf.exempt(blueprint)
+    app.register_blueprint(linking.bp)
 
     @app.get("/healthz")
     def healthz() -> Any:

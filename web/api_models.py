@@ -22,7 +22,7 @@ from sheets_sync.links import spreadsheet_link
 from sheets_sync.store.models import Connection, SyncRun
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "interrupted"]
-RunTrigger = Literal["manual", "api", "schedule", "cli"]
+RunTrigger = Literal["manual", "api", "schedule", "cli", "addon"]
 
 
 class _Out(BaseModel):

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sheets_sync.cli import admin as cli_admin
 
     cli_admin.add_commands(sub)
+    from sheets_sync.cli import addon as cli_addon
+
+    cli_addon.add_commands(sub)
     return parser
 
 

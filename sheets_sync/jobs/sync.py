@@ -323,7 +323,7 @@ def _record_success(
 
 def _alert(connection: Connection, run_id: int, error_message: str | None) -> alerts.Alert:
     return alerts.Alert(
-        to=connection.user.email,
+        to=connection.user.contact_email,
         connection_id=connection.id,
         connection_name=connection.name,
         spreadsheet_url=connection.spreadsheet_url,

@@ -44,7 +44,7 @@ from sheets_sync.connection_rules import DEFAULT_WORKSHEET_TITLE, SCHEDULES
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted")
 ACTIVE_RUN_STATUSES = ("queued", "running")
 FINISHED_RUN_STATUSES = ("succeeded", "failed", "interrupted")
-RUN_TRIGGERS = ("manual", "api", "schedule", "cli")
+RUN_TRIGGERS = ("manual", "api", "schedule", "cli", "addon")
 
 # Deterministic constraint names: SQLite batch migrations (copy-and-move) can only drop or
 # alter constraints that have a name, and identical names on both databases keep future
@@ -126,9 +126,65 @@ class User(Base):
     connections: Mapped[list[Connection]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
+    google_identity: Mapped[GoogleIdentity | None] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    @property
+    def contact_email(self) -> str:
+        """Where to write to the person: an account made from the Sheets add-on has a
+        placeholder login e-mail (it has no password), its Google address is the real one."""
+        if self.email.endswith(GOOGLE_ACCOUNT_EMAIL_DOMAIN) and self.google_identity:
+            return self.google_identity.email
+        return self.email
 
     def __repr__(self) -> str:
         return f"<User id={self.id} email={self.email!r}>"
+
+
+# An account created by the add-on for a first-time Google user has this login e-mail
+# (``.invalid`` is reserved, so it can never collide with a real address a person signs up
+# with, and nobody can sign in with it: its password hash matches no password).
+GOOGLE_ACCOUNT_EMAIL_DOMAIN = "@google-account.sheets-sync.invalid"
+
+
+class GoogleIdentity(Base):
+    """A Google account (the add-on's verified ``userIdToken``) bound to one user.
+
+    Bound by Google's ``sub``, never by e-mail: an address can change hands, ``sub`` not.
+    """
+
+    __tablename__ = "google_identities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    sub: Mapped[str] = mapped_column(String(255), unique=True)
+    # As Google last verified it; for display and e-mail only, never for matching.
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="google_identity")
+
+    def __repr__(self) -> str:
+        return f"<GoogleIdentity id={self.id} user_id={self.user_id}>"
+
+
+class AccountLinkToken(Base):
+    """A one-time link, made in the sidebar for one Google identity, that a person signed
+    in on the web page confirms to join the two accounts. Only its sha256 is stored."""
+
+    __tablename__ = "account_link_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    google_identity_id: Mapped[int] = mapped_column(
+        ForeignKey("google_identities.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ApiKey(Base):

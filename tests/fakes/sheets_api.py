@@ -417,6 +417,15 @@ class FakeSheetsServer:
             )
             return ssid
 
+    def share(self, spreadsheet_id: str, email: str, role: str = "writer") -> None:
+        """Someone shared the file with ``email``: a "writer" may write from now on (a
+        "reader" share, like Google's Viewer, lets nothing through this fake's writes)."""
+        if role not in ("writer", "reader"):
+            raise ValueError("role must be 'writer' or 'reader'")
+        with self._lock:
+            if role == "writer":
+                self._book(spreadsheet_id).shared_with.add(email)
+
     def unshare(self, spreadsheet_id: str, email: str) -> None:
         with self._lock:
             self._book(spreadsheet_id).shared_with.discard(email)
