@@ -36,7 +36,7 @@ def test_signup_requires_ten_character_password(client):
     )
     assert response.status_code == 400
     assert "Use at least 10 characters." in response.get_data(as_text=True)
-    assert client.get("/").status_code == 302  # not signed in
+    assert client.get("/api-keys").status_code == 302  # not signed in
 
 
 def test_signup_rejects_mismatched_confirmation(client):
@@ -73,7 +73,7 @@ def test_password_is_never_echoed(client):
 def test_login_and_logout(client, auth):
     auth.signup()
     auth.logout()
-    assert client.get("/").status_code == 302
+    assert client.get("/api-keys").status_code == 302
 
     bad = auth.login(password="wrong password!!")
     assert bad.status_code == 401
@@ -81,12 +81,15 @@ def test_login_and_logout(client, auth):
 
     good = auth.login()
     assert good.status_code == 302
-    assert client.get("/").status_code == 200
+    assert "Your connections" in client.get("/").get_data(as_text=True)
 
     out = auth.logout()
     assert out.status_code == 302
     assert out.headers["Location"] == "/login"
-    redirect = client.get("/")
+    # Signed out, / is the landing page again and every other page asks to sign in.
+    assert "Sign up" in client.get("/").get_data(as_text=True)
+    assert "Your connections" not in client.get("/").get_data(as_text=True)
+    redirect = client.get("/api-keys")
     assert redirect.status_code == 302
     assert redirect.headers["Location"].startswith("/login")
 
@@ -126,7 +129,7 @@ def test_sign_in_starts_a_new_session(app, client, auth):
     # Someone holding the pre-sign-in cookie (session fixation) is not signed in.
     attacker = app.test_client()
     attacker.set_cookie("session", before_cookie)
-    response = attacker.get("/")
+    response = attacker.get("/api-keys")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login")
 
@@ -139,7 +142,7 @@ def test_sign_in_attempts_are_rate_limited(app, client, auth):
     blocked = auth.login()  # even the right password waits
     assert blocked.status_code == 429
     assert "Too many sign-in attempts; try again in 5 minutes" in blocked.get_data(as_text=True)
-    assert client.get("/").status_code == 302
+    assert client.get("/api-keys").status_code == 302
 
     # Another account from the same address is not affected.
     auth.signup("bob@example.com")

@@ -36,6 +36,9 @@ from sheets_sync.store.connections import (
     list_connections as list_connections,
 )
 from sheets_sync.store.connections import (
+    merge_connection_options as merge_connection_options,
+)
+from sheets_sync.store.connections import (
     pause_reason_for as pause_reason_for,
 )
 from sheets_sync.store.connections import (
@@ -88,6 +91,9 @@ from sheets_sync.store.runs import (
 )
 from sheets_sync.store.runs import (
     renew_lease as renew_lease,
+)
+from sheets_sync.store.runs import (
+    run_numbers as run_numbers,
 )
 from sheets_sync.store.users import (
     api_key_use_due as api_key_use_due,

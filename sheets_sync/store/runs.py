@@ -288,6 +288,24 @@ def list_runs(s: Session, user: User, connection_id: int, limit: int = 50) -> li
     )
 
 
+def run_numbers(s: Session, connection_id: int, run_ids: list[int]) -> dict[int, int]:
+    """Run id -> its number among the connection's runs (1 = the first one kept), for
+    people; ids stay global in the API. Once old runs are pruned the count starts at
+    the oldest run kept."""
+    if not run_ids:
+        return {}
+    numbered = (
+        select(
+            SyncRun.id.label("id"),
+            func.row_number().over(order_by=SyncRun.id).label("number"),
+        )
+        .where(SyncRun.connection_id == connection_id)
+        .subquery()
+    )
+    rows = s.execute(select(numbered.c.id, numbered.c.number).where(numbered.c.id.in_(run_ids)))
+    return {int(run_id): int(number) for run_id, number in rows}
+
+
 def get_run(s: Session, user: User, run_id: int) -> SyncRun:
     """A run of one of the user's connections, else ``NotFound``."""
     number = _valid_id(run_id)

@@ -92,6 +92,16 @@
       button.disabled = Boolean(run.active);
       button.textContent = run.active ? "Refreshing…" : "Refresh";
     }
+    if (run.status === "succeeded") {
+      // "Press Refresh to fill the sheet", "Not shared yet": done with once it worked.
+      document
+        .querySelectorAll('[data-until-refresh="' + String(run.connection_id) + '"]')
+        .forEach(function (el) {
+          el.remove();
+        });
+      var failing = card && card.querySelector("[data-failing]");
+      if (failing) failing.remove();
+    }
   }
 
   function showRunError(block, message) {
@@ -289,7 +299,26 @@
     update();
   }
 
+  function defaultTimeZone(form) {
+    // A new connection's schedule starts in the browser's time zone, not in UTC.
+    var select = form.querySelector("select[data-browser-timezone]");
+    if (!select || !window.Intl || !Intl.DateTimeFormat) return;
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!zone) return;
+    var known = Array.prototype.some.call(select.options, function (option) {
+      return option.value === zone;
+    });
+    if (known) select.value = zone;
+  }
+
+  function focusErrorSummary() {
+    var summary = document.querySelector("[data-error-summary]");
+    if (summary) summary.focus();
+  }
+
   function setUpConnectionForm(form) {
+    defaultTimeZone(form);
+    focusErrorSummary();
     var fill = setUpCampaignPicker(form);
     var testButton = form.querySelector("[data-test-key]");
     if (testButton) {
