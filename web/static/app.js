@@ -177,10 +177,23 @@
 
   // --- the connection form --------------------------------------------------------------
 
+  var UUID = /^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i;
+
+  // As the server splits (forms.split_campaign_ids): by commas, semicolons and lines, and
+  // by spaces only between ids, so a name typed by mistake stays whole in its message.
   function splitIds(text) {
-    return text.split(/[\s,;]+/).filter(function (id) {
-      return id.length > 0;
+    var out = [];
+    text.split(/[,;\n]+/).forEach(function (piece) {
+      piece = piece.trim();
+      if (!piece) return;
+      var words = piece.split(/\s+/);
+      if (words.every(function (word) { return UUID.test(word); })) {
+        out.push.apply(out, words);
+      } else {
+        out.push(piece);
+      }
     });
+    return out;
   }
 
   function setUpCampaignPicker(form) {
@@ -193,6 +206,7 @@
     }
 
     function syncText() {
+      if (!boxes().length) return; // nothing to merge: leave the typed text as it is
       var listed = {};
       boxes().forEach(function (box) {
         listed[box.value] = true;
