@@ -13,10 +13,13 @@ import datetime as dt
 import re
 
 import pytest
+from sqlalchemy import text as sql
 
 from sheets_sync import store
 from sheets_sync.jobs.save_checks import SHEET_ACCESS_OPTION
 from sheets_sync.pipeline.sheet_access import check_edit_access
+from sheets_sync.store import migrate
+from sheets_sync.store.db import make_engine
 from sheets_sync.store.models import Connection
 from tests.plugin_fakes import INSTANTLY_KEY, SERVICE_ACCOUNT_EMAIL
 from tests.web_helpers import (
@@ -319,3 +322,34 @@ def test_history_numbers_runs_per_connection_and_lists_them_first(
     assert 'class="table-scroll"' in page
     # The JSON API keeps the global ids.
     assert run_ids[1] == 2 and runs_of(runtime, second)[0].id == 2
+
+
+def test_migration_numbers_existing_runs_per_connection(db_url: str) -> None:
+    """Runs stored before numbers existed get them in id order, per connection."""
+    migrate.upgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sql(
+                "INSERT INTO users (id, email, password_hash, created_at) "
+                "VALUES (1, 'old@example.com', 'x', '2026-01-01 00:00:00')"
+            ))
+            conn.execute(sql(
+                "INSERT INTO connections (id, user_id, name, instantly_api_key_encrypted, "
+                "instantly_api_key_hint, spreadsheet_id, spreadsheet_url, campaign_ids, "
+                "date_range, options, consecutive_failures, version, created_at, updated_at) "
+                "VALUES (:id, 1, 'c', 'x', 'x', 's', 'u', '[]', '{}', '{}', 0, 1, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            ), [{"id": 1}, {"id": 2}])
+            conn.execute(sql(
+                "INSERT INTO sync_runs (id, connection_id, status, trigger, queued_at, attempt) "
+                "VALUES (:id, :cid, 'succeeded', 'manual', '2026-01-01 00:00:00', 1)"
+            ), [{"id": i, "cid": c} for i, c in ((1, 1), (2, 2), (3, 1), (4, 2), (5, 2))])
+        migrate.upgrade(db_url)
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT id, number FROM sync_runs ORDER BY id"
+            ).all()
+        assert [tuple(r) for r in rows] == [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3)]
+    finally:
+        engine.dispose()

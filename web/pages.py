@@ -189,9 +189,7 @@ def runs(connection_id: int) -> Any:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         view = _connection_view(s, connection)
-        listed = store.list_runs(s, user, connection.id, 100)
-        numbers = store.run_numbers(s, connection.id, [r.id for r in listed])
-        history = [{**present.run_json(r), "number": numbers.get(r.id)} for r in listed]
+        history = [present.run_json(r) for r in store.list_runs(s, user, connection.id, 100)]
         table = _last_table(connection)
     return render_template("runs.html", connection=view, runs=history, table=table)
 

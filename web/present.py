@@ -107,6 +107,8 @@ def run_json(run: SyncRun, now: datetime | None = None) -> dict[str, Any]:
         error = {"code": run.error_code, "message": run.error_message}
     return {
         "id": run.id,
+        # For people: the run's place among its connection's runs (older rows: the id).
+        "number": run.number if run.number is not None else run.id,
         "connection_id": run.connection_id,
         "status": run.status,
         "status_label": STATUS_LABELS.get(run.status, run.status),

@@ -92,9 +92,6 @@ from sheets_sync.store.runs import (
 from sheets_sync.store.runs import (
     renew_lease as renew_lease,
 )
-from sheets_sync.store.runs import (
-    run_numbers as run_numbers,
-)
 from sheets_sync.store.users import (
     api_key_use_due as api_key_use_due,
 )

@@ -65,12 +65,18 @@ def _enqueue(
     existing = _find_active_run(s, connection_id)
     if existing is not None:
         return existing, False
+    # Numbered after the connection's newest run: runs of one connection are queued one
+    # at a time (the unique index above), so two never take the same number.
+    last_number = s.scalar(
+        select(func.max(SyncRun.number)).where(SyncRun.connection_id == connection_id)
+    )
     run = SyncRun(
         connection_id=connection_id,
         status="queued",
         trigger=trigger,
         queued_at=now,
         attempt=attempt,
+        number=(last_number or 0) + 1,
     )
     try:
         with s.begin_nested():
@@ -286,24 +292,6 @@ def list_runs(s: Session, user: User, connection_id: int, limit: int = 50) -> li
             .limit(limit)
         )
     )
-
-
-def run_numbers(s: Session, connection_id: int, run_ids: list[int]) -> dict[int, int]:
-    """Run id -> its number among the connection's runs (1 = the first one kept), for
-    people; ids stay global in the API. Once old runs are pruned the count starts at
-    the oldest run kept."""
-    if not run_ids:
-        return {}
-    numbered = (
-        select(
-            SyncRun.id.label("id"),
-            func.row_number().over(order_by=SyncRun.id).label("number"),
-        )
-        .where(SyncRun.connection_id == connection_id)
-        .subquery()
-    )
-    rows = s.execute(select(numbered.c.id, numbered.c.number).where(numbered.c.id.in_(run_ids)))
-    return {int(run_id): int(number) for run_id, number in rows}
 
 
 def get_run(s: Session, user: User, run_id: int) -> SyncRun:
