@@ -530,12 +530,16 @@ def check_access(connection_id: int) -> Any:
     result, status = _check_access(spreadsheet_id)
     if status is not None and spreadsheet_id == saved_id:
         # What the dashboard says about sharing follows the latest check.
-        with write_session() as s:
-            store.merge_connection_options(
-                s, current_db_user(s), connection_id,
-                {save_checks.SHEET_ACCESS_OPTION: save_checks.access_record(
-                    status, spreadsheet_id, runtime())},
+        found = {
+            save_checks.SHEET_ACCESS_OPTION: save_checks.access_record(
+                status, spreadsheet_id, runtime()
             )
+        }
+        try:
+            with write_session() as s:
+                store.merge_connection_options(s, current_db_user(s), connection_id, found)
+        except store.NotFound:
+            abort(404)  # deleted while Google was being asked
     if not wants_json() and "spreadsheet_url" not in request.form:
         # A plain button (e.g. on the dashboard): report and go back.
         if result["ok"]:
