@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text as sql
 
 from sheets_sync import store
+from sheets_sync.errors import SheetNotShared
 from sheets_sync.jobs.save_checks import SHEET_ACCESS_OPTION
 from sheets_sync.pipeline.sheet_access import check_edit_access
 from sheets_sync.store import migrate
@@ -24,6 +25,7 @@ from sheets_sync.store.models import Connection
 from tests.plugin_fakes import INSTANTLY_KEY, SERVICE_ACCOUNT_EMAIL
 from tests.web_helpers import (
     FETCH,
+    connection_form,
     create_connection,
     only_connection,
     run_queued,
@@ -353,3 +355,67 @@ def test_migration_numbers_existing_runs_per_connection(db_url: str) -> None:
         assert [tuple(r) for r in rows] == [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3)]
     finally:
         engine.dispose()
+
+
+def test_an_edit_asks_instantly_only_about_what_changed(
+    signed_in, runtime, fake_instantly, spreadsheet_id
+):
+    workspace = workspace_for(fake_instantly)
+    first, second = workspace.add_campaign("First"), workspace.add_campaign("Second")
+    create_connection(signed_in, campaign_ids=first, spreadsheet_url=sheet_url(spreadsheet_id))
+    connection = only_connection(runtime)
+    edit = f"/connections/{connection.id}/edit"
+
+    def post(**overrides):
+        fields = {"spreadsheet_url": sheet_url(spreadsheet_id), "instantly_api_key": "",
+                  "campaign_ids": first, **overrides}
+        data = connection_form(**fields)
+        data["csrf_token"] = token(signed_in)
+        return signed_in.post(edit, data=data)
+
+    fake_instantly.reset_calls()
+    assert post(name="Renamed").status_code == 302
+    assert fake_instantly.count() == 0  # same key, same campaigns: nothing to ask
+
+    response = post(campaign_ids=f"{first}, {NOT_IN_WORKSPACE}")
+    assert response.status_code == 400
+    assert f"has no campaign with this campaign id: {NOT_IN_WORKSPACE}" in text(response)
+    assert only_connection(runtime).campaign_ids == [first]
+
+    assert post(campaign_ids=f"{first}, {second}").status_code == 302
+    assert "<dd>First, Second</dd>" in dashboard(signed_in)
+
+    # The saved key stopped working: adding a campaign says a new key is needed.
+    fake_instantly.fail_next(401)
+    third = workspace.add_campaign("Third")
+    response = post(campaign_ids=f"{first}, {third}")
+    assert response.status_code == 400
+    assert "The saved key no longer works: The Instantly API key was rejected." in text(response)
+
+
+def test_a_refused_write_says_viewer_only_when_the_sheet_is_readable(sheets, fake_sheets):
+    add_tab = [{"addSheet": {"properties": {"title": "New"}}}]
+    book = fake_sheets.create_spreadsheet("Viewer", shared_with=())
+    fake_sheets.share(book, SERVICE_ACCOUNT_EMAIL, "reader")
+    with pytest.raises(SheetNotShared, match="as Viewer: change it to Editor"):
+        sheets.batch_update(book, add_tab)
+    fake_sheets.unshare(book, SERVICE_ACCOUNT_EMAIL)
+    with pytest.raises(SheetNotShared, match="cannot open this spreadsheet"):
+        sheets.batch_update(book, add_tab)
+    assert fake_sheets.sheet_titles(book) == ["Sheet1"]
+
+
+def test_refresh_of_a_viewer_share_says_change_it_to_editor(signed_in, runtime, fake_sheets):
+    book = fake_sheets.create_spreadsheet("Viewer", shared_with=())
+    fake_sheets.share(book, SERVICE_ACCOUNT_EMAIL, "reader")
+    create_connection(signed_in, spreadsheet_url=sheet_url(book))
+    connection = only_connection(runtime)
+    response = signed_in.post(
+        f"/connections/{connection.id}/refresh", data={"csrf_token": token(signed_in)},
+        headers=FETCH,
+    )
+    result = run_queued(runtime, response.get_json()["run"]["id"])
+    assert result.error_code == "sheet_not_shared"
+    assert f"shared with {SERVICE_ACCOUNT_EMAIL} as Viewer: change it to Editor" in (
+        result.error_message or ""
+    )

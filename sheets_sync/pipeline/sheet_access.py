@@ -76,7 +76,7 @@ def check_edit_access(sheets: SheetsClient, spreadsheet_id: str) -> SheetAccess:
     titles = [str(t["title"]) for t in tabs]
     probe = probe_requests(int(tabs[0]["sheetId"]), 1 + secrets.randbelow(_ID_SPACE))
     try:
-        sheets.batch_update(spreadsheet_id, probe)
+        sheets.batch_update(spreadsheet_id, probe, readable=True)
     except SheetNotShared:
         return SheetAccess("viewer", viewer_message(email), titles)
     return SheetAccess(
