@@ -82,7 +82,8 @@ SPREADSHEET_URL_MAX, WORKSHEET_TITLE_MAX, CAMPAIGNS_MAX = 2000, 100, 200
 
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _TAB_FORBIDDEN = re.compile(r"[\[\]*?/\\:]")
-_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+# Instantly's campaign ids are UUIDs (it refuses anything else: "must match format uuid").
+_CAMPAIGN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 NEED_API_KEY = "Enter the Instantly API key (Instantly: Settings, Integrations, API Keys)."
 NOT_AN_API_KEY = (
@@ -90,7 +91,17 @@ NOT_AN_API_KEY = (
     "Settings, Integrations, API Keys."
 )
 TAB_TITLE_RULE = f"The tab name must be at most {WORKSHEET_TITLE_MAX} characters, on one line."
-CAMPAIGN_RULE = "Campaign ids are letters, digits, - and _ (as Instantly shows)."
+CAMPAIGN_RULE = (
+    "Paste campaign ids, not names: an id looks like 5b6f0d4e-1c2a-4d3b-9e8f-0a1b2c3d4e5f "
+    "(press Test key to pick campaigns from a list)."
+)
+
+
+def not_campaign_ids(bad: list[str]) -> str:
+    """The sentence for entries that are not campaign ids, naming them (a few at most)."""
+    shown = ", ".join(f"“{b[:60]}”" for b in bad[:5]) + (" …" if len(bad) > 5 else "")
+    noun = "is not a campaign id" if len(bad) == 1 else "are not campaign ids"
+    return f"{shown} {noun}. {CAMPAIGN_RULE}"
 TIME_RULE = "The time must look like 09:00 (24-hour clock)."
 
 # Readable sentences for pydantic's own checks (types, lengths, bounds), by field and
@@ -327,9 +338,10 @@ class ConnectionFields(BaseModel):
         if value is None:
             return None
         cleaned = [v.strip() for v in value if v and v.strip()]
-        if not all(_CAMPAIGN_ID.fullmatch(v) for v in cleaned):
-            raise ValueError(CAMPAIGN_RULE)
-        return list(dict.fromkeys(cleaned))
+        bad = [v for v in cleaned if not _CAMPAIGN_ID.fullmatch(v)]
+        if bad:
+            raise ValueError(not_campaign_ids(list(dict.fromkeys(bad))))
+        return list(dict.fromkeys(v.lower() for v in cleaned))
 
     @field_validator("schedule_time")
     @classmethod

@@ -85,7 +85,10 @@ def fast_retry() -> RetryPolicy:
 @pytest.fixture
 def workspace(fake_instantly: FakeInstantlyServer):
     """The fake Instantly workspace behind ``INSTANTLY_KEY``."""
-    return fake_instantly.add_workspace(INSTANTLY_KEY)
+    try:
+        return fake_instantly.workspace(INSTANTLY_KEY)
+    except KeyError:  # the web app fixture may have made it already
+        return fake_instantly.add_workspace(INSTANTLY_KEY)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from web import create_app
 
 
 @pytest.fixture
-def app(settings, runtime):
+def app(settings, runtime, workspace):
+    # Saving a connection asks Instantly about its key: the tests' key is a workspace's.
     app = create_app({"TESTING": True, "SETTINGS": settings, "RUNTIME": runtime})
     yield app
 

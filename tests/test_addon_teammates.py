@@ -13,6 +13,8 @@ from tests.plugin_fakes import INSTANTLY_KEY
 from tests.web_helpers import workspace_with_campaign
 from tests.worker_helpers import add_connections, make_user
 
+CAMPAIGN = "0b9c1f52-7a3e-4c1d-9f00-3d2e1a4b5c61"
+
 
 def _connection_of(runtime, owner_email: str, ssid: str) -> int:
     user_id = make_user(runtime, owner_email)
@@ -145,10 +147,11 @@ def test_editing_in_the_sidebar_keeps_what_the_form_does_not_show(
         made = store.create_connection(
             s, owner, fernet=runtime.fernet, name="Set on the web", instantly_api_key=INSTANTLY_KEY,
             spreadsheet_url=f"https://docs.google.com/spreadsheets/d/{spreadsheet_id}/edit",
-            campaign_ids=["camp-1"], date_range={"start": "2026-01-01", "end": "2026-01-31"},
+            campaign_ids=[CAMPAIGN],
+            date_range={"start": "2026-01-01", "end": "2026-01-31"},
             schedule="weekly", schedule_time="07:30", schedule_weekday=2,
             timezone="America/New_York",
-            options={"campaign_cache": {"camp-1": {"campaign": {"name": "Q1 outbound"}}}},
+            options={"campaign_cache": {CAMPAIGN: {"campaign": {"name": "Q1 outbound"}}}},
         )
         cid = made.id
     bar.open()
@@ -163,4 +166,4 @@ def test_editing_in_the_sidebar_keeps_what_the_form_does_not_show(
         assert c.date_range == {"start": "2026-01-01", "end": "2026-01-31"}
         assert (c.schedule, c.schedule_time, c.schedule_weekday, c.timezone) == (
             "weekly", "07:30", 2, "America/New_York")
-        assert c.campaign_ids == ["camp-1"]
+        assert c.campaign_ids == [CAMPAIGN]

@@ -25,6 +25,8 @@ from web.openapi import CREATE_EXAMPLE, PATCH_EXAMPLE
 SECRET = "inst-secret-abcdefgh-1234WXYZ"
 SHEET = "https://docs.google.com/spreadsheets/d/1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/edit#gid=0"
 OTHER_SHEET = "https://docs.google.com/spreadsheets/d/9ZyXwVuTsRqPoNmLkJiHgFeDcBa9876543210/edit"
+C1 = "5b6f0d4e-1c2a-4d3b-9e8f-0a1b2c3d4e5f"
+C2 = "0f1e2d3c-4b5a-4968-8776-655443322110"
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ def test_crud_round_trip(client, ann):
     created = new_connection(
         client,
         ann,
-        campaign_ids=["c-1", "c-2"],
+        campaign_ids=[C1, C2],
         date_range={"start": "2026-01-01", "end": "2026-01-31"},
         schedule="weekly",
         timezone="Europe/Berlin",
@@ -103,7 +105,7 @@ def test_crud_round_trip(client, ann):
     assert created["spreadsheet_id"] == "1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
     assert created["spreadsheet_url"].startswith("https://docs.google.com/spreadsheets/d/")
     assert created["worksheet_title"] == "Instantly steps"
-    assert created["campaign_ids"] == ["c-1", "c-2"]
+    assert created["campaign_ids"] == [C1, C2]
     assert created["date_range"] == {"start": "2026-01-01", "end": "2026-01-31"}
     # A weekly schedule without a time or day gets the documented defaults.
     assert (created["schedule"], created["schedule_time"], created["schedule_weekday"]) == (
@@ -129,7 +131,7 @@ def test_crud_round_trip(client, ann):
     body = patched.get_json()
     assert body["name"] == "Renamed" and body["schedule"] == "off"
     assert body["date_range"] == {"preset": "last_7_days"}
-    assert body["campaign_ids"] == ["c-1", "c-2"]  # fields not sent are kept
+    assert body["campaign_ids"] == [C1, C2]  # fields not sent are kept
 
     deleted = client.delete(f"/api/v1/connections/{cid}", headers=ann.headers)
     assert deleted.status_code == 204 and deleted.data == b""

@@ -21,7 +21,7 @@ NASTY = ["\x00", "\x01", "\x1b", "\x7f"]
 
 
 @pytest.fixture
-def db_app(settings, db_url, fast_retry):
+def db_app(settings, db_url, fast_retry, workspace):
     """The app on SQLite and on PostgreSQL."""
     cfg = settings.model_copy(update={"database_url": db_url})
     upgrade(db_url)

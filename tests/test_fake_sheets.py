@@ -412,6 +412,28 @@ def test_unshared_spreadsheet_is_403(server: FakeSheetsServer, account: dict[str
         gc.open_by_key(shared)
 
 
+def test_a_viewer_reads_but_every_write_is_403(server: FakeSheetsServer, account: dict[str, str],
+                                               gc: gspread.Client) -> None:
+    ssid = server.create_spreadsheet(shared_with=())
+    server.share(ssid, account["client_email"], "reader")
+    before = server.snapshot(ssid)
+    add_tab = {"requests": [{"addSheet": {"properties": {"title": "X"}}}]}
+    assert gc.http_client.fetch_sheet_metadata(ssid)["sheets"][0]["properties"]["title"] == "Sheet1"
+    with pytest.raises(gspread.exceptions.APIError) as denied:
+        gc.http_client.batch_update(ssid, add_tab)
+    assert api_error(denied) == {"code": 403, "message": "The caller does not have permission",
+                                 "status": "PERMISSION_DENIED"}
+    after = server.snapshot(ssid)
+    assert after == before
+    assert after["shared_with"] == {account["client_email"]: "reader"}
+
+    server.share(ssid, account["client_email"])  # changed to Editor
+    gc.http_client.batch_update(ssid, add_tab)
+    assert "X" in server.sheet_titles(ssid)
+    with pytest.raises(ValueError, match="role must be one of"):
+        server.share(ssid, account["client_email"], "owner")
+
+
 def test_unknown_spreadsheet_is_404(server: FakeSheetsServer, gc: gspread.Client) -> None:
     with pytest.raises(gspread.exceptions.SpreadsheetNotFound):
         gc.open_by_key("1" + "x" * 43)

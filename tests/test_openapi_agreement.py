@@ -9,6 +9,7 @@ import pytest
 
 from sheets_sync import store
 from sheets_sync.store.db import take_write_lock
+from tests.plugin_fakes import INSTANTLY_KEY
 from web.openapi import build_openapi
 
 SHEET = "https://docs.google.com/spreadsheets/d/1AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/edit"
@@ -30,7 +31,7 @@ def api(app, runtime):
     client = app.test_client()
     headers = {"Authorization": f"Bearer {key}"}
     created = client.post("/api/v1/connections", headers=headers, json={
-        "name": "Q1", "instantly_api_key": "instantly-key-1234", "spreadsheet_url": SHEET})
+        "name": "Q1", "instantly_api_key": INSTANTLY_KEY, "spreadsheet_url": SHEET})
     assert created.status_code == 201
     return client, headers, created.get_json()["id"]
 
@@ -60,7 +61,7 @@ def test_nulls_the_document_allows_are_accepted(api):
     assert document_allows("ConnectionFields", patch)
     assert client.patch(f"/api/v1/connections/{cid}", json=patch,
                         headers=headers).status_code == 200
-    create = {"name": "Q2", "instantly_api_key": "instantly-key-1234", "spreadsheet_url": SHEET,
+    create = {"name": "Q2", "instantly_api_key": INSTANTLY_KEY, "spreadsheet_url": SHEET,
               "schedule": None, "include_opportunities": None}
     assert document_allows("ConnectionCreate", create)
     created = client.post("/api/v1/connections", json=create, headers=headers)

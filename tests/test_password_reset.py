@@ -86,8 +86,8 @@ def test_a_reset_link_sets_a_new_password_once_and_ends_every_session(mail_app, 
     # Every earlier session is over, the new password works, the old one does not.
     thief = app.test_client()
     thief.set_cookie("session", cookie)
-    assert thief.get("/").status_code == 302
-    assert ann.get("/").status_code == 302
+    assert thief.get("/api-keys").status_code == 302
+    assert ann.get("/api-keys").status_code == 302
     assert AuthActions(app.test_client()).login().status_code == 401
     assert AuthActions(app.test_client()).login(password=NEW_PASSWORD).status_code == 302
     # Single use.

@@ -26,7 +26,7 @@ def replay(app, cookie: str):
     """A different browser presenting a copy of the cookie."""
     thief = app.test_client()
     thief.set_cookie("session", cookie)
-    return thief.get("/")
+    return thief.get("/api-keys")
 
 
 def assert_signed_out(response) -> None:
@@ -44,10 +44,10 @@ def test_a_cookie_replayed_after_sign_out_gets_the_sign_in_page(app, client, aut
     assert auth.logout().status_code == 302
     assert_signed_out(replay(app, cookie))
     # Sign-out ends the account's other sessions too.
-    assert_signed_out(other.get("/"))
+    assert_signed_out(other.get("/api-keys"))
     # Signing in again works, with a cookie the old copies cannot stand in for.
     assert auth.login().status_code == 302
-    assert client.get("/").status_code == 200
+    assert client.get("/api-keys").status_code == 200
     assert_signed_out(replay(app, cookie))
 
 
@@ -58,9 +58,10 @@ def test_a_raw_replayed_cookie_header_after_sign_out(app, client, auth):
     ok = fresh.get("/", headers={"Cookie": raw})
     assert ok.status_code == 200 and "Your connections" in ok.get_data(as_text=True)
     auth.logout()
-    again = fresh.get("/", headers={"Cookie": raw})
-    assert_signed_out(again)
-    api_style = fresh.get("/", headers={"Cookie": raw, "Accept": "application/json",
+    dashboard = fresh.get("/", headers={"Cookie": raw})
+    assert "Your connections" not in dashboard.get_data(as_text=True)
+    assert_signed_out(fresh.get("/api-keys", headers={"Cookie": raw}))
+    api_style = fresh.get("/api-keys", headers={"Cookie": raw, "Accept": "application/json",
                                                      "X-Requested-With": "fetch"})
     assert api_style.status_code == 401
 
@@ -79,14 +80,14 @@ def test_changing_the_password_ends_other_sessions_and_keeps_this_one(app, clien
         "csrf_token": token})
     assert wrong.status_code == 400
     assert "not your current password" in wrong.get_data(as_text=True)
-    assert other.get("/").status_code == 200  # nothing changed yet
+    assert other.get("/api-keys").status_code == 200  # nothing changed yet
 
     done = client.post("/account/password", data={
         "current": PASSWORD, "password": NEW_PASSWORD, "confirm": NEW_PASSWORD,
         "csrf_token": token})
     assert done.status_code == 302
-    assert client.get("/").status_code == 200
-    assert_signed_out(other.get("/"))
+    assert client.get("/api-keys").status_code == 200
+    assert_signed_out(other.get("/api-keys"))
     assert_signed_out(replay(app, old_cookie))
     assert AuthActions(app.test_client()).login(password=PASSWORD).status_code == 401
     assert AuthActions(app.test_client()).login(password=NEW_PASSWORD).status_code == 302
@@ -97,7 +98,7 @@ def test_a_cookie_without_the_session_generation_is_refused(app, client, auth):
     with client.session_transaction() as sess:
         user_id = sess["_user_id"].split(".")[0]
         sess["_user_id"] = user_id  # what a cookie issued before generations holds
-    assert_signed_out(client.get("/"))
+    assert_signed_out(client.get("/api-keys"))
 
 
 @pytest.mark.parametrize("how", ["stdin", "prompt"])

@@ -347,7 +347,7 @@ def test_create_connection_stores_canonical_values(
     with session_scope(session_factory) as s:
         user = make_user(s)
         connection = make_connection(
-            s, user, fernet, campaign_ids=["c1", "c2", "c1"], options={"freeze_header": True}
+            s, user, fernet, campaign_ids=[C1, C2, C1], options={"freeze_header": True}
         )
         connection_id, user_id = connection.id, user.id
     with session_scope(session_factory) as s:
@@ -359,7 +359,7 @@ def test_create_connection_stores_canonical_values(
         )
         # The gid in the link is the user's open tab, never adopted as the managed tab.
         assert connection.sheet_id is None
-        assert connection.campaign_ids == ["c1", "c2"]
+        assert connection.campaign_ids == [C1, C2]
         assert connection.date_range == {"preset": "last_30_days"}
         assert connection.include_opportunities is True
         assert connection.options == {"freeze_header": True}
@@ -393,6 +393,9 @@ def test_create_connection_stores_canonical_values(
                 make_connection(s, user, fernet, **bad)
 
 
+C1 = "5b6f0d4e-1c2a-4d3b-9e8f-0a1b2c3d4e5f"
+C2 = "0f1e2d3c-4b5a-4968-8776-655443322110"
+
 # The limits of connection_rules, which the form and the API apply too; before they were
 # shared the store let a 200-character name, a key with spaces or a campaign id with
 # punctuation through.
@@ -406,7 +409,8 @@ STORE_REFUSES: list[tuple[dict[str, Any], str]] = [
     ({"worksheet_title": "Steps/Q3"}, "A tab title cannot contain"),
     ({"worksheet_title": "t" * 101}, "at most 100 characters, on one line"),
     ({"worksheet_title": "two\nlines"}, "at most 100 characters, on one line"),
-    ({"campaign_ids": ["not ok!"]}, "Campaign ids are letters, digits, - and _"),
+    ({"campaign_ids": ["Q1 outbound"]}, "“Q1 outbound” is not a campaign id. Paste campaign ids"),
+    ({"campaign_ids": ["c-1", C1, "c_2"]}, "“c-1”, “c_2” are not campaign ids."),
     ({"campaign_ids": [f"c{i}" for i in range(201)]}, "At most 200 campaign ids"),
     ({"date_range": {"start": "20260101", "end": "2026-01-31"}}, "must look like 2026-01-31"),
     ({"schedule_weekday": True}, "0 (Monday) to 6 (Sunday)"),
@@ -437,10 +441,11 @@ def test_store_keeps_a_name_of_120_characters_and_normalises_ids(
 ) -> None:
     with session_scope(session_factory) as s:
         connection = make_connection(
-            s, make_user(s), fernet, name="n" * 120, campaign_ids=(" c-1", "c_2", "", "c-1")
+            s, make_user(s), fernet, name="n" * 120,
+            campaign_ids=(" " + C1.upper(), C2, "", C1),
         )
         assert connection.name == "n" * 120
-        assert connection.campaign_ids == ["c-1", "c_2"]
+        assert connection.campaign_ids == [C1, C2]
 
 
 def test_update_connection(session_factory: sessionmaker[Session], fernet: MultiFernet) -> None:

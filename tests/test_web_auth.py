@@ -31,7 +31,7 @@ def test_signup_requires_ten_character_password(client):
     )
     assert response.status_code == 400
     assert "Use at least 10 characters." in response.get_data(as_text=True)
-    assert client.get("/").status_code == 302  # not signed in
+    assert client.get("/api-keys").status_code == 302  # not signed in
 
 
 def test_signup_rejects_mismatched_confirmation(client):
@@ -68,7 +68,7 @@ def test_password_is_never_echoed(client):
 def test_login_and_logout(client, auth):
     auth.signup()
     auth.logout()
-    assert client.get("/").status_code == 302
+    assert client.get("/api-keys").status_code == 302
 
     bad = auth.login(password="wrong password!!")
     assert bad.status_code == 401
@@ -76,12 +76,15 @@ def test_login_and_logout(client, auth):
 
     good = auth.login()
     assert good.status_code == 302
-    assert client.get("/").status_code == 200
+    assert "Your connections" in client.get("/").get_data(as_text=True)
 
     out = auth.logout()
     assert out.status_code == 302
     assert out.headers["Location"] == "/login"
-    redirect = client.get("/")
+    # Signed out, / is the landing page again and every other page asks to sign in.
+    assert "Sign up" in client.get("/").get_data(as_text=True)
+    assert "Your connections" not in client.get("/").get_data(as_text=True)
+    redirect = client.get("/api-keys")
     assert redirect.status_code == 302
     assert redirect.headers["Location"].startswith("/login")
 
@@ -121,7 +124,7 @@ def test_sign_in_starts_a_new_session(app, client, auth):
     # Someone holding the pre-sign-in cookie (session fixation) is not signed in.
     attacker = app.test_client()
     attacker.set_cookie("session", before_cookie)
-    response = attacker.get("/")
+    response = attacker.get("/api-keys")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login")
 

@@ -22,13 +22,16 @@ from tests.web_helpers import (
     runs_of,
     sheet_url,
     token,
+    workspace_for,
     workspace_with_campaign,
 )
 from web import create_app
 
 
 @pytest.fixture
-def signed_in(client, auth):
+def signed_in(client, auth, fake_instantly):
+    # Save asks Instantly about the key: the test key is a workspace's.
+    workspace_for(fake_instantly)
     auth.signup()
     return client
 
@@ -102,7 +105,8 @@ def test_form_refuses_a_link_that_is_not_google_sheets(signed_in, runtime):
         ({"name": ""}, "This field is required."),
         ({"instantly_api_key": ""}, "Enter the Instantly API key"),
         ({"worksheet_title": "a/b"}, "A tab title cannot contain"),
-        ({"campaign_ids": "ok-id, not ok!"}, "Campaign ids are letters, digits"),
+        ({"campaign_ids": "Q1 outbound"},
+         "“Q1 outbound” is not a campaign id. Paste campaign ids, not names"),
         ({"date_preset": "custom", "date_start": "2026-02-01", "date_end": ""},
          "Pick a start and an end date"),
         ({"date_preset": "custom", "date_start": "2026-02-01", "date_end": "2026-01-01"},
@@ -141,17 +145,18 @@ def test_form_takes_a_name_of_120_characters(signed_in, runtime):
     assert only_connection(runtime).name == "n" * 120
 
 
-def test_custom_dates_campaign_ids_and_checkboxes(signed_in, runtime):
+def test_custom_dates_campaign_ids_and_checkboxes(signed_in, runtime, fake_instantly):
+    c1, c2, c3 = (workspace_for(fake_instantly).add_campaign(n) for n in ("One", "Two", "Three"))
     data = connection_form(
         date_preset="custom", date_start="2026-01-01", date_end="2026-01-31",
-        campaign_ids="c-1, c-2", include_opportunities="y", schedule="daily",
+        campaign_ids=f"{c1}, {c2}", include_opportunities="y", schedule="daily",
     )
     data["csrf_token"] = token(signed_in)
-    data["campaign"] = ["c-3", "c-1"]
+    data["campaign"] = [c3, c1]
     assert signed_in.post("/connections/new", data=data).status_code == 302
     connection = only_connection(runtime)
     assert connection.date_range == {"start": "2026-01-01", "end": "2026-01-31"}
-    assert connection.campaign_ids == ["c-1", "c-2", "c-3"]
+    assert connection.campaign_ids == [c1, c2, c3]
     assert connection.include_opportunities is True
     assert connection.schedule == "daily" and connection.schedule_time == "09:00"
     page = text(signed_in.get("/"))
@@ -159,7 +164,7 @@ def test_custom_dates_campaign_ids_and_checkboxes(signed_in, runtime):
     assert "Daily at 09:00 (UTC)" in page
 
 
-def test_edit_keeps_the_saved_key_when_left_empty(signed_in, runtime):
+def test_edit_keeps_the_saved_key_when_left_empty(signed_in, runtime, fake_instantly):
     create_connection(signed_in)
     connection = only_connection(runtime)
     page = text(signed_in.get(f"/connections/{connection.id}/edit"))
@@ -177,17 +182,19 @@ def test_edit_keeps_the_saved_key_when_left_empty(signed_in, runtime):
     assert store.decrypted_api_key(runtime.fernet, connection) == INSTANTLY_KEY
 
     data["instantly_api_key"] = "a-brand-new-instantly-key-77aa"
+    workspace_for(fake_instantly, "a-brand-new-instantly-key-77aa")
     signed_in.post(f"/connections/{connection.id}/edit", data=data)
     connection = only_connection(runtime)
     assert store.decrypted_api_key(runtime.fernet, connection) == "a-brand-new-instantly-key-77aa"
     assert connection.instantly_api_key_hint == "…77aa"
 
 
-def test_edit_form_shows_saved_values_and_errors(signed_in, runtime):
-    create_connection(signed_in, campaign_ids="c-1, c-2", date_preset="this_month")
+def test_edit_form_shows_saved_values_and_errors(signed_in, runtime, fake_instantly):
+    c1, c2 = (workspace_for(fake_instantly).add_campaign(n) for n in ("One", "Two"))
+    create_connection(signed_in, campaign_ids=f"{c1}, {c2}", date_preset="this_month")
     connection = only_connection(runtime)
     page = text(signed_in.get(f"/connections/{connection.id}/edit"))
-    assert 'value="c-1, c-2"' in page
+    assert f'value="{c1}, {c2}"' in page
     assert '<option selected value="this_month">' in page
     data = connection_form(spreadsheet_url="http://docs.google.com/spreadsheets/d/x")
     data["csrf_token"] = csrf_token(page)
@@ -227,7 +234,6 @@ def test_test_key_without_javascript_renders_the_picker(signed_in, fake_instantl
 
 
 def test_test_key_shows_the_sync_error_message(signed_in, fake_instantly):
-    fake_instantly.add_workspace(INSTANTLY_KEY)
     response = signed_in.post(
         "/connections/test-key",
         data={"instantly_api_key": "not-the-right-key-0000", "csrf_token": token(signed_in)},

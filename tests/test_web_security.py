@@ -18,6 +18,7 @@ from tests.web_helpers import (
     runs_of,
     sheet_url,
     token,
+    workspace_for,
     workspace_with_campaign,
 )
 from web import create_app
@@ -68,7 +69,7 @@ def two_users(app, runtime, spreadsheet_id):
 
 
 @pytest.fixture
-def csrf_app(settings, runtime):
+def csrf_app(settings, runtime, workspace):
     """An app built without any test switch: CSRF protection as in production."""
     app = create_app({"SETTINGS": settings, "RUNTIME": runtime})
     assert app.config.get("WTF_CSRF_ENABLED", True) is True
@@ -198,8 +199,11 @@ def test_every_page_needs_a_signed_in_user(app, client, auth):
     client.post("/connections/1/refresh", data={"csrf_token": token(client)})
     anonymous = app.test_client()
     values = {"connection_id": 1, "run_id": 1, "key_id": 1}
+    landing = anonymous.get("/")
+    assert landing.status_code == 200
+    assert "Sign up" in text(landing) and "Q1 outbound" not in text(landing)
     for rule in page_rules(app, {"GET"}):
-        if rule.endpoint.startswith("auth."):
+        if rule.endpoint.startswith("auth.") or rule.endpoint == "pages.dashboard":
             continue
         path = rule.build(values, append_unknown=False)[1]
         response = anonymous.get(path)
@@ -336,7 +340,7 @@ def test_stored_instantly_key_never_leaves_the_server(app, client, auth, runtime
 
 def test_campaign_and_connection_names_are_escaped(client, auth, runtime, fake_instantly,
                                                    spreadsheet_id):
-    workspace = fake_instantly.add_workspace(INSTANTLY_KEY)
+    workspace = workspace_for(fake_instantly)
     campaign_id = workspace.add_campaign(XSS)
     auth.signup()
 

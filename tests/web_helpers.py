@@ -73,8 +73,16 @@ def run_queued(runtime, run_id: int):
     return execute_run(runtime, run_id)
 
 
+def workspace_for(fake_instantly, key: str = INSTANTLY_KEY):
+    """The fake workspace behind ``key``, made on first use."""
+    try:
+        return fake_instantly.workspace(key)
+    except KeyError:
+        return fake_instantly.add_workspace(key)
+
+
 def workspace_with_campaign(fake_instantly, name: str = "Q1 outbound", key: str = INSTANTLY_KEY):
-    workspace = fake_instantly.add_workspace(key)
+    workspace = workspace_for(fake_instantly, key)
     campaign_id = workspace.add_campaign(name)
     day = dt.date(2026, 1, 5)
     workspace.record(campaign_id, day, step=0, variant=0, sent=100, opened=60, replies=5)

@@ -27,7 +27,10 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from sheets_sync import store
 from sheets_sync.connection_rules import ConnectionCreate, ConnectionFields, with_features
-from sheets_sync.errors import InvalidInput
+from sheets_sync.errors import InvalidInput, SyncError
+from sheets_sync.jobs import save_checks
+from sheets_sync.jobs.save_checks import SaveChecks
+from sheets_sync.links import parse_spreadsheet_url
 from sheets_sync.store.models import User
 
 from .api_models import (
@@ -322,13 +325,31 @@ def list_connections() -> Response:
     return json_response(ConnectionList(connections=items))
 
 
+def _refuse_checks(checks: SaveChecks) -> None:
+    """422 naming every field a save-time check refused (the same rules as the form)."""
+    if checks.ok:
+        return
+    parts = [
+        f"{name}: {message}"
+        for name, messages in checks.field_errors.items()
+        for message in messages
+    ]
+    _invalid(" ".join(parts))
+
+
 @bp.post("/connections", **_NO_AUTO_OPTIONS)
 def create_connection() -> Response:
     data = parse_body(ConnectionCreate)
+    kwargs = data.as_store_kwargs()
+    checks = save_checks.check_instantly(
+        runtime(), kwargs["instantly_api_key"], kwargs.get("campaign_ids") or []
+    )
+    _refuse_checks(checks)
+    spreadsheet_id = parse_spreadsheet_url(kwargs["spreadsheet_url"])[0]
+    checks.merge(save_checks.check_sheet(runtime(), spreadsheet_id))
+    kwargs["options"] = save_checks.merged_options(kwargs.get("options"), checks.options)
     with write_session() as s:
-        connection = store.create_connection(
-            s, _user(), fernet=runtime().fernet, **data.as_store_kwargs()
-        )
+        connection = store.create_connection(s, _user(), fernet=runtime().fernet, **kwargs)
         out = connection_out(connection, None)
     response = json_response(out, 201)
     response.headers["Location"] = url_for("api.get_connection", connection_id=out.id)
@@ -347,11 +368,16 @@ def get_connection(connection_id: int) -> Response:
 def update_connection(connection_id: int) -> Response:
     changes = parse_body(ConnectionFields).changes()
     features = changes.pop("features", None)
+    checks = _patch_checks(connection_id, changes)
     with write_session() as s:
-        if features is not None:
-            # Feature switches live in the connection's options: merge, keep the rest.
+        if features is not None or checks.options:
+            # Feature switches and what the checks found live in the connection's
+            # options: merge, keep the rest.
             current = store.get_connection(s, _user(), connection_id, for_update=True)
-            changes["options"] = with_features(dict(current.options or {}), features)
+            options = dict(current.options or {})
+            if features is not None:
+                options = with_features(options, features)
+            changes["options"] = save_checks.merged_options(options, checks.options)
         # InvalidInput from the store rolls the whole transaction back: a rejected PATCH
         # changes nothing, not even the fields that were valid.
         connection = store.update_connection(
@@ -359,6 +385,34 @@ def update_connection(connection_id: int) -> Response:
         )
         out = connection_out(connection, store.last_run(s, connection))
     return json_response(out)
+
+
+def _patch_checks(connection_id: int, changes: dict[str, Any]) -> SaveChecks:
+    """A new key, campaigns new to the connection (with the saved key), a new sheet."""
+    with db_session() as s:
+        connection = store.get_connection(s, _user(), connection_id)
+        known = set(connection.campaign_ids or [])
+        spreadsheet_id = connection.spreadsheet_id
+        saved_key = None
+        if not changes.get("instantly_api_key"):
+            try:
+                saved_key = store.decrypted_api_key(runtime().fernet, connection)
+            except SyncError:
+                saved_key = None  # the next refresh says so; nothing to check with
+    key = changes.get("instantly_api_key")
+    ids = changes.get("campaign_ids")
+    checks = SaveChecks()
+    if key:
+        wanted = ids if ids is not None else sorted(known)
+        checks.merge(save_checks.check_instantly(runtime(), key, wanted))
+    elif ids and not set(ids) <= known and saved_key:
+        checks.merge(save_checks.check_instantly(runtime(), saved_key, ids, saved_key=True))
+    _refuse_checks(checks)
+    if changes.get("spreadsheet_url"):
+        new_id = parse_spreadsheet_url(changes["spreadsheet_url"])[0]
+        if new_id != spreadsheet_id:
+            checks.merge(save_checks.check_sheet(runtime(), new_id))
+    return checks
 
 
 @bp.delete("/connections/<int:connection_id>", **_NO_AUTO_OPTIONS)

@@ -71,20 +71,28 @@ def control_character_problem(label: str, value: str, *, password: bool = False)
     return f"{label} contains a control character (such as NUL); remove it and try again."
 
 
+LIST_SEPARATORS = str.maketrans("\r\n\t", "   ")
+
+
 class CleanForm(FlaskForm):
     """A form whose text fields refuse control characters with the field's own error,
     before any of it reaches the database (PostgreSQL answers NUL with an error)."""
 
     # A field whose own rule already says it is one line keeps that sentence.
     control_character_messages: dict[str, str] = {}
+    # Lists pasted one per line: line breaks and tabs separate entries there.
+    list_fields: frozenset[str] = frozenset()
 
     def validate(self, extra_validators: Any = None) -> bool:
         ok = bool(super().validate(extra_validators))
         for field in self:
             if field.name == "csrf_token" or not isinstance(field.data, str):
                 continue
+            value = field.data
+            if field.name in self.list_fields:
+                value = value.translate(LIST_SEPARATORS)
             message = control_character_problem(
-                str(field.label.text), field.data, password=field.type == "PasswordField"
+                str(field.label.text), value, password=field.type == "PasswordField"
             )
             if message is not None:
                 message = self.control_character_messages.get(field.name, message)
@@ -167,6 +175,7 @@ class TestKeyForm(CleanForm):
 
 
 CUSTOM_RANGE = "custom"
+DEFAULT_SCHEDULE_TIME = "09:00"
 
 
 @functools.cache
@@ -176,6 +185,7 @@ def _timezone_choices() -> list[Any]:
 
 class ConnectionForm(CleanForm):
     control_character_messages = {"worksheet_title": TAB_TITLE_RULE}
+    list_fields = frozenset({"campaign_ids"})
 
     name = StringField("Name", validators=[DataRequired(), Length(max=NAME_MAX)])
     instantly_api_key = PasswordField(
@@ -193,7 +203,7 @@ class ConnectionForm(CleanForm):
     date_end = StringField("To (UTC, inclusive)", validators=[Optional()])
     include_opportunities = BooleanField("Include opportunities, meetings booked and won")
     schedule = SelectField("Refresh automatically", choices=_choices(SCHEDULE_LABELS.items()))
-    schedule_time = StringField("At", validators=[Optional()])
+    schedule_time = StringField("At", validators=[Optional()], default=DEFAULT_SCHEDULE_TIME)
     schedule_weekday = SelectField(
         "On", choices=_choices((str(i), day) for i, day in enumerate(WEEKDAYS)), default="0"
     )
@@ -246,7 +256,8 @@ class ConnectionForm(CleanForm):
             "date_end": date_range.get("end", ""),
             "include_opportunities": bool(connection.include_opportunities),
             "schedule": connection.schedule,
-            "schedule_time": connection.schedule_time or "",
+            # What a timed schedule runs at when none is given: shown, not "--:--".
+            "schedule_time": connection.schedule_time or DEFAULT_SCHEDULE_TIME,
             "schedule_weekday": str(connection.schedule_weekday or 0),
             "timezone": connection.timezone or "UTC",
             **{f"feature_{k}": v for k, v in features_of(connection.options).items()},
@@ -283,7 +294,7 @@ class ConnectionForm(CleanForm):
         schedule = self.schedule.data
         time = (self.schedule_time.data or "").strip()
         if schedule in TIMED_SCHEDULES:
-            data["schedule_time"] = time or "09:00"
+            data["schedule_time"] = time or DEFAULT_SCHEDULE_TIME
         else:
             data["schedule_time"] = None
         if schedule == "weekly":
@@ -293,9 +304,11 @@ class ConnectionForm(CleanForm):
         return data
 
     def validate_input(self, *, creating: bool) -> dict[str, Any] | None:
-        """Store keyword arguments, or None after putting the messages on the fields."""
-        if not self.validate():
-            return None
+        """Store keyword arguments, or None after putting the messages on the fields.
+
+        Every rule runs, whatever failed before it, so one round shows every problem.
+        """
+        valid = self.validate()
         if self.date_preset.data == CUSTOM_RANGE and not (
             (self.date_start.data or "").strip() and (self.date_end.data or "").strip()
         ):
@@ -303,15 +316,40 @@ class ConnectionForm(CleanForm):
                 *self.date_start.errors,
                 "Pick a start and an end date for a custom range.",
             ]
-            return None
+            valid = False
         data = self.input_data(creating=creating)
         try:
             if creating:
-                return ConnectionCreate.model_validate(data).as_store_kwargs()
-            return ConnectionFields.model_validate(data).changes()
+                checked = ConnectionCreate.model_validate(data).as_store_kwargs()
+            else:
+                checked = ConnectionFields.model_validate(data).changes()
         except ValidationError as exc:
             self._show(exc)
             return None
+        return checked if valid else None
+
+    def typed_key(self) -> str:
+        return (self.instantly_api_key.data or "").strip()
+
+    def add_errors(self, field_errors: dict[str, list[str]]) -> None:
+        for name, messages in field_errors.items():
+            field = self._fields.get(name)
+            if field is None:
+                self.form_errors.extend(messages)
+            else:
+                field.errors = [*field.errors, *messages]
+
+    @property
+    def has_errors(self) -> bool:
+        return bool(self.form_errors) or any(f.errors for f in self)
+
+    def error_summary(self) -> list[dict[str, str]]:
+        """Each field with a problem, in page order: the summary at the top of the form."""
+        return [
+            {"id": f.id, "label": str(f.label.text), "message": str(f.errors[0])}
+            for f in self
+            if f.errors and f.type != "CSRFTokenField"
+        ]
 
     def _show(self, exc: ValidationError) -> None:
         for error in exc.errors():
@@ -326,12 +364,23 @@ class ConnectionForm(CleanForm):
             field = getattr(self, name, None) if name in self._fields else None
             if field is None:
                 self.form_errors.append(message)
-            else:
-                field.errors = [*field.errors, message]
+            elif not field.errors:
+                # One message per field: the form's own check may have said it already.
+                field.errors = [message]
 
 
-_SPLIT = re.compile(r"[\s,;]+")
+_SPLIT = re.compile(r"[,;\n]+")
+_UUID = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.I)
 
 
 def split_campaign_ids(text: str) -> list[str]:
-    return [part for part in _SPLIT.split(text) if part]
+    """Entries separated by commas, semicolons or lines; ids separated by spaces too,
+    but a piece with words that are not ids stays whole ("Q1 outbound" is one name)."""
+    out: list[str] = []
+    for piece in (p.strip() for p in _SPLIT.split(text)):
+        words = piece.split()
+        if words and all(_UUID.fullmatch(w) for w in words):
+            out += words
+        elif piece:
+            out.append(piece)
+    return out

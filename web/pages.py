@@ -22,14 +22,18 @@ from flask import (
     request,
     url_for,
 )
-from flask_login import login_required
+from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from sheets_sync import store
-from sheets_sync.connection_rules import with_features
+from sheets_sync.connection_rules import ConnectionFields, with_features
 from sheets_sync.errors import InvalidInput, SyncError, scrub
+from sheets_sync.jobs import save_checks
+from sheets_sync.jobs.save_checks import SaveChecks
 from sheets_sync.links import parse_spreadsheet_url
+from sheets_sync.pipeline.sheet_access import check_edit_access
 from sheets_sync.store.models import Connection, SyncRun, User
 
 from . import present
@@ -45,9 +49,11 @@ for _name in ("utc_text", "relative", "iso"):
 
 
 @bp.before_request
-@login_required
-def _signed_in() -> None:
-    """Every page here is for signed-in people only."""
+def _signed_in() -> Any:
+    """Every page here is for signed-in people only, but the landing page at /."""
+    if request.endpoint == "pages.dashboard" and not current_user.is_authenticated:
+        return None
+    return login_required(lambda: None)()
 
 
 # --- ownership: the one place that turns ids into objects --------------------------------
@@ -96,6 +102,7 @@ def _connection_view(
 ) -> dict[str, Any]:
     if last is _Unknown.LAST_RUN:
         last = store.last_run(s, connection)
+    succeeded_at = last.finished_at if last is not None and last.status == "succeeded" else None
     return {
         "id": connection.id,
         "name": connection.name,
@@ -110,6 +117,11 @@ def _connection_view(
         "consecutive_failures": connection.consecutive_failures or 0,
         "owner_emailed": connection.failure_notified_at is not None,
         "last_run": present.run_json(last) if last is not None else None,
+        # No refresh has written this connection's tab yet (sheet_id is set by the first).
+        "never_synced": connection.sheet_id is None,
+        "sharing_notice": save_checks.sharing_notice(
+            connection.options, connection.spreadsheet_id, _service_account_email(), succeeded_at
+        ),
     }
 
 
@@ -118,6 +130,8 @@ def _connection_view(
 
 @bp.get("/")
 def dashboard() -> Any:
+    if not current_user.is_authenticated:
+        return render_template("landing.html")
     with db_session() as s:
         user = current_db_user(s)
         owned = store.list_connections(s, user)
@@ -242,28 +256,97 @@ def _form_page(
     )
 
 
+KEY_NOT_KEPT = (
+    "The API key you typed is not shown again (sheets-sync never sends a key back to the "
+    "browser): paste it again before saving."
+)
+
+
+def _refuse_round(form: ConnectionForm, *, key_typed: bool) -> None:
+    # A typed key is never rendered back, so a failed round must say it is gone.
+    if key_typed and not form.instantly_api_key.errors:
+        form.instantly_api_key.errors = [KEY_NOT_KEPT]
+
+
+def _flash_saved(name: str, connection_id: int, checks: SaveChecks, *, first: bool) -> None:
+    if first:
+        # Until a refresh of this connection succeeds (app.js removes it then).
+        flash(f"Saved “{name}”. Press Refresh to fill the sheet.", f"until-refresh:{connection_id}")
+    else:
+        flash(f"Saved “{name}”.", "success")
+    for warning in checks.warnings:
+        flash(warning, "warning")
+
+
 @bp.route("/connections/new", methods=["GET", "POST"])
 def new_connection() -> Any:
     form = ConnectionForm()
     if request.method == "GET":
         form.worksheet_title.data = form.worksheet_title.data or "Instantly steps"
-    if form.is_submitted():
-        kwargs = form.validate_input(creating=True)
-        if kwargs is not None:
-            try:
-                with write_session() as s:
-                    user = current_db_user(s)
-                    created = store.create_connection(
-                        s, user, fernet=runtime().fernet, **kwargs
-                    )
-                    name = created.name
-            except InvalidInput as exc:
-                form.form_errors.append(exc.message)
-            else:
-                flash(f"Saved “{name}”. Press Refresh to fill the sheet.", "success")
-                return redirect(url_for("pages.dashboard"))
-        return _form_page(form, None, status=400)
-    return _form_page(form, None)
+    if not form.is_submitted():
+        return _form_page(form, None)
+    kwargs = form.validate_input(creating=True)
+    key = form.typed_key()
+    checks = SaveChecks()
+    if key and not form.instantly_api_key.errors and not form.campaign_ids.errors:
+        ids = kwargs["campaign_ids"] if kwargs else _typed_campaign_ids(form)
+        checks.merge(save_checks.check_instantly(runtime(), key, ids or []))
+        form.add_errors(checks.field_errors)
+    if kwargs is not None and checks.ok:
+        spreadsheet_id = parse_spreadsheet_url(kwargs["spreadsheet_url"])[0]
+        checks.merge(save_checks.check_sheet(runtime(), spreadsheet_id))
+        kwargs["options"] = save_checks.merged_options(kwargs.get("options"), checks.options)
+        try:
+            with write_session() as s:
+                user = current_db_user(s)
+                created = store.create_connection(s, user, fernet=runtime().fernet, **kwargs)
+                name, created_id = created.name, created.id
+        except InvalidInput as exc:
+            form.form_errors.append(exc.message)
+        else:
+            _flash_saved(name, created_id, checks, first=True)
+            return redirect(url_for("pages.dashboard"))
+    _refuse_round(form, key_typed=bool(key))
+    return _form_page(form, None, status=400)
+
+
+def _typed_campaign_ids(form: ConnectionForm) -> list[str] | None:
+    """The ids of a form whose other fields failed, to check them in the same round."""
+    try:
+        checked = ConnectionFields.model_validate(
+            {"campaign_ids": form.input_data(creating=False)["campaign_ids"]}
+        )
+    except ValidationError:
+        return None
+    return checked.campaign_ids
+
+
+def _edit_checks(
+    form: ConnectionForm,
+    changes: dict[str, Any] | None,
+    connection: Connection,
+    saved_key: str | None,
+) -> SaveChecks:
+    """The checks an edit needs: a new key, campaigns new to the connection (with the
+    saved key), a new sheet."""
+    checks = SaveChecks()
+    key = form.typed_key()
+    ids = (changes or {}).get("campaign_ids")
+    if ids is None and changes is None:
+        ids = _typed_campaign_ids(form)
+    known = set(connection.campaign_ids or [])
+    if form.instantly_api_key.errors or form.campaign_ids.errors:
+        pass
+    elif key:
+        checks.merge(save_checks.check_instantly(runtime(), key, ids or []))
+    elif ids and not set(ids) <= known and saved_key:
+        checks.merge(save_checks.check_instantly(runtime(), saved_key, ids, saved_key=True))
+    form.add_errors(checks.field_errors)
+    if changes is not None and checks.ok and "spreadsheet_url" in changes:
+        spreadsheet_id = parse_spreadsheet_url(changes["spreadsheet_url"])[0]
+        if spreadsheet_id != connection.spreadsheet_id:
+            checks.merge(save_checks.check_sheet(runtime(), spreadsheet_id))
+    return checks
 
 
 @bp.route("/connections/<int:connection_id>/edit", methods=["GET", "POST"])
@@ -273,19 +356,29 @@ def edit_connection(connection_id: int) -> Any:
         connection = _owned(s, user, connection_id)
         info = _connection_view(s, connection)
         initial = ConnectionForm.data_for(connection)
+        s.expunge(connection)
     if request.method == "GET":
         form = ConnectionForm(data=initial)
         return _form_page(form, info)
     form = ConnectionForm()
     changes = form.validate_input(creating=False)
-    if changes is not None:
+    saved_key = None
+    if not form.typed_key():
+        try:
+            saved_key = store.decrypted_api_key(runtime().fernet, connection)
+        except SyncError:
+            saved_key = None  # the page says so at the next refresh; no check possible
+    checks = _edit_checks(form, changes, connection, saved_key)
+    if changes is not None and checks.ok:
         try:
             with write_session() as s:
                 user = current_db_user(s)
                 features = changes.pop("features", None)
+                current = store.get_connection(s, user, connection_id, for_update=True)
+                options = dict(current.options or {})
                 if features is not None:
-                    current = store.get_connection(s, user, connection_id, for_update=True)
-                    changes["options"] = with_features(dict(current.options or {}), features)
+                    options = with_features(options, features)
+                changes["options"] = save_checks.merged_options(options, checks.options)
                 store.update_connection(
                     s, user, connection_id, fernet=runtime().fernet, **changes
                 )
@@ -294,8 +387,9 @@ def edit_connection(connection_id: int) -> Any:
         except InvalidInput as exc:
             form.form_errors.append(exc.message)
         else:
-            flash(f"Saved “{changes.get('name', info['name'])}”.", "success")
+            _flash_saved(changes.get("name", info["name"]), connection_id, checks, first=False)
             return redirect(url_for("pages.dashboard"))
+    _refuse_round(form, key_typed=bool(form.typed_key()))
     return _form_page(form, info, status=400)
 
 
@@ -378,16 +472,18 @@ def test_key() -> Any:
     return _form_page(ConnectionForm(), info, test_result=result)
 
 
-def _check_access(spreadsheet_id: str) -> dict[str, Any]:
+def _check_access(spreadsheet_id: str) -> tuple[dict[str, Any], str | None]:
+    """The reply for the page, and the sharing state found (None: not known)."""
     try:
-        tabs = runtime().sheets().check_access(spreadsheet_id)
+        access = check_edit_access(
+            runtime().sheets(retry=save_checks.WHILE_WAITING), spreadsheet_id
+        )
     except SyncError as exc:
-        return _failed(exc)
-    return {
-        "ok": True,
-        "tabs": tabs,
-        "message": "Access OK. Tabs in this spreadsheet: " + ", ".join(tabs),
-    }
+        return _failed(exc), None
+    if not access.ok:
+        error = {"code": f"sheet_{access.status}", "message": access.message}
+        return {"ok": False, "error": error}, access.status
+    return {"ok": True, "tabs": access.tabs, "message": access.message}, access.status
 
 
 def _typed_spreadsheet_id() -> str | None:
@@ -416,7 +512,7 @@ def check_access_typed() -> Any:
         return _access_response(
             {"ok": False, "error": {"code": "invalid_input", "message": message}}, None
         )
-    return _access_response(_check_access(spreadsheet_id), None)
+    return _access_response(_check_access(spreadsheet_id)[0], None)
 
 
 @bp.post("/connections/<int:connection_id>/check-access")
@@ -425,13 +521,25 @@ def check_access(connection_id: int) -> Any:
         user = current_db_user(s)
         connection = _owned(s, user, connection_id)
         info = _connection_view(s, connection)
-        spreadsheet_id = connection.spreadsheet_id
+        spreadsheet_id = saved_id = connection.spreadsheet_id
     try:
         # The link being edited, if one was typed; else the saved one.
         spreadsheet_id = _typed_spreadsheet_id() or spreadsheet_id
     except InvalidInput as exc:
         return _access_response({"ok": False, "error": exc.as_dict()}, info)
-    result = _check_access(spreadsheet_id)
+    result, status = _check_access(spreadsheet_id)
+    if status is not None and spreadsheet_id == saved_id:
+        # What the dashboard says about sharing follows the latest check.
+        found = {
+            save_checks.SHEET_ACCESS_OPTION: save_checks.access_record(
+                status, spreadsheet_id, runtime()
+            )
+        }
+        try:
+            with write_session() as s:
+                store.merge_connection_options(s, current_db_user(s), connection_id, found)
+        except store.NotFound:
+            abort(404)  # deleted while Google was being asked
     if not wants_json() and "spreadsheet_url" not in request.form:
         # A plain button (e.g. on the dashboard): report and go back.
         if result["ok"]:

@@ -76,11 +76,15 @@ def campaigns_text(connection: Connection) -> str:
     ids = list(connection.campaign_ids or [])
     if not ids:
         return "All campaigns combined"
-    cache = (connection.options or {}).get("campaign_cache") or {}
+    options = connection.options or {}
+    cache = options.get("campaign_cache") or {}
+    # Names found when the connection was saved, until a refresh caches the campaigns.
+    saved = options.get("campaign_names") or {}
     names = []
     for campaign_id in ids:
         entry = cache.get(campaign_id) or {}
         name = (entry.get("campaign") or {}).get("name") if isinstance(entry, dict) else None
+        name = name or (saved.get(campaign_id) if isinstance(saved, dict) else None)
         names.append(str(name) if name else campaign_id)
     return ", ".join(names)
 
@@ -103,6 +107,8 @@ def run_json(run: SyncRun, now: datetime | None = None) -> dict[str, Any]:
         error = {"code": run.error_code, "message": run.error_message}
     return {
         "id": run.id,
+        # For people: the run's place among its connection's runs (older rows: the id).
+        "number": run.number if run.number is not None else run.id,
         "connection_id": run.connection_id,
         "status": run.status,
         "status_label": STATUS_LABELS.get(run.status, run.status),

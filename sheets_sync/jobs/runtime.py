@@ -50,7 +50,15 @@ class Runtime:
     # = unlimited (a Runtime built by hand in a test).
     quota: QuotaBudget | None = None
 
-    def instantly(self, api_key: str) -> InstantlyClient:
+    def instantly(
+        self,
+        api_key: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> InstantlyClient:
+        """A client for one workspace key; ``retry``/``timeout`` override the settings'
+        (a check made while a person waits gives up sooner than a sync)."""
         session = None
         if self.quota is not None and api_key and api_key.strip():
             session = instantly_session(
@@ -62,17 +70,22 @@ class Runtime:
         return InstantlyClient(
             api_key,
             base_url=self.settings.instantly_api_url,
-            timeout=self.settings.http_timeout,
-            retry=self.retry,
+            timeout=timeout or self.settings.http_timeout,
+            retry=retry or self.retry,
             session=session,
         )
 
-    def sheets(self) -> SheetsClient:
+    def sheets(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> SheetsClient:
         client = make_sheets_client(
             self.settings.google_application_credentials,
             api_url=self.settings.sheets_api_url,
-            timeout=self.settings.http_timeout,
-            retry=self.retry,
+            timeout=timeout or self.settings.http_timeout,
+            retry=retry or self.retry,
         )
         if self.quota is not None:
             attach_to_sheets_client(

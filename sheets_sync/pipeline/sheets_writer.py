@@ -312,11 +312,16 @@ class SheetsClient:
 
     # -- the write --
 
-    def batch_update(self, spreadsheet_id: str, requests_: list[dict[str, Any]]) -> Any:
+    def batch_update(
+        self, spreadsheet_id: str, requests_: list[dict[str, Any]], *, readable: bool = False
+    ) -> Any:
+        """One atomic write. ``readable``: the caller just read the spreadsheet, so a 403
+        means a Viewer share without asking again."""
         return self._call(
             spreadsheet_id,
             lambda: self._client.http_client.batch_update(spreadsheet_id, {"requests": requests_}),
             write=True,
+            readable=readable,
         )
 
     def write_tab(
@@ -412,7 +417,14 @@ class SheetsClient:
 
     # -- plumbing --
 
-    def _call(self, spreadsheet_id: str, fn: Callable[[], Any], *, write: bool = False) -> Any:
+    def _call(
+        self,
+        spreadsheet_id: str,
+        fn: Callable[[], Any],
+        *,
+        write: bool = False,
+        readable: bool = False,
+    ) -> Any:
         """Run one API call under the retry policy.
 
         A read is always safe to repeat. A write is repeated only when Google certainly
@@ -428,7 +440,7 @@ class SheetsClient:
             except APIError as exc:
                 if write and exc.response.status_code >= 500:
                     raise _unconfirmed(f"HTTP {exc.response.status_code}") from None
-                raise self._translate(exc, spreadsheet_id) from None
+                raise self._translate(exc, spreadsheet_id, write=write, readable=readable) from None
             except google.auth.exceptions.RefreshError as exc:
                 # google-auth marks 5xx, 429 and OAuth "temporarily unavailable" answers
                 # retryable. An answer that is no OAuth error at all (a proxy's HTML page, a
@@ -458,7 +470,9 @@ class SheetsClient:
 
         return call_with_retry(once, self._retry)
 
-    def _translate(self, exc: APIError, spreadsheet_id: str) -> SyncError:
+    def _translate(
+        self, exc: APIError, spreadsheet_id: str, *, write: bool = False, readable: bool = False
+    ) -> SyncError:
         response = exc.response
         status = response.status_code
         error = exc.error if isinstance(exc.error, dict) else {}
@@ -468,6 +482,13 @@ class SheetsClient:
             # Also a 403, but the operator's Google Cloud project is at fault, not the
             # sharing of this sheet: it must not pause anyone.
             return GoogleApiDisabled(API_DISABLED)
+        if status == 403 and write and (readable or self._can_read(spreadsheet_id)):
+            # Readable but not writable: shared as Viewer (one read, only on this failure).
+            return SheetNotShared(
+                f"The sheet is shared with {self.service_account_email} as Viewer: change it "
+                "to Editor (Share button in Google Sheets), then refresh again. The sheet was "
+                "not changed."
+            )
         if status == 403:
             return SheetNotShared(
                 f"The service account cannot open this spreadsheet. Share the sheet with "
@@ -501,6 +522,13 @@ class SheetsClient:
             f"Google Sheets rejected the update: {message[:300] or f'HTTP {status}'}. "
             "The sheet was not changed."
         )
+
+    def _can_read(self, spreadsheet_id: str) -> bool:
+        try:
+            self.sheet_properties(spreadsheet_id)
+        except SyncError:
+            return False
+        return True
 
     @staticmethod
     def _api_disabled(error: dict[str, Any], message: str) -> bool:

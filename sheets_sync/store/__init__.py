@@ -36,6 +36,9 @@ from sheets_sync.store.connections import (
     list_connections as list_connections,
 )
 from sheets_sync.store.connections import (
+    merge_connection_options as merge_connection_options,
+)
+from sheets_sync.store.connections import (
     pause_reason_for as pause_reason_for,
 )
 from sheets_sync.store.connections import (

@@ -182,6 +182,19 @@ def update_connection(
     return connection
 
 
+def merge_connection_options(
+    s: Session, user: User, connection_id: int, found: Mapping[str, Any]
+) -> Connection:
+    """Record what a check found about the connection (say, how its sheet is shared) in
+    its options. Not a person's edit of the settings: ``version`` stays, so a sync running
+    meanwhile still records what it learnt."""
+    take_write_lock(s)
+    connection = get_connection(s, user, connection_id, for_update=True)
+    connection.options = {**(connection.options or {}), **found}
+    s.flush()
+    return connection
+
+
 def delete_connection(s: Session, user: User, connection_id: int) -> None:
     """Delete the user's connection and its run history (``NotFound`` if not theirs)."""
     take_write_lock(s)

@@ -336,6 +336,9 @@ class SyncRun(Base):
     # The totals check of a succeeded run (step rows against Instantly's overview), in
     # the words the tab's info line uses; never a failure.
     drift: Mapped[str | None] = mapped_column(Text)
+    # The run's number among its connection's runs (1 = its first), shown to people;
+    # ``id`` is global and stays the API's. Set when the run is queued.
+    number: Mapped[int | None] = mapped_column(Integer)
 
     connection: Mapped[Connection] = relationship(back_populates="runs")
 

@@ -65,12 +65,18 @@ def _enqueue(
     existing = _find_active_run(s, connection_id)
     if existing is not None:
         return existing, False
+    # Numbered after the connection's newest run: runs of one connection are queued one
+    # at a time (the unique index above), so two never take the same number.
+    last_number = s.scalar(
+        select(func.max(SyncRun.number)).where(SyncRun.connection_id == connection_id)
+    )
     run = SyncRun(
         connection_id=connection_id,
         status="queued",
         trigger=trigger,
         queued_at=now,
         attempt=attempt,
+        number=(last_number or 0) + 1,
     )
     try:
         with s.begin_nested():

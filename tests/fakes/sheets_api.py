@@ -12,7 +12,8 @@ Usage::
 What it models, beyond storing cells:
 
 * the token exchange (RS256 JWT signed with the registered key) and bearer tokens;
-* sharing (403 "The caller does not have permission"), unknown ids (404);
+* sharing as Editor or Viewer (``share``; 403 "The caller does not have permission" when
+  not shared, and on any write by a Viewer), unknown ids (404);
 * per-user and per-project read/write quotas over a rolling 60 s window (429);
 * request validation against Google's discovery document (unknown fields, enums, types,
   unknown query parameters, ``fields`` masks), see :mod:`tests.fakes.discovery`;
@@ -139,6 +140,8 @@ _LOG_KINDS = {
     "spreadsheets.values.clear": "values_write",
 }
 WINDOW_SECONDS = 60.0
+# Drive's names for the roles the Share dialog calls Editor and Viewer.
+SHARE_ROLES = ("writer", "reader")
 PROJECT_NUMBER = 0  # the Cloud project the service account belongs to, in quota errors
 
 
@@ -418,17 +421,16 @@ class FakeSheetsServer:
             return ssid
 
     def share(self, spreadsheet_id: str, email: str, role: str = "writer") -> None:
-        """Someone shared the file with ``email``: a "writer" may write from now on (a
-        "reader" share, like Google's Viewer, lets nothing through this fake's writes)."""
-        if role not in ("writer", "reader"):
-            raise ValueError("role must be 'writer' or 'reader'")
+        """Share with ``email`` as Editor ("writer") or Viewer ("reader"), replacing any
+        earlier role, as the Share dialog does."""
+        if role not in SHARE_ROLES:
+            raise ValueError(f"role must be one of {', '.join(SHARE_ROLES)}")
         with self._lock:
-            if role == "writer":
-                self._book(spreadsheet_id).shared_with.add(email)
+            self._book(spreadsheet_id).shared_with[email] = role
 
     def unshare(self, spreadsheet_id: str, email: str) -> None:
         with self._lock:
-            self._book(spreadsheet_id).shared_with.discard(email)
+            self._book(spreadsheet_id).shared_with.pop(email, None)
 
     def delete_spreadsheet(self, spreadsheet_id: str) -> None:
         """The owner deleted the file: from now on its id answers 404."""
@@ -506,7 +508,7 @@ class FakeSheetsServer:
             book = self._book(spreadsheet_id)
             return {
                 "properties": json_copy(book.properties),
-                "shared_with": sorted(book.shared_with),
+                "shared_with": dict(sorted(book.shared_with.items())),
                 "sheets": [
                     {
                         "properties": json_copy(sheet.properties),
@@ -817,7 +819,11 @@ class FakeSheetsServer:
         book = self._spreadsheets.get(params["spreadsheetId"])
         if book is None:
             raise SheetsError(404, "Requested entity was not found.")
-        if email not in book.shared_with:
+        role = book.shared_with.get(email)
+        if role is None:
+            raise SheetsError(403, "The caller does not have permission")
+        if role != "writer" and method.http_method != "GET":
+            # A Viewer reads; every change is refused with the same words as no share.
             raise SheetsError(403, "The caller does not have permission")
         result = handler(book, params, query, body or {}, fields_tree)
         return discovery.filter_fields(result, fields_tree)

@@ -187,7 +187,8 @@ class Spreadsheet:
     spreadsheet_id: str
     properties: Json
     sheets: list[Sheet]
-    shared_with: set[str] = field(default_factory=set)
+    # email -> role: "writer" may change the spreadsheet, "reader" may only read it.
+    shared_with: dict[str, str] = field(default_factory=dict)
     cell_limit: int = CELL_LIMIT
 
     def clone(self) -> Spreadsheet:
@@ -195,7 +196,7 @@ class Spreadsheet:
             spreadsheet_id=self.spreadsheet_id,
             properties=json_copy(self.properties),
             sheets=[sheet.clone() for sheet in self.sheets],
-            shared_with=set(self.shared_with),
+            shared_with=dict(self.shared_with),
             cell_limit=self.cell_limit,
         )
 
@@ -263,7 +264,7 @@ def make_spreadsheet(
             "defaultFormat": json_copy(DEFAULT_FORMAT),
         },
         sheets=[],
-        shared_with=set(shared_with),
+        shared_with=dict.fromkeys(shared_with, "writer"),
     )
     for index, sheet_title in enumerate(sheet_titles):
         # Like a spreadsheet made in the UI: the first tab is gid 0, later ones random.

@@ -92,6 +92,16 @@
       button.disabled = Boolean(run.active);
       button.textContent = run.active ? "Refreshing…" : "Refresh";
     }
+    if (run.status === "succeeded") {
+      // "Press Refresh to fill the sheet", "Not shared yet": done with once it worked.
+      document
+        .querySelectorAll('[data-until-refresh="' + String(run.connection_id) + '"]')
+        .forEach(function (el) {
+          el.remove();
+        });
+      var failing = card && card.querySelector("[data-failing]");
+      if (failing) failing.remove();
+    }
   }
 
   function showRunError(block, message) {
@@ -167,10 +177,23 @@
 
   // --- the connection form --------------------------------------------------------------
 
+  var UUID = /^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i;
+
+  // As the server splits (forms.split_campaign_ids): by commas, semicolons and lines, and
+  // by spaces only between ids, so a name typed by mistake stays whole in its message.
   function splitIds(text) {
-    return text.split(/[\s,;]+/).filter(function (id) {
-      return id.length > 0;
+    var out = [];
+    text.split(/[,;\n]+/).forEach(function (piece) {
+      piece = piece.trim();
+      if (!piece) return;
+      var words = piece.split(/\s+/);
+      if (words.every(function (word) { return UUID.test(word); })) {
+        out.push.apply(out, words);
+      } else {
+        out.push(piece);
+      }
     });
+    return out;
   }
 
   function setUpCampaignPicker(form) {
@@ -183,6 +206,7 @@
     }
 
     function syncText() {
+      if (!boxes().length) return; // nothing to merge: leave the typed text as it is
       var listed = {};
       boxes().forEach(function (box) {
         listed[box.value] = true;
@@ -289,7 +313,26 @@
     update();
   }
 
+  function defaultTimeZone(form) {
+    // A new connection's schedule starts in the browser's time zone, not in UTC.
+    var select = form.querySelector("select[data-browser-timezone]");
+    if (!select || !window.Intl || !Intl.DateTimeFormat) return;
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!zone) return;
+    var known = Array.prototype.some.call(select.options, function (option) {
+      return option.value === zone;
+    });
+    if (known) select.value = zone;
+  }
+
+  function focusErrorSummary() {
+    var summary = document.querySelector("[data-error-summary]");
+    if (summary) summary.focus();
+  }
+
   function setUpConnectionForm(form) {
+    defaultTimeZone(form);
+    focusErrorSummary();
     var fill = setUpCampaignPicker(form);
     var testButton = form.querySelector("[data-test-key]");
     if (testButton) {
