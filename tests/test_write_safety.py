@@ -20,13 +20,21 @@ from tests.test_engine_features import HISTORY, TAB, Syncer, campaign
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
 HORIZON = 3
+# Seconds: the client gives up on an answer after QUICK; a hung call answers after HANG;
+# the worst case holds a write for HELD, past the give-up, the re-read and the rewrite.
+QUICK = 1.5
+HANG = 3.0
+HELD = 6.0
 
 
 @pytest.fixture
 def quick_sheets(fake_sheets, service_account_file, fast_retry):
-    """A writer that gives up on an answer after 0.5 s, so hangs are cheap to test."""
+    """A writer that gives up on an answer after QUICK seconds, so hangs are cheap to test.
+
+    The faults hold their answer for HANG (or HELD) seconds: far enough past QUICK that a
+    loaded machine answering an ordinary call late cannot pass for a hang, or the reverse."""
     return make_sheets_client(
-        service_account_file, api_url=fake_sheets.url, timeout=(2, 0.5), retry=fast_retry
+        service_account_file, api_url=fake_sheets.url, timeout=(2, QUICK), retry=fast_retry
     )
 
 
@@ -65,8 +73,8 @@ def wait_for_writes(fake_sheets, count):
         pytest.param(dict(status=503), id="503-not-applied"),
         pytest.param(dict(status=503, when="after"), id="503-after-apply"),
         pytest.param(dict(status=500, when="after"), id="500-after-apply"),
-        pytest.param(dict(status=503, delay=1.0), id="hang-then-503-not-applied"),
-        pytest.param(dict(status=0, when="after", delay=1.0), id="apply-then-hang"),
+        pytest.param(dict(status=503, delay=HANG), id="hang-then-503-not-applied"),
+        pytest.param(dict(status=0, when="after", delay=HANG), id="apply-then-hang"),
     ],
 )
 def test_a_lost_write_is_checked_not_resent_blind(
@@ -104,7 +112,7 @@ def test_a_write_google_applies_after_the_client_gave_up_cannot_apply_twice(
     cid, sync = prime(workspace, instantly, quick_sheets, spreadsheet_id)
     before = history_days(fake_sheets, spreadsheet_id)
     fake_sheets.reset_calls()
-    fake_sheets.fail_next("write", 0, delay=1.5)  # held 1.5 s, then applied
+    fake_sheets.fail_next("write", 0, delay=HELD)  # held, then applied
 
     sync([cid], now=START + dt.timedelta(days=4))
     wait_for_writes(fake_sheets, 2)
@@ -168,9 +176,11 @@ def test_a_first_sync_with_features_whose_answer_is_lost_creates_each_tab_once(
 
 
 def test_every_send_of_a_write_is_counted(
-    fake_sheets, spreadsheet_id, instantly, quick_sheets, workspace
+    fake_sheets, spreadsheet_id, instantly, sheets, workspace
 ):
-    cid, sync = prime(workspace, instantly, quick_sheets, spreadsheet_id)
+    # The normal timeouts: with 0.5 s a loaded machine can time out a read, which is
+    # rightly retried, and the count would then include that extra send.
+    cid, sync = prime(workspace, instantly, sheets, spreadsheet_id)
     fake_sheets.reset_calls()
     fake_sheets.fail_next("write", 503)
     out = sync([cid], now=START + dt.timedelta(days=4))
