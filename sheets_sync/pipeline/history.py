@@ -23,6 +23,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sheets_sync.pipeline.notes import row_key
@@ -113,25 +114,18 @@ def snapshot(report: Report, day: date) -> list[tuple[str, list[HistoryValue]]]:
     single_name = (
         report.campaign_names[0] if len(report.campaign_names) == 1 else ALL_CAMPAIGNS
     )
+    # The report column of each history column after date, key and campaign; a column
+    # the report lacks reads the padding None appended to each row's values.
+    missing = len(report.columns)
+    pick = itemgetter(*(index.get(name, missing) for name, _, _, _ in COLUMNS[3:]))
+    campaign_at = index.get("campaign")
+    day_serial = serial(day)
     out: list[tuple[str, list[HistoryValue]]] = []
     for row in report.rows:
         key = row_key(row)
-
-        def get(name: str, row_values: tuple[Any, ...] = row.values) -> HistoryValue:
-            at = index.get(name)
-            return None if at is None else row_values[at]
-
-        cells: list[HistoryValue] = []
-        for name, _, _, _ in COLUMNS:
-            if name == "date":
-                cells.append(serial(day))
-            elif name == "key":
-                cells.append(key)
-            elif name == "campaign":
-                cells.append(get("campaign") if "campaign" in index else single_name)
-            else:
-                cells.append(get(name))
-        out.append((key, cells))
+        values = (*row.values, None)
+        campaign = single_name if campaign_at is None else values[campaign_at]
+        out.append((key, [day_serial, key, campaign, *pick(values)]))
     return out
 
 
@@ -269,20 +263,26 @@ def plan_days(
 def existing_rows(grid: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[date | None, str]]:
     """(date, key) per row below the header from the A:B grid read back."""
     out: list[tuple[date | None, str]] = []
+    append = out.append
     days: dict[float, date | None] = {}  # 90,000 rows share ~90 dates: parse each once
-    for cells in list(grid)[1:]:
+    for index, cells in enumerate(grid):
+        if not index:
+            continue  # the header
         first = cells[0] if cells else None
         number = ((first or {}).get("userEnteredValue") or {}).get("numberValue")
         if isinstance(number, int | float):
-            if number not in days:
-                days[number] = day_of(first)
-            day = days[number]
+            day = days.get(number, _UNPARSED)
+            if day is _UNPARSED:
+                day = days[number] = day_of(first)
         else:
             day = day_of(first)
         key_cell = cells[KEY_COLUMN] if len(cells) > KEY_COLUMN else {}
         key_value = (key_cell.get("userEnteredValue") or {}).get("stringValue", "")
-        out.append((day, str(key_value)))
+        append((day, key_value if type(key_value) is str else str(key_value)))
     return out
+
+
+_UNPARSED: Any = object()
 
 
 DATE_FORMAT = {"type": "DATE", "pattern": "yyyy-mm-dd"}
@@ -344,12 +344,13 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
     out.append(_update(sheet_id, 0, [header], "userEnteredValue,userEnteredFormat"))
     start = None
     block: list[list[dict[str, Any]]] = []
+    cell = _CellCache()
     for index, cells in edit.writes:
         if start is None or index != start + len(block):
             if block and start is not None:
                 out.append(_update(sheet_id, start, block, "userEnteredValue"))
             start, block = index, []
-        block.append([cell_of(v) for v in cells])
+        block.append([cell(v) for v in cells])
     if block and start is not None:
         out.append(_update(sheet_id, start, block, "userEnteredValue"))
     # Formats by column over every data row: a few small requests, whatever the length.
@@ -376,6 +377,25 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
             props["hiddenByUser"] = True
         out.append(column_properties(sheet_id, index, props))
     return out
+
+
+class _CellCache:
+    """The cell of each distinct value, built once per batch: a history tab repeats the
+    same day, labels and small counts on every row, so most of its cells are one shared
+    dict each (the JSON is the same; nothing edits a cell once built). Floats are built
+    every time: 0.0 and -0.0 are equal keys but not the same JSON."""
+
+    def __init__(self) -> None:
+        self._cells: dict[tuple[type, HistoryValue], dict[str, Any]] = {}
+
+    def __call__(self, value: HistoryValue) -> dict[str, Any]:
+        if type(value) is float:
+            return cell_of(value)
+        memo = (type(value), value)
+        found = self._cells.get(memo)
+        if found is None:
+            found = self._cells[memo] = cell_of(value)
+        return found
 
 
 def _update(

@@ -247,17 +247,28 @@ def _rate(numerator: int | None, sent: int) -> float | None:
     return numerator / sent
 
 
+_RATE_SOURCE = {key: source for key, _, source in (*_RATES, _OPPORTUNITY_RATE)}
+# A metric column: (key, None) for a count, (key, numerator's count) for a rate.
+MetricPlan = tuple[tuple[str, str | None], ...]
+
+
+def _metric_plan(columns: Sequence[Column]) -> MetricPlan:
+    """Worked out once per report, not once per row."""
+    return tuple(
+        (col.key, _RATE_SOURCE[col.key] if col.kind == "percent" else None)
+        for col in columns
+        if col.kind in ("int", "percent")
+    )
+
+
 def _metric_values(
-    columns: Sequence[Column], totals: Mapping[str, int | None]
+    plan: MetricPlan, totals: Mapping[str, int | None]
 ) -> list[str | int | float | None]:
-    rate_source = {key: source for key, _, source in (*_RATES, _OPPORTUNITY_RATE)}
-    values: list[str | int | float | None] = []
-    for col in columns:
-        if col.kind == "int":
-            values.append(totals.get(col.key, 0))
-        elif col.kind == "percent":
-            values.append(_rate(totals.get(rate_source[col.key]), totals.get("sent") or 0))
-    return values
+    sent = totals.get("sent") or 0
+    return [
+        totals.get(key, 0) if source is None else _rate(totals.get(source), sent)
+        for key, source in plan
+    ]
 
 
 def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int | None]:
@@ -303,6 +314,7 @@ def build_report(
     )
     call_keys = [c.key for c in columns if c.key.endswith("_call")]
     count_keys = [c.key for c in columns if c.kind == "int"]
+    metrics = _metric_plan(columns)
     rows: list[Row] = []
     grand: dict[str, int] = dict.fromkeys(count_keys, 0)
     for section in sections:
@@ -349,7 +361,7 @@ def build_report(
                 Row(
                     kind,
                     key,
-                    tuple(labels + _metric_values(columns, counts) + texts),
+                    tuple(labels + _metric_values(metrics, counts) + texts),
                     highlight,
                 )
             )
@@ -358,7 +370,7 @@ def build_report(
     total = Row(
         "total",
         ("", None, None),
-        tuple(total_labels + _metric_values(columns, grand) + [""] * len(call_keys)),
+        tuple(total_labels + _metric_values(metrics, grand) + [""] * len(call_keys)),
     )
     names = tuple(s.name for s in parents)
     title = (
