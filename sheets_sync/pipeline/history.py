@@ -268,18 +268,41 @@ def existing_rows(grid: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[dat
     for index, cells in enumerate(grid):
         if not index:
             continue  # the header
-        first = cells[0] if cells else None
-        number = ((first or {}).get("userEnteredValue") or {}).get("numberValue")
-        if isinstance(number, int | float):
-            day = days.get(number, _UNPARSED)
-            if day is _UNPARSED:
-                day = days[number] = day_of(first)
-        else:
-            day = day_of(first)
-        key_cell = cells[KEY_COLUMN] if len(cells) > KEY_COLUMN else {}
-        key_value = (key_cell.get("userEnteredValue") or {}).get("stringValue", "")
-        append((day, key_value if type(key_value) is str else str(key_value)))
+        # Nearly every row is the two cells we wrote: a date serial and a key. Read those
+        # straight; anything else (typed by hand, cleared, odd types) takes the long way.
+        try:
+            date_cell, key_cell = cells
+            number = date_cell["userEnteredValue"]["numberValue"]
+            key = key_cell["userEnteredValue"]["stringValue"]
+        except (KeyError, TypeError, ValueError):
+            append(_existing_row(cells, days))
+            continue
+        if (number.__class__ is not int and number.__class__ is not float) or (
+            key.__class__ is not str
+        ):
+            append(_existing_row(cells, days))
+            continue
+        day = days.get(number, _UNPARSED)
+        if day is _UNPARSED:
+            day = days[number] = day_of(date_cell)
+        append((day, key))
     return out
+
+
+def _existing_row(
+    cells: Sequence[Mapping[str, Any]], days: dict[float, date | None]
+) -> tuple[date | None, str]:
+    first = cells[0] if cells else None
+    number = ((first or {}).get("userEnteredValue") or {}).get("numberValue")
+    if isinstance(number, int | float):
+        day = days.get(number, _UNPARSED)
+        if day is _UNPARSED:
+            day = days[number] = day_of(first)
+    else:
+        day = day_of(first)
+    key_cell = cells[KEY_COLUMN] if len(cells) > KEY_COLUMN else {}
+    key_value = (key_cell.get("userEnteredValue") or {}).get("stringValue", "")
+    return day, str(key_value)
 
 
 _UNPARSED: Any = object()
@@ -344,13 +367,13 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
     out.append(_update(sheet_id, 0, [header], "userEnteredValue,userEnteredFormat"))
     start = None
     block: list[list[dict[str, Any]]] = []
-    cell = _CellCache()
+    shared: dict[HistoryValue, dict[str, Any]] = {}
     for index, cells in edit.writes:
         if start is None or index != start + len(block):
             if block and start is not None:
                 out.append(_update(sheet_id, start, block, "userEnteredValue"))
             start, block = index, []
-        block.append([cell(v) for v in cells])
+        block.append(_row_cells(cells, shared))
     if block and start is not None:
         out.append(_update(sheet_id, start, block, "userEnteredValue"))
     # Formats by column over every data row: a few small requests, whatever the length.
@@ -379,23 +402,25 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
     return out
 
 
-class _CellCache:
-    """The cell of each distinct value, built once per batch: a history tab repeats the
-    same day, labels and small counts on every row, so most of its cells are one shared
-    dict each (the JSON is the same; nothing edits a cell once built). Floats are built
-    every time: 0.0 and -0.0 are equal keys but not the same JSON."""
-
-    def __init__(self) -> None:
-        self._cells: dict[tuple[type, HistoryValue], dict[str, Any]] = {}
-
-    def __call__(self, value: HistoryValue) -> dict[str, Any]:
-        if type(value) is float:
-            return cell_of(value)
-        memo = (type(value), value)
-        found = self._cells.get(memo)
-        if found is None:
-            found = self._cells[memo] = cell_of(value)
-        return found
+def _row_cells(
+    values: Sequence[HistoryValue], shared: dict[HistoryValue, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A history row's cells. The tab repeats the same day, labels and small counts on
+    every row, so the cell of each such value is built once per batch and shared (the
+    JSON is the same; nothing edits a cell once built). Floats and bools are built every
+    time: 0.0 and -0.0, or 1 and True, are equal keys but not the same JSON."""
+    cells: list[dict[str, Any]] = []
+    append = cells.append
+    for value in values:
+        kind = value.__class__
+        if kind is float or kind is bool:
+            append(cell_of(value))
+            continue
+        cell = shared.get(value)
+        if cell is None:
+            cell = shared[value] = cell_of(value)
+        append(cell)
+    return cells
 
 
 def _update(

@@ -6,8 +6,10 @@ The sheet renderer decides how it looks; this module decides what it says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import attrgetter
 from typing import Literal
 
 from sheets_sync.pipeline.instantly_models import Campaign, StepStats, Variant
@@ -95,6 +97,7 @@ class Report:
         return (*self.rows, self.total)
 
 
+@lru_cache(maxsize=1024)
 def variant_letter(index: int) -> str:
     """0 → A, 25 → Z, 26 → AA, 27 → AB, as spreadsheet columns are lettered."""
     if index < 0:
@@ -276,6 +279,14 @@ def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int | None]:
     return {key: getattr(stat, key) for key in keys}
 
 
+def _counts_reader(keys: Sequence[str]) -> Callable[[StepStats], dict[str, int | None]]:
+    """``_counts_of`` for one report's count columns, reading every count in one call."""
+    if len(keys) < 2:
+        return lambda stat: _counts_of(stat, keys)
+    read = attrgetter(*keys)
+    return lambda stat: dict(zip(keys, read(stat), strict=True))
+
+
 def _sort_key(stat: StepStats) -> tuple[bool, int, bool, int]:
     return (stat.step is None, stat.step or 0, stat.variant is None, stat.variant or 0)
 
@@ -315,11 +326,12 @@ def build_report(
     call_keys = [c.key for c in columns if c.key.endswith("_call")]
     count_keys = [c.key for c in columns if c.kind == "int"]
     metrics = _metric_plan(columns)
+    counts_of = _counts_reader(count_keys)
     rows: list[Row] = []
     grand: dict[str, int] = dict.fromkeys(count_keys, 0)
     for section in sections:
         for stat in sorted(section.stats, key=_sort_key):
-            counts = _counts_of(stat, count_keys)
+            counts = counts_of(stat)
             for count_key, value in counts.items():
                 grand[count_key] += value or 0
             labels: list[str | int | float | None] = []
