@@ -6,7 +6,7 @@ import argparse
 import signal
 import threading
 
-from sheets_sync.cli.process import configure_logging, make_runtime
+from sheets_sync.cli.process import configure_logging, make_runtime, settle_garbage_collector
 from sheets_sync.config import Settings
 
 
@@ -23,8 +23,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app({"SETTINGS": settings, "RUNTIME": rt})
     # Scheduled refreshes too: the embedded worker queues due connections as it polls.
     worker = EmbeddedWorker(rt, before_claim=lambda: enqueue_due(rt))
-    worker.start()
     server = make_server(args.host, args.port, app, threaded=True)
+    settle_garbage_collector()
+    worker.start()
     print(f"sheets-sync is running on http://{args.host}:{server.port}/ (Ctrl+C to stop)")
     if rt.service_account_email is None:
         print("Note: GOOGLE_APPLICATION_CREDENTIALS is not set; syncs will say how to set it.")

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sheets_sync.errors import ReportTooLarge
-from sheets_sync.pipeline.report import LABEL_KEYS, Column, Report, Row
+from sheets_sync.pipeline.report import LABEL_KEYS, Report, Row
 
 HEADER_ROW = 2
 FIRST_DATA_ROW = 3
