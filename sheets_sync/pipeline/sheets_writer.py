@@ -43,6 +43,7 @@ from sheets_sync.errors import (
 )
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.pipeline import revision
+from sheets_sync.pipeline.http_environment import settle_environment
 from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
 from sheets_sync.pipeline.revision import Revision
 
@@ -213,7 +214,9 @@ class SheetsClient:
     ) -> None:
         self.calls = 0
         self._credentials = credentials
-        self._session = _RebasedSession(credentials, api_url, self._count_call)
+        self._session = settle_environment(
+            _RebasedSession(credentials, api_url, self._count_call), api_url
+        )
         self._client = gspread.Client(auth=credentials, session=self._session)
         self._client.set_timeout(timeout)
         self._retry = retry or RetryPolicy()
