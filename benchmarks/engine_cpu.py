@@ -11,11 +11,18 @@ every request, and the JSON bytes requests encodes for gspread's ``batchUpdate``
 inputs are the golden test's scenarios (``tests/engine_scenarios.py``), so what is timed
 is exactly what the goldens pin. Figures are medians of ``--runs`` runs, after one
 warm-up; the per-step lines time each step on its own. Nothing here is a pass/fail test.
+
+The whole refresh is timed twice: with the interpreter's default garbage-collector
+settings, and as it runs in a ``sheets-sync worker`` or ``serve`` process, after
+``settle_garbage_collector()`` (startup objects frozen, collections every 50,000 new
+objects; see ``sheets_sync/cli/process.py``). ``--gc default`` or ``--gc worker`` keeps
+one of them for the per-step lines too (default: both, per-step lines as a worker).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -25,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sheets_sync.cli.process import settle_garbage_collector  # noqa: E402
 from sheets_sync.pipeline import history as history_tab  # noqa: E402
 from sheets_sync.pipeline.notes import plan_notes, read_notes, row_key  # noqa: E402
 from sheets_sync.pipeline.refresh import plan_requests  # noqa: E402
@@ -41,7 +49,7 @@ def median_ms(fn: Callable[[], Any], runs: int) -> float:
     return statistics.median(samples)
 
 
-def measure(rows: int, runs: int, history_days: int) -> None:
+def measure(rows: int, runs: int, history_days: int, modes: list[str]) -> None:
     scenario = sc.every_feature(rows, history_days=history_days)
     report = sc.report_of(scenario)
     read = sc.sheet_read(scenario, report)
@@ -58,8 +66,17 @@ def measure(rows: int, runs: int, history_days: int) -> None:
                                      history or {})
         history_tab.requests(edit, sc.HISTORY_ID)
 
+    def whole() -> bytes:
+        return sc.refresh_body(scenario, read)
+
+    print(f"\n{rows:,} rows ({len(report.rows)} report rows, {len(hist.rows) - 1:,} history "
+          f"rows read, body {len(body) / 1024:,.0f} KiB), median of {runs}:")
+    for mode in modes:
+        if mode == "worker":
+            settle_garbage_collector()
+        label = "whole refresh, GC " + ("as in a worker" if mode == "worker" else "defaults")
+        print(f"  {label:<40} {median_ms(whole, runs):8.1f} ms")
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("whole refresh (report → … → bytes)", lambda: sc.refresh_body(scenario, read)),
         ("  report", lambda: sc.report_of(scenario)),
         ("  history days' reports", lambda: sc.history_rows(scenario, report)),
         ("  notes (read + plan)", lambda: plan_notes(read_notes(main.rows), keys)),
@@ -68,8 +85,6 @@ def measure(rows: int, runs: int, history_days: int) -> None:
          lambda: plan_requests(spec, report, read, now=sc.NOW, history_rows=history)),
         ("  JSON encoding", lambda: sc.encode(requests_)),
     ]
-    print(f"\n{rows:,} rows ({len(report.rows)} report rows, {len(hist.rows) - 1:,} history "
-          f"rows read, body {len(body) / 1024:,.0f} KiB), median of {runs}:")
     for label, fn in steps:
         print(f"  {label:<40} {median_ms(fn, runs):8.1f} ms")
 
@@ -79,9 +94,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument("--rows", default="100,1000")
+    parser.add_argument("--gc", choices=("both", "default", "worker"), default="both")
     args = parser.parse_args()
+    modes = ["default", "worker"] if args.gc == "both" else [args.gc]
     for rows in (int(r) for r in args.rows.split(",")):
-        measure(rows, args.runs, args.history_days)
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)  # the interpreter's defaults, for each size afresh
+        measure(rows, args.runs, args.history_days, modes)
 
 
 if __name__ == "__main__":

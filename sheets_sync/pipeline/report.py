@@ -208,13 +208,6 @@ def _variant_of(
     return steps[step].variants[variant]
 
 
-def _subject(campaign: Campaign | None, step: int | None, variant: int | None) -> str:
-    found = _variant_of(campaign, step, variant)
-    if found is None:
-        return ""
-    return found.subject.strip() or NO_SUBJECT
-
-
 def _winner_calls(
     sections: Sequence[CampaignSection], *, include_opportunities: bool, min_sample: int
 ) -> dict[str, dict[RowKey, Call[RowKey]]]:
@@ -338,10 +331,9 @@ def build_report(
             if multi:
                 labels.append(section.name)
             variant_text = variant_label(stat.variant)
-            if subjects:
-                found = _variant_of(section.campaign, stat.step, stat.variant)
-                if found is not None and found.v_disabled:
-                    variant_text += DISABLED_SUFFIX
+            found = _variant_of(section.campaign, stat.step, stat.variant) if subjects else None
+            if found is not None and found.v_disabled:
+                variant_text += DISABLED_SUFFIX
             labels += [
                 step_label(
                     stat.step,
@@ -352,7 +344,7 @@ def build_report(
                 variant_text,
             ]
             if subjects:
-                labels.append(_subject(section.campaign, stat.step, stat.variant))
+                labels.append("" if found is None else found.subject.strip() or NO_SUBJECT)
             kind: RowKind = "unattributed" if stat.step is None or stat.variant is None else "data"
             key: RowKey = (section.campaign_id or "", stat.step, stat.variant)
             texts: list[str | int | float | None] = []

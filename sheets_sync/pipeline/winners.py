@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Generic, Literal, TypeVar
 
 DEFAULT_MIN_SAMPLE = 100
@@ -43,15 +44,16 @@ class Arm(Generic[K]):
 
     @property
     def alpha(self) -> int:
-        return 1 + max(0, min(self.successes, self.trials))
+        return _alpha_beta(self.successes, self.trials)[0]
 
     @property
     def beta(self) -> int:
-        return 1 + max(0, self.trials - max(0, min(self.successes, self.trials)))
+        return _alpha_beta(self.successes, self.trials)[1]
 
     @property
     def posterior_mean(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
+        alpha, beta = _alpha_beta(self.successes, self.trials)
+        return alpha / (alpha + beta)
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,12 @@ class Call(Generic[K]):
     leader: K | None = None
     leader_label: str = ""
 
-    @property
+    @cached_property
     def probability(self) -> float | None:
         """The number shown: the smallest probability the leader beats any other."""
         return min(self.probabilities.values()) if self.probabilities else None
 
-    @property
+    @cached_property
     def text(self) -> str:
         p = self.probability
         shown = "" if p is None else f"{percent_floor(p)}%"
@@ -144,9 +146,8 @@ def call_step(
     if any(arm.trials < min_sample for arm in arms):
         return {arm.key: Call("too_early") for arm in arms}
     # Highest posterior mean; ties go to the larger sample, then to the first listed.
-    order = sorted(
-        range(len(arms)), key=lambda i: (-arms[i].posterior_mean, -arms[i].trials, i)
-    )
+    means = [arm.posterior_mean for arm in arms]  # each worked out once, not per compare
+    order = sorted(range(len(arms)), key=lambda i: (-means[i], -arms[i].trials, i))
     leader = arms[order[0]]
     beats = {
         arm.key: prob_beats(leader.successes, leader.trials, arm.successes, arm.trials)
