@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Generic, Literal, TypeVar
 
 DEFAULT_MIN_SAMPLE = 100
@@ -67,12 +66,12 @@ class Call(Generic[K]):
     leader: K | None = None
     leader_label: str = ""
 
-    @cached_property
+    @property
     def probability(self) -> float | None:
         """The number shown: the smallest probability the leader beats any other."""
         return min(self.probabilities.values()) if self.probabilities else None
 
-    @cached_property
+    @property
     def text(self) -> str:
         p = self.probability
         shown = "" if p is None else f"{percent_floor(p)}%"
