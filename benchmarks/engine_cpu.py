@@ -36,6 +36,7 @@ from sheets_sync.cli.process import settle_garbage_collector  # noqa: E402
 from sheets_sync.pipeline import history as history_tab  # noqa: E402
 from sheets_sync.pipeline.notes import plan_notes, read_notes, row_key  # noqa: E402
 from sheets_sync.pipeline.refresh import plan_requests  # noqa: E402
+from sheets_sync.pipeline.request_body import batch_update_body  # noqa: E402
 from tests import engine_scenarios as sc  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def measure(rows: int, runs: int, history_days: int, modes: list[str]) -> None:
     spec = scenario.spec()
     history = sc.history_rows(scenario, report)
     requests_, _ = plan_requests(spec, report, read, now=sc.NOW, history_rows=history)
-    body = sc.encode(requests_)
+    body = batch_update_body(requests_)
     main, hist = read.tabs["main"], read.tabs["history"]
     assert main is not None and hist is not None
     keys = [row_key(r) for r in report.all_rows]
@@ -83,7 +84,7 @@ def measure(rows: int, runs: int, history_days: int, modes: list[str]) -> None:
         ("  history plan + requests", history_plan),
         ("  every request (plan_requests)",
          lambda: plan_requests(spec, report, read, now=sc.NOW, history_rows=history)),
-        ("  JSON encoding", lambda: sc.encode(requests_)),
+        ("  JSON encoding", lambda: batch_update_body(requests_)),
     ]
     for label, fn in steps:
         print(f"  {label:<40} {median_ms(fn, runs):8.1f} ms")

@@ -40,6 +40,7 @@ from sheets_sync.pipeline.report import (
     build_report,
     subsequence_row_id,
 )
+from sheets_sync.pipeline.request_body import batch_update_body
 from sheets_sync.pipeline.sheets_writer import TabsRead, TabState
 
 NOW = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
@@ -261,8 +262,8 @@ def history_rows(scenario: Scenario, report: Report) -> HistoryRows | None:
 
 
 def encode(requests_: list[dict[str, Any]]) -> bytes:
-    """The bytes gspread sends: ``session.request(json={"requests": …})``, encoded by
-    requests itself."""
+    """The bytes gspread would send with ``json={"requests": …}``, encoded by requests
+    itself: the reference the goldens were made with."""
     prepared = requests.Request("POST", BATCH_URL, json={"requests": requests_}).prepare()
     assert isinstance(prepared.body, bytes)
     return prepared.body
@@ -278,16 +279,20 @@ def fixed_sheet_ids() -> Iterator[None]:
 
 def refresh_body(scenario: Scenario, read: TabsRead | None = None) -> bytes:
     """Everything a refresh computes from Instantly's answers and the read, to the bytes
-    of its one ``batchUpdate``."""
+    of its one ``batchUpdate`` (encoded as ``SheetsClient.batch_update`` sends it)."""
+    return batch_update_body(refresh_requests(scenario, read))
+
+
+def refresh_requests(scenario: Scenario, read: TabsRead | None = None) -> list[dict[str, Any]]:
+    """The requests of the scenario's one write."""
     report = report_of(scenario)
-    f = scenario.features
-    if not f.needs_read:
-        return encode(render(report, sheet_id=MAIN_ID, synced_at=NOW))
+    if not scenario.features.needs_read:
+        return render(report, sheet_id=MAIN_ID, synced_at=NOW)
     read = read if read is not None else sheet_read(scenario, report)
     with fixed_sheet_ids():
         requests_, _ = plan_requests(scenario.spec(), report, read, now=NOW,
                                      history_rows=history_rows(scenario, report))
-    return encode(requests_)
+    return requests_
 
 
 def _some_notes(sections: list[CampaignSection]) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sheets_sync.pipeline.request_body import batch_update_body
 from tests import engine_scenarios
 from tests.fakes import discovery
 
@@ -38,6 +39,18 @@ def test_the_write_is_byte_for_byte_the_golden(name):
         path.write_bytes(body)
     want = path.read_bytes()
     assert body == want, _first_difference(body, want)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_the_body_is_what_requests_would_have_encoded(name):
+    requests_ = engine_scenarios.refresh_requests(SCENARIOS[name])
+    assert batch_update_body(requests_) == engine_scenarios.encode(requests_)
+
+
+def test_a_body_with_a_number_json_cannot_carry_is_refused():
+    with pytest.raises(ValueError):
+        batch_update_body([{"repeatCell": {"cell": {"userEnteredValue": {
+            "numberValue": float("nan")}}}}])
 
 
 def test_the_goldens_are_valid_batch_updates_that_cover_every_feature():
