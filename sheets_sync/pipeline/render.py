@@ -192,7 +192,6 @@ class _RowRenderer:
     """The data rows of one render: what every row shares is worked out once."""
 
     def __init__(self, report: Report, extras: Extras) -> None:
-        self.report = report
         self.extras = extras
         self.text_columns = [c.kind == "text" for c in report.columns]
         index = {c.key: i for i, c in enumerate(report.columns)}
