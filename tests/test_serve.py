@@ -85,6 +85,7 @@ def test_serve_runs_gunicorn_with_the_embedded_worker_and_stops_on_sigterm(
         "date_preset": "all_time", "schedule": "off", "timezone": "UTC",
         "csrf_token": csrf_token(page.text)}, allow_redirects=False, timeout=10)
     assert saved.status_code == 302, saved.text[:2000]
+    fake_sheets.reset_calls()  # Save proved edit rights with a write of its own
     dashboard = browser.get(served.url, timeout=10).text
     connection_id = re.search(r"/connections/(\d+)/refresh", dashboard).group(1)
     queued = browser.post(
@@ -102,6 +103,7 @@ def test_serve_runs_gunicorn_with_the_embedded_worker_and_stops_on_sigterm(
                              ).json()["run"]["status"]
     assert status == "succeeded", served.text()[-3000:]
     assert fake_sheets.count("batchUpdate", spreadsheet_id, status=200) == 1
+    assert fake_sheets.values(spreadsheet_id, "Instantly steps")[3][:2] == ["Step 1", "A"]
 
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(60) == 0
@@ -113,15 +115,15 @@ def test_serve_runs_gunicorn_with_the_embedded_worker_and_stops_on_sigterm(
 def test_ctrl_c_stops_serve_cleanly_and_a_replayed_cookie_is_refused(served):
     browser = sign_up(served.url)
     raw_cookie = "session=" + browser.cookies["session"]
-    fresh = requests.get(served.url, headers={"Cookie": raw_cookie}, allow_redirects=False,
-                         timeout=10)
+    fresh = requests.get(served.url + "api-keys", headers={"Cookie": raw_cookie},
+                         allow_redirects=False, timeout=10)
     assert fresh.status_code == 200
     home = browser.get(served.url, timeout=10).text
     out = browser.post(served.url + "logout", data={"csrf_token": csrf_token(home)},
                        allow_redirects=False, timeout=10)
     assert out.status_code == 302
-    replayed = requests.get(served.url, headers={"Cookie": raw_cookie}, allow_redirects=False,
-                            timeout=10)
+    replayed = requests.get(served.url + "api-keys", headers={"Cookie": raw_cookie},
+                            allow_redirects=False, timeout=10)
     assert replayed.status_code == 302
     assert replayed.headers["Location"].startswith("/login")
 

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from sheets_sync.cli.process import configure_logging, make_runtime
+from sheets_sync.cli.process import configure_logging, make_runtime, settle_garbage_collector
 from sheets_sync.config import Settings
 from sheets_sync.errors import InvalidInput
 
@@ -33,6 +33,7 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         lease_seconds=args.lease_seconds,
         before_claim=lambda: enqueue_due(rt),
     )
+    settle_garbage_collector()
     if args.once:
         done = worker.drain()
         outcomes = ", ".join(f"{n} {status}" for status, n in sorted(worker.outcomes.items()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from sheets_sync.cli.process import configure_logging
+from sheets_sync.cli.process import configure_logging, settle_garbage_collector
 from sheets_sync.config import Settings
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         return app
 
     def post_worker_init(_worker: object) -> None:
+        settle_garbage_collector()
         state["worker"].start()
 
     def worker_exit(_arbiter: object, _worker: object) -> None:

@@ -23,6 +23,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sheets_sync.pipeline.notes import row_key
@@ -113,25 +114,18 @@ def snapshot(report: Report, day: date) -> list[tuple[str, list[HistoryValue]]]:
     single_name = (
         report.campaign_names[0] if len(report.campaign_names) == 1 else ALL_CAMPAIGNS
     )
+    # The report column of each history column after date, key and campaign; a column
+    # the report lacks reads the padding None appended to each row's values.
+    missing = len(report.columns)
+    pick = itemgetter(*(index.get(name, missing) for name, _, _, _ in COLUMNS[3:]))
+    campaign_at = index.get("campaign")
+    day_serial = serial(day)
     out: list[tuple[str, list[HistoryValue]]] = []
     for row in report.rows:
         key = row_key(row)
-
-        def get(name: str, row_values: tuple[Any, ...] = row.values) -> HistoryValue:
-            at = index.get(name)
-            return None if at is None else row_values[at]
-
-        cells: list[HistoryValue] = []
-        for name, _, _, _ in COLUMNS:
-            if name == "date":
-                cells.append(serial(day))
-            elif name == "key":
-                cells.append(key)
-            elif name == "campaign":
-                cells.append(get("campaign") if "campaign" in index else single_name)
-            else:
-                cells.append(get(name))
-        out.append((key, cells))
+        values = (*row.values, None)
+        campaign = single_name if campaign_at is None else values[campaign_at]
+        out.append((key, [day_serial, key, campaign, *pick(values)]))
     return out
 
 
@@ -269,20 +263,49 @@ def plan_days(
 def existing_rows(grid: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[date | None, str]]:
     """(date, key) per row below the header from the A:B grid read back."""
     out: list[tuple[date | None, str]] = []
+    append = out.append
     days: dict[float, date | None] = {}  # 90,000 rows share ~90 dates: parse each once
-    for cells in list(grid)[1:]:
-        first = cells[0] if cells else None
-        number = ((first or {}).get("userEnteredValue") or {}).get("numberValue")
-        if isinstance(number, int | float):
-            if number not in days:
-                days[number] = day_of(first)
-            day = days[number]
-        else:
-            day = day_of(first)
-        key_cell = cells[KEY_COLUMN] if len(cells) > KEY_COLUMN else {}
-        key_value = (key_cell.get("userEnteredValue") or {}).get("stringValue", "")
-        out.append((day, str(key_value)))
+    for index, cells in enumerate(grid):
+        if not index:
+            continue  # the header
+        # Nearly every row is the two cells we wrote: a date serial and a key. Read those
+        # straight; anything else (typed by hand, cleared, odd types) takes the long way.
+        try:
+            date_cell, key_cell = cells
+            number = date_cell["userEnteredValue"]["numberValue"]
+            key = key_cell["userEnteredValue"]["stringValue"]
+        except (KeyError, TypeError, ValueError):
+            append(_existing_row(cells, days))
+            continue
+        if (number.__class__ is not int and number.__class__ is not float) or (
+            key.__class__ is not str
+        ):
+            append(_existing_row(cells, days))
+            continue
+        day = days.get(number, _UNPARSED)
+        if day is _UNPARSED:
+            day = days[number] = day_of(date_cell)
+        append((day, key))
     return out
+
+
+def _existing_row(
+    cells: Sequence[Mapping[str, Any]], days: dict[float, date | None]
+) -> tuple[date | None, str]:
+    first = cells[0] if cells else None
+    number = ((first or {}).get("userEnteredValue") or {}).get("numberValue")
+    if isinstance(number, int | float):
+        day = days.get(number, _UNPARSED)
+        if day is _UNPARSED:
+            day = days[number] = day_of(first)
+    else:
+        day = day_of(first)
+    key_cell = cells[KEY_COLUMN] if len(cells) > KEY_COLUMN else {}
+    key_value = (key_cell.get("userEnteredValue") or {}).get("stringValue", "")
+    return day, str(key_value)
+
+
+_UNPARSED: Any = object()
 
 
 DATE_FORMAT = {"type": "DATE", "pattern": "yyyy-mm-dd"}
@@ -344,12 +367,13 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
     out.append(_update(sheet_id, 0, [header], "userEnteredValue,userEnteredFormat"))
     start = None
     block: list[list[dict[str, Any]]] = []
+    shared: dict[HistoryValue, dict[str, Any]] = {}
     for index, cells in edit.writes:
         if start is None or index != start + len(block):
             if block and start is not None:
                 out.append(_update(sheet_id, start, block, "userEnteredValue"))
             start, block = index, []
-        block.append([cell_of(v) for v in cells])
+        block.append(_row_cells(cells, shared))
     if block and start is not None:
         out.append(_update(sheet_id, start, block, "userEnteredValue"))
     # Formats by column over every data row: a few small requests, whatever the length.
@@ -376,6 +400,27 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
             props["hiddenByUser"] = True
         out.append(column_properties(sheet_id, index, props))
     return out
+
+
+def _row_cells(
+    values: Sequence[HistoryValue], shared: dict[HistoryValue, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A history row's cells. The tab repeats the same day, labels and small counts on
+    every row, so the cell of each such value is built once per batch and shared (the
+    JSON is the same; nothing edits a cell once built). Floats and bools are built every
+    time: 0.0 and -0.0, or 1 and True, are equal keys but not the same JSON."""
+    cells: list[dict[str, Any]] = []
+    append = cells.append
+    for value in values:
+        kind = value.__class__
+        if kind is float or kind is bool:
+            append(cell_of(value))
+            continue
+        cell = shared.get(value)
+        if cell is None:
+            cell = shared[value] = cell_of(value)
+        append(cell)
+    return cells
 
 
 def _update(

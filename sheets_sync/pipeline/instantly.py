@@ -29,6 +29,7 @@ from sheets_sync.errors import (
     InvalidInput,
     scrub,
 )
+from sheets_sync.pipeline.http_environment import settle_environment
 from sheets_sync.pipeline.instantly_models import (
     OPPORTUNITY_FIELDS,
     OVERVIEW_LIST,
@@ -136,7 +137,7 @@ class InstantlyClient:
         # Instantly's own words end up in messages we store and show; this client is the
         # one place that knows the key, so it takes it out of them.
         self._secrets = (api_key.strip(),)
-        self._session = session or requests.Session()
+        self._session = settle_environment(session or requests.Session(), self._base)
         self._session.headers.update(
             {
                 "Authorization": f"Bearer {api_key.strip()}",

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sheets_sync.errors import ReportTooLarge
-from sheets_sync.pipeline.report import LABEL_KEYS, Column, Report, Row
+from sheets_sync.pipeline.report import LABEL_KEYS, Report, Row
 
 HEADER_ROW = 2
 FIRST_DATA_ROW = 3
@@ -144,17 +144,94 @@ def _row_format(background: dict[str, float] | None, *, bold: bool = False) -> d
     return fmt
 
 
-def _value_cell(column: Column, value: Any, row_format: dict[str, Any]) -> dict[str, Any]:
-    if column.kind == "text":
-        return _blank(row_format) if value in (None, "") else _text(str(value), row_format)
-    # Number formats are applied per column block by ``_number_formats``.
-    if value is None or value == "":
-        # A rate over zero emails sent is undefined: an empty cell, not 0%.
-        return _blank(row_format)
-    cell: dict[str, Any] = {"userEnteredValue": {"numberValue": value}}
-    if row_format:
-        cell["userEnteredFormat"] = row_format
-    return cell
+def _value_cells(
+    text_columns: Sequence[bool], values: Sequence[Any], row_format: dict[str, Any],
+    blank: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One row's report cells. The hottest loop of a refresh (rows × columns), so it
+    builds each cell as a literal and reuses the row style's one ``blank`` cell."""
+    cells: list[dict[str, Any]] = []
+    append = cells.append
+    for is_text, value in zip(text_columns, values, strict=True):
+        if value is None or value == "":
+            # A rate over zero emails sent is undefined: an empty cell, not 0%.
+            append(blank)
+        elif is_text:
+            # stringValue, never formulaValue: a campaign named "=IMPORTXML(...)" stays
+            # text.
+            append({"userEnteredValue": {"stringValue": str(value)},
+                    "userEnteredFormat": row_format})
+        elif row_format:
+            # Number formats are applied per column block by ``_number_formats``.
+            append({"userEnteredValue": {"numberValue": value},
+                    "userEnteredFormat": row_format})
+        else:
+            append({"userEnteredValue": {"numberValue": value}})
+    return cells
+
+
+@dataclass(frozen=True)
+class _RowStyle:
+    """A row look (band, winner…): its format and its empty cells, built once per render
+    and shared by every cell of every row in that style (the JSON is the same whether a
+    dict is shared or copied, and nothing edits a cell once built)."""
+
+    fmt: dict[str, Any]
+    blank: dict[str, Any]
+    note_fmt: dict[str, Any]
+    blank_note: dict[str, Any]
+
+    @classmethod
+    def of(cls, background: dict[str, float] | None, *, bold: bool = False) -> _RowStyle:
+        fmt = _row_format(background, bold=bold)
+        note_fmt = dict(fmt, wrapStrategy="WRAP")
+        return cls(fmt, _blank(fmt), note_fmt, _blank(note_fmt))
+
+
+class _RowRenderer:
+    """The data rows of one render: what every row shares is worked out once."""
+
+    def __init__(self, report: Report, extras: Extras) -> None:
+        self.extras = extras
+        self.text_columns = [c.kind == "text" for c in report.columns]
+        index = {c.key: i for i, c in enumerate(report.columns)}
+        self.label_at = [index[k] for k in LABEL_KEYS if k in index]
+        self.total = _RowStyle.of(_TOTAL_BG, bold=True)
+        self.winner = _RowStyle.of(_WINNER_BG, bold=True)
+        self.leading = _RowStyle.of(_LEADING_BG)
+        self.band = _RowStyle.of(_BAND)
+        self.plain = _RowStyle.of(None)
+
+    def style(self, row: Row, position: int) -> _RowStyle:
+        if row.kind == "total":
+            return self.total
+        if row.highlight == "winner":
+            return self.winner
+        if row.highlight == "leading":
+            return self.leading
+        return self.band if position % 2 else self.plain
+
+    def row(self, row: Row, position: int) -> dict[str, Any]:
+        style = self.style(row, position)
+        fmt = style.fmt
+        cells = _value_cells(self.text_columns, row.values, fmt, style.blank)
+        extras = self.extras
+        if extras.notes is not None:
+            key = extras.row_keys[position]
+            value = extras.notes.get(key)
+            # What the teammate typed, exactly as typed (text, number or their formula).
+            cells.append(
+                {"userEnteredValue": dict(value), "userEnteredFormat": style.note_fmt}
+                if value else style.blank_note
+            )
+            cells.append(_text(key, fmt))
+        if extras.chart is not None:
+            label = (
+                " · ".join(p for p in (str(row.values[i]) for i in self.label_at) if p)
+                if row.kind != "total" else ""
+            )
+            cells.append(_text(label, fmt) if label else style.blank)
+        return {"values": cells}
 
 
 def _title_rows(report: Report, synced_at: datetime, width: int) -> list[dict[str, Any]]:
@@ -190,31 +267,6 @@ def chart_label(report: Report, row: Row) -> str:
     index = {c.key: i for i, c in enumerate(report.columns)}
     parts = [str(row.values[index[k]]) for k in LABEL_KEYS if k in index]
     return " · ".join(p for p in parts if p)
-
-
-def _data_row(
-    report: Report, row: Row, position: int, extras: Extras
-) -> dict[str, Any]:
-    if row.kind == "total":
-        row_format = _row_format(_TOTAL_BG, bold=True)
-    elif row.highlight == "winner":
-        row_format = _row_format(_WINNER_BG, bold=True)
-    elif row.highlight == "leading":
-        row_format = _row_format(_LEADING_BG)
-    else:
-        row_format = _row_format(_BAND if position % 2 else None)
-    cells = [
-        _value_cell(col, val, row_format)
-        for col, val in zip(report.columns, row.values, strict=True)
-    ]
-    if extras.notes is not None:
-        key = extras.row_keys[position]
-        cells.append(_note_cell(extras.notes.get(key), row_format))
-        cells.append(_text(key, row_format))
-    if extras.chart is not None:
-        label = chart_label(report, row) if row.kind != "total" else ""
-        cells.append(_text(label, row_format) if label else _blank(row_format))
-    return {"values": cells}
 
 
 def _note_cell(value: Mapping[str, Any] | None, row_format: dict[str, Any]) -> dict[str, Any]:
@@ -386,9 +438,8 @@ def render(
         )
     frozen_cols = label_column_count(report)
     body_rows = _title_rows(report, synced_at, cols) + [_header_row(report, extras)]
-    body_rows += [
-        _data_row(report, row, i, extras) for i, row in enumerate(report.all_rows)
-    ]
+    rows_of = _RowRenderer(report, extras).row
+    body_rows += [rows_of(row, i) for i, row in enumerate(report.all_rows)]
     body_rows += _removed_rows(report, extras, cols)
     requests: list[dict[str, Any]] = [
         {

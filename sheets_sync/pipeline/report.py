@@ -6,8 +6,10 @@ The sheet renderer decides how it looks; this module decides what it says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import attrgetter
 from typing import Literal
 
 from sheets_sync.pipeline.instantly_models import Campaign, StepStats, Variant
@@ -95,6 +97,7 @@ class Report:
         return (*self.rows, self.total)
 
 
+@lru_cache(maxsize=1024)
 def variant_letter(index: int) -> str:
     """0 → A, 25 → Z, 26 → AA, 27 → AB, as spreadsheet columns are lettered."""
     if index < 0:
@@ -205,13 +208,6 @@ def _variant_of(
     return steps[step].variants[variant]
 
 
-def _subject(campaign: Campaign | None, step: int | None, variant: int | None) -> str:
-    found = _variant_of(campaign, step, variant)
-    if found is None:
-        return ""
-    return found.subject.strip() or NO_SUBJECT
-
-
 def _winner_calls(
     sections: Sequence[CampaignSection], *, include_opportunities: bool, min_sample: int
 ) -> dict[str, dict[RowKey, Call[RowKey]]]:
@@ -247,22 +243,41 @@ def _rate(numerator: int | None, sent: int) -> float | None:
     return numerator / sent
 
 
+_RATE_SOURCE = {key: source for key, _, source in (*_RATES, _OPPORTUNITY_RATE)}
+# A metric column: (key, None) for a count, (key, numerator's count) for a rate.
+MetricPlan = tuple[tuple[str, str | None], ...]
+
+
+def _metric_plan(columns: Sequence[Column]) -> MetricPlan:
+    """Worked out once per report, not once per row."""
+    return tuple(
+        (col.key, _RATE_SOURCE[col.key] if col.kind == "percent" else None)
+        for col in columns
+        if col.kind in ("int", "percent")
+    )
+
+
 def _metric_values(
-    columns: Sequence[Column], totals: Mapping[str, int | None]
+    plan: MetricPlan, totals: Mapping[str, int | None]
 ) -> list[str | int | float | None]:
-    rate_source = {key: source for key, _, source in (*_RATES, _OPPORTUNITY_RATE)}
-    values: list[str | int | float | None] = []
-    for col in columns:
-        if col.kind == "int":
-            values.append(totals.get(col.key, 0))
-        elif col.kind == "percent":
-            values.append(_rate(totals.get(rate_source[col.key]), totals.get("sent") or 0))
-    return values
+    sent = totals.get("sent") or 0
+    return [
+        totals.get(key, 0) if source is None else _rate(totals.get(source), sent)
+        for key, source in plan
+    ]
 
 
 def _counts_of(stat: StepStats, keys: Sequence[str]) -> dict[str, int | None]:
     # None stays None (an empty cell): a count Instantly does not give is not a 0.
     return {key: getattr(stat, key) for key in keys}
+
+
+def _counts_reader(keys: Sequence[str]) -> Callable[[StepStats], dict[str, int | None]]:
+    """``_counts_of`` for one report's count columns, reading every count in one call."""
+    if len(keys) < 2:
+        return lambda stat: _counts_of(stat, keys)
+    read = attrgetter(*keys)
+    return lambda stat: dict(zip(keys, read(stat), strict=True))
 
 
 def _sort_key(stat: StepStats) -> tuple[bool, int, bool, int]:
@@ -303,21 +318,22 @@ def build_report(
     )
     call_keys = [c.key for c in columns if c.key.endswith("_call")]
     count_keys = [c.key for c in columns if c.kind == "int"]
+    metrics = _metric_plan(columns)
+    counts_of = _counts_reader(count_keys)
     rows: list[Row] = []
     grand: dict[str, int] = dict.fromkeys(count_keys, 0)
     for section in sections:
         for stat in sorted(section.stats, key=_sort_key):
-            counts = _counts_of(stat, count_keys)
+            counts = counts_of(stat)
             for count_key, value in counts.items():
                 grand[count_key] += value or 0
             labels: list[str | int | float | None] = []
             if multi:
                 labels.append(section.name)
             variant_text = variant_label(stat.variant)
-            if subjects:
-                found = _variant_of(section.campaign, stat.step, stat.variant)
-                if found is not None and found.v_disabled:
-                    variant_text += DISABLED_SUFFIX
+            found = _variant_of(section.campaign, stat.step, stat.variant) if subjects else None
+            if found is not None and found.v_disabled:
+                variant_text += DISABLED_SUFFIX
             labels += [
                 step_label(
                     stat.step,
@@ -328,7 +344,7 @@ def build_report(
                 variant_text,
             ]
             if subjects:
-                labels.append(_subject(section.campaign, stat.step, stat.variant))
+                labels.append("" if found is None else found.subject.strip() or NO_SUBJECT)
             kind: RowKind = "unattributed" if stat.step is None or stat.variant is None else "data"
             key: RowKey = (section.campaign_id or "", stat.step, stat.variant)
             texts: list[str | int | float | None] = []
@@ -349,7 +365,7 @@ def build_report(
                 Row(
                     kind,
                     key,
-                    tuple(labels + _metric_values(columns, counts) + texts),
+                    tuple(labels + _metric_values(metrics, counts) + texts),
                     highlight,
                 )
             )
@@ -358,7 +374,7 @@ def build_report(
     total = Row(
         "total",
         ("", None, None),
-        tuple(total_labels + _metric_values(columns, grand) + [""] * len(call_keys)),
+        tuple(total_labels + _metric_values(metrics, grand) + [""] * len(call_keys)),
     )
     names = tuple(s.name for s in parents)
     title = (

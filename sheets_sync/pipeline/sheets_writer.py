@@ -23,6 +23,7 @@ import urllib3
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 from gspread.exceptions import APIError
+from gspread.urls import SPREADSHEET_BATCH_UPDATE_URL
 
 from sheets_sync import USER_AGENT
 from sheets_sync.config import DEFAULT_SHEETS_API_URL
@@ -43,6 +44,8 @@ from sheets_sync.errors import (
 )
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.pipeline import revision
+from sheets_sync.pipeline.http_environment import settle_environment
+from sheets_sync.pipeline.request_body import batch_update_body
 from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
 from sheets_sync.pipeline.revision import Revision
 
@@ -213,7 +216,9 @@ class SheetsClient:
     ) -> None:
         self.calls = 0
         self._credentials = credentials
-        self._session = _RebasedSession(credentials, api_url, self._count_call)
+        self._session = settle_environment(
+            _RebasedSession(credentials, api_url, self._count_call), api_url
+        )
         self._client = gspread.Client(auth=credentials, session=self._session)
         self._client.set_timeout(timeout)
         self._retry = retry or RetryPolicy()
@@ -317,12 +322,17 @@ class SheetsClient:
     ) -> Any:
         """One atomic write. ``readable``: the caller just read the spreadsheet, so a 403
         means a Viewer share without asking again."""
-        return self._call(
-            spreadsheet_id,
-            lambda: self._client.http_client.batch_update(spreadsheet_id, {"requests": requests_}),
-            write=True,
-            readable=readable,
-        )
+        # Encoded here, once, rather than by requests on every send (see request_body).
+        body = batch_update_body(requests_)
+        url = SPREADSHEET_BATCH_UPDATE_URL % spreadsheet_id
+
+        def send() -> Any:
+            response = self._client.http_client.request(
+                "post", url, data=body, headers={"Content-Type": "application/json"}
+            )
+            return response.json()
+
+        return self._call(spreadsheet_id, send, write=True, readable=readable)
 
     def write_tab(
         self,

@@ -43,15 +43,16 @@ class Arm(Generic[K]):
 
     @property
     def alpha(self) -> int:
-        return 1 + max(0, min(self.successes, self.trials))
+        return _alpha_beta(self.successes, self.trials)[0]
 
     @property
     def beta(self) -> int:
-        return 1 + max(0, self.trials - max(0, min(self.successes, self.trials)))
+        return _alpha_beta(self.successes, self.trials)[1]
 
     @property
     def posterior_mean(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
+        alpha, beta = _alpha_beta(self.successes, self.trials)
+        return alpha / (alpha + beta)
 
 
 @dataclass(frozen=True)
@@ -93,24 +94,42 @@ def _log_beta(a: float, b: float) -> float:
 
 
 def _p_y_beats_x(a1: int, b1: int, a2: int, b2: int) -> float:
-    """P(Y > X) for X ~ Beta(a1, b1), Y ~ Beta(a2, b2), integer a2, summing a2 terms."""
+    """P(Y > X) for X ~ Beta(a1, b1), Y ~ Beta(a2, b2), integer a2, summing a2 terms.
+
+    Term i is ``exp(log B(a1 + i, b1 + b2) - log(b2 + i) - log B(1 + i, b2) - log B(a1,
+    b1))``; the parts that do not depend on i are computed once, in the same order of
+    operations as the term itself, so every float is what the plain formula gives.
+    """
+    lgamma, log, exp = math.lgamma, math.log, math.exp
     base = _log_beta(a1, b1)
+    b12 = b1 + b2
+    lgamma_b12, lgamma_b2 = lgamma(b12), lgamma(b2)
     terms = [
-        math.exp(_log_beta(a1 + i, b1 + b2) - math.log(b2 + i) - _log_beta(1 + i, b2) - base)
+        exp(
+            ((lgamma(a1 + i) + lgamma_b12) - lgamma(a1 + i + b12))
+            - log(b2 + i)
+            - ((lgamma(1 + i) + lgamma_b2) - lgamma(1 + i + b2))
+            - base
+        )
         for i in range(a2)
     ]
     return math.fsum(terms)
 
 
+def _alpha_beta(successes: int, trials: int) -> tuple[int, int]:
+    kept = max(0, min(successes, trials))
+    return 1 + kept, 1 + max(0, trials - kept)
+
+
 def prob_beats(a_successes: int, a_trials: int, b_successes: int, b_trials: int) -> float:
     """P(p_A > p_B) under independent Beta(1 + s, 1 + n - s) posteriors, exactly."""
-    a = Arm("a", "A", a_successes, a_trials)
-    b = Arm("b", "B", b_successes, b_trials)
+    a_alpha, a_beta = _alpha_beta(a_successes, a_trials)
+    b_alpha, b_beta = _alpha_beta(b_successes, b_trials)
     # Sum over the smaller alpha (fewer terms); the two orders are complements.
-    if a.alpha <= b.alpha:
-        p = _p_y_beats_x(b.alpha, b.beta, a.alpha, a.beta)
+    if a_alpha <= b_alpha:
+        p = _p_y_beats_x(b_alpha, b_beta, a_alpha, a_beta)
     else:
-        p = 1.0 - _p_y_beats_x(a.alpha, a.beta, b.alpha, b.beta)
+        p = 1.0 - _p_y_beats_x(a_alpha, a_beta, b_alpha, b_beta)
     return min(1.0, max(0.0, p))
 
 
@@ -126,9 +145,8 @@ def call_step(
     if any(arm.trials < min_sample for arm in arms):
         return {arm.key: Call("too_early") for arm in arms}
     # Highest posterior mean; ties go to the larger sample, then to the first listed.
-    order = sorted(
-        range(len(arms)), key=lambda i: (-arms[i].posterior_mean, -arms[i].trials, i)
-    )
+    means = [arm.posterior_mean for arm in arms]  # each worked out once, not per compare
+    order = sorted(range(len(arms)), key=lambda i: (-means[i], -arms[i].trials, i))
     leader = arms[order[0]]
     beats = {
         arm.key: prob_beats(leader.successes, leader.trials, arm.successes, arm.trials)

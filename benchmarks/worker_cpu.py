@@ -1,0 +1,224 @@
+"""Whole worker process CPU per steady refresh, and its peak RSS.
+
+    python benchmarks/worker_cpu.py [--refreshes 40] [--repeat 3] [--postgres URL]
+
+A real ``sheets-sync worker`` process (``python -m sheets_sync.cli.main worker``, one
+thread) refreshes one stored connection of 100 report rows with every feature on
+(subjects, winner calls, notes, history, chart, two subsequences, opportunities) against
+the Instantly and Sheets fakes of ``tests/fakes``, which run in this process, so their
+CPU is not counted. The quotas are lifted (their bookkeeping still runs) and the
+database is a fresh PostgreSQL schema, as in production with several workers.
+
+After three warm-up refreshes (the first sync, and two that reach the steady state),
+this process queues ``--refreshes`` runs one after another (each queued once the last
+has finished, waking the worker by NOTIFY) and reads the worker's CPU time (user +
+system, every thread, from ``/proc/<pid>/stat``) before and after: HTTP, JSON, database
+and engine together, per refresh. Peak RSS is the worker's high-water mark (``VmHWM``
+in ``/proc/<pid>/status``) just before it is stopped: the child's ``ru_maxrss`` from
+``os.wait4`` would also count this process's memory at the fork, before the exec. Each
+repeat starts a new worker; figures are medians.
+Needs PostgreSQL (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``). Nothing
+here is a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, select  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
+
+from sheets_sync import store  # noqa: E402
+from sheets_sync.config import Settings  # noqa: E402
+from sheets_sync.jobs.runtime import build_runtime  # noqa: E402
+from sheets_sync.store.migrate import upgrade  # noqa: E402
+from sheets_sync.store.models import Connection, SyncRun, User  # noqa: E402
+from tests.fakes.instantly_api import FakeInstantlyServer  # noqa: E402
+from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info  # noqa: E402
+from tests.worker_helpers import SERVICE_ACCOUNT_EMAIL, make_user, start_worker, worker_env  # noqa: E402
+
+API_KEY = "bench-instantly-key-cpu-0001"
+GENEROUS = 1_000_000
+TICKS = os.sysconf("SC_CLK_TCK")
+# 29 steps × 3 variants + 2 subsequences × 3 steps × 2 variants + 1 unattributed = 100.
+STEPS, VARIANTS, SUBSEQUENCES, SUB_STEPS, SUB_VARIANTS = 29, 3, 2, 3, 2
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of every thread of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+def seed_instantly(instantly: FakeInstantlyServer) -> None:
+    ws = instantly.add_workspace(API_KEY)
+    steps = [[{"subject": f"Step {s + 1} idea {v + 1}", "body": "b"} for v in range(VARIANTS)]
+             for s in range(STEPS)]
+    cid = ws.add_campaign("CPU bench", steps=steps, campaign_id="cpu-bench-campaign")
+    today = dt.datetime.now(dt.UTC).date()
+    for back in range(3):  # within the last 30 days, today's included (history)
+        day = today - dt.timedelta(days=back)
+        for s in range(STEPS):
+            for v in range(VARIANTS):
+                n = s * VARIANTS + v + back
+                ws.record(cid, day, s, v, sent=60 + n * 7 % 90, opened=30, unique_opened=20,
+                          replies=n % 7, unique_replies=n % 5, clicks=n % 3,
+                          unique_clicks=n % 2, opportunities=n % 3,
+                          unique_opportunities=n % 2)
+        ws.record(cid, day, None, None, sent=3, opened=1, unique_opened=1)
+        for k in range(SUBSEQUENCES):
+            if back == 0:
+                ws.add_subsequence(cid, f"Subsequence {k + 1}", subsequence_id=f"cpu-sub-{k}",
+                                   steps=[[{"subject": f"Sub {k} {s}", "body": "b"}
+                                           for _ in range(SUB_VARIANTS)]
+                                          for s in range(SUB_STEPS)])
+            for s in range(SUB_STEPS):
+                for v in range(SUB_VARIANTS):
+                    ws.record_subsequence(f"cpu-sub-{k}", day, s, v, sent=40 + s + v,
+                                          unique_replies=v, replies=v)
+
+
+class Schema:
+    def __init__(self, admin_url: str) -> None:
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self.name = f"bench_{uuid.uuid4().hex[:10]}"
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{self.name}"')
+        sep = "&" if "?" in admin_url else "?"
+        self.url = f"{admin_url}{sep}options=-csearch_path%3D{self.name}"
+
+    def drop(self) -> None:
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+        self.admin.dispose()
+
+
+def refresh(rt, connection_id: int, timeout: float) -> str:
+    """Queue one run and wait until the worker has finished it; its status."""
+    with rt.session_factory() as s, s.begin():
+        connection = s.get(Connection, connection_id)
+        run, _ = store.enqueue_run(s, connection, "manual")
+        run_id = run.id
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.session_factory() as s:
+            row = s.execute(
+                select(SyncRun.status, SyncRun.error_message).where(SyncRun.id == run_id)
+            ).one()
+        if row.status in ("succeeded", "failed"):
+            if row.status == "failed":
+                raise SystemExit(f"run {run_id} failed: {row.error_message}")
+            return row.status
+        time.sleep(0.01)
+    raise SystemExit(f"run {run_id} did not finish within {timeout} s")
+
+
+def one_worker(args, rt, settings, connection_id: int, tmp: Path, n: int) -> dict[str, float]:
+    env = worker_env(
+        settings,
+        SHEETS_SYNC_SHEETS_WRITES_PER_MINUTE=str(GENEROUS),
+        SHEETS_SYNC_SHEETS_READS_PER_MINUTE=str(GENEROUS),
+        SHEETS_SYNC_INSTANTLY_REQUESTS_PER_MINUTE=str(GENEROUS),
+    )
+    proc = start_worker(env, "--concurrency", "1", log_path=tmp / f"worker-{n}.log")
+    try:
+        for _ in range(args.warmup):
+            refresh(rt, connection_id, args.timeout)
+        started_cpu, started = cpu_seconds(proc.pid), time.monotonic()
+        for _ in range(args.refreshes):
+            refresh(rt, connection_id, args.timeout)
+        cpu = cpu_seconds(proc.pid) - started_cpu
+        elapsed = time.monotonic() - started
+        peak_kb = peak_rss_kb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return {
+        "cpu_ms_per_refresh": round(cpu * 1000 / args.refreshes, 1),
+        "wall_ms_per_refresh": round(elapsed * 1000 / args.refreshes, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--refreshes", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--postgres", default=os.environ.get(
+        "SHEETS_SYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    args = parser.parse_args()
+
+    sheets = FakeSheetsServer(
+        reads_per_minute=GENEROUS, writes_per_minute=GENEROUS,
+        project_reads_per_minute=GENEROUS, project_writes_per_minute=GENEROUS,
+    ).start()
+    instantly = FakeInstantlyServer().start()
+    seed_instantly(instantly)
+    schema = Schema(args.postgres)
+    try:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = Path(tmpdir)
+            info = make_service_account_info(sheets.token_uri, SERVICE_ACCOUNT_EMAIL)
+            sheets.register_service_account(info)
+            sa_file = tmp / "service-account.json"
+            sa_file.write_text(json.dumps(info))
+            settings = Settings(
+                data_dir=tmp / "instance", database_url=schema.url,
+                instantly_api_url=instantly.url, sheets_api_url=sheets.url,
+                google_application_credentials=sa_file,
+            )
+            upgrade(schema.url)
+            rt = build_runtime(settings)
+            book = sheets.create_spreadsheet("CPU bench", shared_with=(SERVICE_ACCOUNT_EMAIL,))
+            user_id = make_user(rt)
+            with rt.session_factory() as s, s.begin():
+                user = s.get(User, user_id)
+                connection = store.create_connection(
+                    s, user, fernet=rt.fernet, name="CPU bench", instantly_api_key=API_KEY,
+                    spreadsheet_url=f"https://docs.google.com/spreadsheets/d/{book}/edit",
+                    campaign_ids=["cpu-bench-campaign"], include_opportunities=True,
+                    date_range={"preset": "last_30_days"},
+                )
+                connection_id = connection.id
+            results = []
+            for n in range(args.repeat):
+                result = one_worker(args, rt, settings, connection_id, tmp, n)
+                print(json.dumps(result), flush=True)
+                results.append(result)
+            rows = len(sheets.values(book, "Instantly steps")) - 4  # title, info, header, total
+            rt.engine.dispose()
+    finally:
+        schema.drop()
+        sheets.stop()
+        instantly.stop()
+    print(f"\nworker CPU per steady refresh ({rows} report rows, every feature on, "
+          f"{args.refreshes} refreshes, median of {args.repeat}): "
+          f"{statistics.median(r['cpu_ms_per_refresh'] for r in results):.1f} ms; "
+          f"peak RSS {max(r['peak_rss_mb'] for r in results):.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
