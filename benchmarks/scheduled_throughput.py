@@ -57,6 +57,53 @@ API_KEYS = [f"bench-instantly-key-{n:02d}" for n in range(10)]
 GENEROUS = 1_000_000
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process, from /proc (clock ticks)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class WaitSampler:
+    """What the workers' database sessions are doing, sampled from pg_stat_activity: lock
+    waits (advisory = the budgets, transactionid/tuple = row locks), client reads (the
+    server waiting for a worker that holds a transaction open), idle in transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, poolclass=NullPool)
+        self.conn = self.engine.connect()
+        self.samples = 0
+        self.counts: dict[str, int] = {}
+
+    def sample(self) -> None:
+        rows = self.conn.exec_driver_sql(
+            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        ).all()
+        self.conn.commit()
+        self.samples += 1
+        for state, kind, event in rows:
+            if state == "active" and kind in ("Lock", "LWLock", "IO", "IPC"):
+                label = f"waiting:{kind}:{event}"
+            elif state == "active":
+                label = "active"
+            elif state == "idle in transaction":
+                label = f"idle in transaction:{event}"
+            else:
+                continue
+            self.counts[label] = self.counts.get(label, 0) + 1
+
+    def report(self) -> dict[str, float]:
+        """Average number of sessions in each state per sample."""
+        self.conn.close()
+        self.engine.dispose()
+        return {k: round(v / max(1, self.samples), 2) for k, v in
+                sorted(self.counts.items(), key=lambda kv: -kv[1])}
+
+
 def vm_hwm_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -111,6 +158,7 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
                                                  "Bench")
         for n, key in enumerate(API_KEYS):
             add_connections(rt, user_id, books[n :: len(API_KEYS)], api_key=key, due_at=due)
+        not_again_soon(rt)
         sheets.reset_calls()
         instantly.reset_calls()
         env = worker_env(
@@ -128,6 +176,7 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
         ]
         peak_kb = 0
         done = 0
+        sampler = WaitSampler(schema.url)
         while time.monotonic() - started < args.timeout:
             with rt.session_factory() as s:
                 done = s.scalar(
@@ -137,11 +186,14 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             peak_kb = max([peak_kb, *(vm_hwm_kb(p.pid) for p in procs)])
             if done >= args.connections:
                 break
+            sampler.sample()
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         fakes_cpu = time.process_time() - cpu_started
         peak_kb = max([peak_kb, *(vm_hwm_kb(p.pid) for p in procs)])
         time.sleep(0.5)  # a double run would show up now
+        workers_cpu = sum(cpu_seconds(p.pid) for p in procs)
+        waits = sampler.report()
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -177,9 +229,23 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             "double_runs": double_runs,
             # CPU of this process (the fakes, mostly): the fakes share one core-bound GIL.
             "fakes_cpu_seconds": round(fakes_cpu, 1),
+            "workers_cpu_seconds": round(workers_cpu, 1),
+            "db_sessions": waits,
         }
     finally:
         schema.drop()
+
+
+def not_again_soon(rt) -> None:
+    """Daily at a time 12 hours away: a connection synced during the run is not due
+    again before it ends (an hourly schedule crossing the hour would run some twice)."""
+    from sqlalchemy import update
+
+    from sheets_sync.store.models import Connection
+
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)).strftime("%H:%M")
+    with rt.session_factory() as s, s.begin():
+        s.execute(update(Connection).values(schedule="daily", schedule_time=at, timezone="UTC"))
 
 
 def default_budget_backlog(args: argparse.Namespace, sheets: FakeSheetsServer,

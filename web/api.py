@@ -28,10 +28,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from sheets_sync import store
 from sheets_sync.connection_rules import ConnectionCreate, ConnectionFields, with_features
 from sheets_sync.errors import InvalidInput
-from sheets_sync.store.models import User
+from sheets_sync.store.models import Connection, SyncRun, User
 
 from .api_models import (
     ConnectionList,
+    ConnectionOut,
     ErrorDetail,
     ErrorOut,
     RunList,
@@ -304,6 +305,14 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(500, "internal_error", "Something went wrong on our side.")
 
 
+def _out(connection: Connection, last_run: SyncRun | None) -> ConnectionOut:
+    return connection_out(
+        connection,
+        last_run,
+        service_account_email=runtime().service_account_email_for(connection),
+    )
+
+
 # --- routes ----------------------------------------------------------------------------
 
 
@@ -317,7 +326,7 @@ def openapi_document() -> Response:
 def list_connections() -> Response:
     with db_session() as s:
         items = [
-            connection_out(c, store.last_run(s, c)) for c in store.list_connections(s, _user())
+            _out(c, store.last_run(s, c)) for c in store.list_connections(s, _user())
         ]
     return json_response(ConnectionList(connections=items))
 
@@ -327,9 +336,13 @@ def create_connection() -> Response:
     data = parse_body(ConnectionCreate)
     with write_session() as s:
         connection = store.create_connection(
-            s, _user(), fernet=runtime().fernet, **data.as_store_kwargs()
+            s,
+            _user(),
+            fernet=runtime().fernet,
+            service_accounts=runtime().service_account_emails,
+            **data.as_store_kwargs(),
         )
-        out = connection_out(connection, None)
+        out = _out(connection, None)
     response = json_response(out, 201)
     response.headers["Location"] = url_for("api.get_connection", connection_id=out.id)
     return response
@@ -339,7 +352,7 @@ def create_connection() -> Response:
 def get_connection(connection_id: int) -> Response:
     with db_session() as s:
         connection = store.get_connection(s, _user(), connection_id)
-        out = connection_out(connection, store.last_run(s, connection))
+        out = _out(connection, store.last_run(s, connection))
     return json_response(out)
 
 
@@ -357,7 +370,7 @@ def update_connection(connection_id: int) -> Response:
         connection = store.update_connection(
             s, _user(), connection_id, fernet=runtime().fernet, **changes
         )
-        out = connection_out(connection, store.last_run(s, connection))
+        out = _out(connection, store.last_run(s, connection))
     return json_response(out)
 
 

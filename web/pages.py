@@ -80,7 +80,20 @@ def _not_found(_exc: Exception) -> Any:
 
 
 def _service_account_email() -> str | None:
-    return runtime().service_account_email
+    """The address for the page's share card: the one account when there is one; with a
+    pool, each connection shows its own (None here, the card then says so)."""
+    rt = runtime()
+    return rt.service_account_email if len(rt.service_account_emails) <= 1 else None
+
+
+def _next_account_email() -> str | None:
+    """The account a connection saved now would be pinned to (the least loaded one)."""
+    rt = runtime()
+    emails = rt.service_account_emails
+    if len(emails) <= 1:
+        return rt.service_account_email
+    with db_session() as s:
+        return store.least_loaded_account(s, emails)
 
 
 class _Unknown(enum.Enum):
@@ -106,6 +119,7 @@ def _connection_view(
         "date_range": present.date_range_text(connection),
         "campaigns": present.campaigns_text(connection),
         "key_hint": connection.instantly_api_key_hint,
+        "service_account_email": runtime().service_account_email_for(connection),
         "paused_reason": connection.paused_reason,
         "consecutive_failures": connection.consecutive_failures or 0,
         "owner_emailed": connection.failure_notified_at is not None,
@@ -127,6 +141,7 @@ def dashboard() -> Any:
         "dashboard.html",
         connections=connections,
         service_account_email=_service_account_email(),
+        pool_size=len(runtime().service_account_emails),
     )
 
 
@@ -236,7 +251,9 @@ def _form_page(
             connection=connection,
             test_result=test_result,
             access_result=access_result,
-            service_account_email=_service_account_email(),
+            service_account_email=(
+                connection["service_account_email"] if connection else _next_account_email()
+            ),
         ),
         status,
     )
@@ -254,7 +271,11 @@ def new_connection() -> Any:
                 with write_session() as s:
                     user = current_db_user(s)
                     created = store.create_connection(
-                        s, user, fernet=runtime().fernet, **kwargs
+                        s,
+                        user,
+                        fernet=runtime().fernet,
+                        service_accounts=runtime().service_account_emails,
+                        **kwargs,
                     )
                     name = created.name
             except InvalidInput as exc:
@@ -378,9 +399,11 @@ def test_key() -> Any:
     return _form_page(ConnectionForm(), info, test_result=result)
 
 
-def _check_access(spreadsheet_id: str) -> dict[str, Any]:
+def _check_access(spreadsheet_id: str, account: str | None = None) -> dict[str, Any]:
+    """Can ``account`` (the connection's; by default the one a new connection would get)
+    open the sheet?"""
     try:
-        tabs = runtime().sheets().check_access(spreadsheet_id)
+        tabs = runtime().sheets(account or _next_account_email()).check_access(spreadsheet_id)
     except SyncError as exc:
         return _failed(exc)
     return {
@@ -431,7 +454,7 @@ def check_access(connection_id: int) -> Any:
         spreadsheet_id = _typed_spreadsheet_id() or spreadsheet_id
     except InvalidInput as exc:
         return _access_response({"ok": False, "error": exc.as_dict()}, info)
-    result = _check_access(spreadsheet_id)
+    result = _check_access(spreadsheet_id, info["service_account_email"])
     if not wants_json() and "spreadsheet_url" not in request.form:
         # A plain button (e.g. on the dashboard): report and go back.
         if result["ok"]:

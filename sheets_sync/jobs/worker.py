@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import Any
 
 from sheets_sync import store
-from sheets_sync.jobs.quota import SHEETS_WRITE
+from sheets_sync.jobs.quota import sheets_budgets, write_budget_name
 from sheets_sync.jobs.runtime import Runtime
 from sheets_sync.jobs.sync import RunResult, execute_run
 from sheets_sync.jobs.wakeup import QueueListener
@@ -130,35 +130,70 @@ class Worker:
 
     def claim_one(self) -> int | None:
         """Take a Sheets write permit (when the runtime has a budget), then claim the
-        oldest queued run; a permit with no run to spend it on is given back. So a run is
-        claimed only when it may write now: a backlog over budget waits as queued runs."""
+        oldest queued run that permit may write for; a permit with no run to spend it on
+        is given back. So a run is claimed only when it may write now: a backlog over
+        budget waits as queued runs.
+
+        With a pool of service accounts the permit is an account's (and its project's),
+        and only a run of a connection pinned to that account is claimed. Each thread
+        starts at another account, so busy accounts do not starve the others."""
         self._quota_wait.seconds = 0.0
         quota = self.rt.quota
-        grant_id: int | None = None
-        if quota is not None:
-            grant = quota.try_acquire(
-                SHEETS_WRITE,
-                self.rt.settings.sheets_writes_per_minute,
+        emails = self.rt.service_account_emails if quota is not None else []
+        if quota is None or not emails:
+            # No budget, or no usable key at all: the sync fails with a setup message
+            # before any write.
+            return self._claim(None, emails, None)
+        limits = self.rt.sheets_limits
+        start = self._rotation()
+        waits: list[float] = []
+        for offset in range(len(emails)):
+            email = emails[(start + offset) % len(emails)]
+            account = self.rt.pool.get(email)
+            assert account is not None  # noqa: S101 - emails come from the same pool
+            grant = quota.try_acquire_all(
+                sheets_budgets(
+                    "write", email, account.project_id,
+                    per_account=limits.writes_per_minute,
+                    per_project=limits.project_writes_per_minute,
+                ),
                 pending_for=self.lease_seconds,
             )
-            if grant.id is None:
-                self._quota_wait.seconds = grant.wait
-                return None
-            grant_id = grant.id
+            if not grant.granted:
+                waits.append(grant.wait)
+                continue
+            run_id = self._claim(email, emails, grant.ids)
+            if run_id is not None:
+                return run_id
+        if waits:
+            self._quota_wait.seconds = min(waits)
+        return None
+
+    def _rotation(self) -> int:
+        turn = int(getattr(self._quota_wait, "turn", 0))
+        self._quota_wait.turn = turn + 1
+        return turn
+
+    def _claim(
+        self, email: str | None, pool: list[str], grant_ids: tuple[int, ...] | None
+    ) -> int | None:
+        quota = self.rt.quota
         try:
             with self.rt.session_factory() as s, s.begin():
                 # No ``now`` from here: stamped inside the transaction, after the lock.
-                run = store.claim_next_run(s, self.worker_id, self.lease_seconds)
+                run = store.claim_next_run(
+                    s, self.worker_id, self.lease_seconds, account=email, pool=pool
+                )
                 run_id = run.id if run is not None else None
         except BaseException:
-            if quota is not None and grant_id is not None:
-                quota.refund(grant_id)
+            if quota is not None and grant_ids:
+                quota.refund(grant_ids)
             raise
-        if quota is not None and grant_id is not None:
+        if quota is not None and grant_ids and email is not None:
             if run_id is None:
-                quota.refund(grant_id)
+                quota.refund(grant_ids)
             else:
-                quota.prepay(SHEETS_WRITE, grant_id)
+                quota.prepay(write_budget_name(email), grant_ids)
         return run_id
 
     def work_one(self) -> bool:
@@ -174,7 +209,7 @@ class Worker:
             self._count(result)
         finally:
             if self.rt.quota is not None:
-                self.rt.quota.refund_prepaid(SHEETS_WRITE)
+                self.rt.quota.refund_prepaid()
             with self._lock:
                 self._in_flight.discard(run_id)
         return True

@@ -53,6 +53,15 @@ from sheets_sync.store.ids import (
 from sheets_sync.store.models import (
     Connection as Connection,
 )
+from sheets_sync.store.pinning import (
+    least_loaded_account as least_loaded_account,
+)
+from sheets_sync.store.pinning import (
+    move_connection as move_connection,
+)
+from sheets_sync.store.pinning import (
+    pin_if_unpinned as pin_if_unpinned,
+)
 from sheets_sync.store.runs import (
     _find_active_run as _find_active_run,
 )

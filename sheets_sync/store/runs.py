@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,9 +87,20 @@ def _enqueue(
 
 
 def claim_next_run(
-    s: Session, worker_id: str, lease_seconds: float, *, now: datetime | None = None
+    s: Session,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+    account: str | None = None,
+    pool: Sequence[str] = (),
 ) -> SyncRun | None:
     """Take the oldest queued run for this worker (status running + lease), or None.
+
+    ``account``: only a run whose connection that service account serves (the worker
+    holds a write permit of that account). The pool's primary account (``pool[0]``) also
+    serves unpinned connections, and takes the runs of connections pinned to an account
+    no longer in ``pool``: those fail without writing, and must not wait forever.
 
     Correct under any concurrency: the conditional UPDATE only succeeds while the run is
     still queued, so of two workers exactly one sees rowcount 1. On PostgreSQL the
@@ -98,12 +109,18 @@ def claim_next_run(
     lock first (``db.take_write_lock``), so the SELECT and the UPDATE see the same queue.
     """
     take_write_lock(s)
+    query = select(SyncRun.id).where(SyncRun.status == "queued")
+    if account is not None:
+        pinned = Connection.service_account_email
+        if pool and account == pool[0]:
+            served = or_(pinned == account, pinned.is_(None), pinned.not_in(list(pool)))
+        else:
+            served = pinned == account
+        query = query.join(Connection, Connection.id == SyncRun.connection_id).where(served)
     query = (
-        select(SyncRun.id)
-        .where(SyncRun.status == "queued")
-        .order_by(SyncRun.queued_at, SyncRun.id)
+        query.order_by(SyncRun.queued_at, SyncRun.id)
         .limit(1)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=SyncRun)
     )
     for _ in range(5):
         candidate = s.scalar(query)
