@@ -31,7 +31,7 @@ from sheets_sync.pipeline.sheets_writer import (
     SheetsClient,
     make_sheets_client,
 )
-from sheets_sync.store.db import make_engine, make_session_factory
+from sheets_sync.store.db import make_engine, make_read_session_factory, make_session_factory
 from sheets_sync.store.models import Connection
 from sheets_sync.store.secrets import load_or_create_keys
 
@@ -53,6 +53,9 @@ class Runtime:
     # Call budgets shared by all workers through the database (sheets_sync.quota); None
     # = unlimited (a Runtime built by hand in a test).
     quota: QuotaBudget | None = None
+    # Read-only units (sheets_sync.store.db.make_read_session_factory); None = the
+    # ordinary factory.
+    read_session_factory: sessionmaker[Session] | None = None
     _pools: PoolCache = field(default_factory=PoolCache, repr=False)
 
     def instantly(self, api_key: str) -> InstantlyClient:
@@ -142,6 +145,11 @@ class Runtime:
             project_reads_per_minute=self.settings.sheets_project_reads_per_minute,
         )
 
+    @property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions for units that only read (autocommit on PostgreSQL)."""
+        return self.read_session_factory or self.session_factory
+
     def notify_enqueued(self) -> None:
         for callback in list(self.on_enqueue):
             callback()
@@ -155,6 +163,7 @@ def build_runtime(settings: Settings, **overrides: object) -> Runtime:
         settings=settings,
         engine=engine,
         session_factory=session_factory,
+        read_session_factory=make_read_session_factory(engine),
         fernet=load_or_create_keys(settings),
         retry=retry,
         quota=QuotaBudget(session_factory, window=settings.quota_window_seconds),

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -143,8 +143,9 @@ def _cache_campaigns(
 def execute_run(rt: Runtime, run_id: int) -> RunResult:
     """Carry out a run already claimed as ``running``; record success or failure."""
     started = time.monotonic()
-    with rt.session_factory() as s:
-        run = s.get(SyncRun, run_id)
+    with rt.reads() as s:
+        # One statement: the run with its connection, as they are now.
+        run = s.get(SyncRun, run_id, options=[joinedload(SyncRun.connection)])
         if run is None:
             # Claimed, then gone: its connection was deleted and took its runs along.
             log.info("run %s is gone (connection deleted); nothing written", run_id)
@@ -252,7 +253,7 @@ def _refuse_if_deleted(rt: Runtime, connection_id: int) -> None:
     owns its tab, so nothing may be written for it."""
 
     def exists() -> bool:
-        with rt.session_factory() as s:
+        with rt.reads() as s:
             found = s.scalar(select(Connection.id).where(Connection.id == connection_id))
             return found is not None
 
