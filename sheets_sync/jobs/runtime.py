@@ -31,7 +31,7 @@ from sheets_sync.pipeline.sheets_writer import (
     SheetsClient,
     make_sheets_client,
 )
-from sheets_sync.store.db import make_engine, make_read_session_factory, make_session_factory
+from sheets_sync.store.db import make_autocommit_session_factory, make_engine, make_session_factory
 from sheets_sync.store.models import Connection
 from sheets_sync.store.secrets import load_or_create_keys
 
@@ -53,9 +53,9 @@ class Runtime:
     # Call budgets shared by all workers through the database (sheets_sync.quota); None
     # = unlimited (a Runtime built by hand in a test).
     quota: QuotaBudget | None = None
-    # Read-only units (sheets_sync.store.db.make_read_session_factory); None = the
-    # ordinary factory.
-    read_session_factory: sessionmaker[Session] | None = None
+    # Units of one statement, or of reads only (sheets_sync.store.db.
+    # make_autocommit_session_factory); None = the ordinary factory.
+    autocommit_session_factory: sessionmaker[Session] | None = None
     _pools: PoolCache = field(default_factory=PoolCache, repr=False)
 
     def instantly(self, api_key: str) -> InstantlyClient:
@@ -146,9 +146,10 @@ class Runtime:
         )
 
     @property
-    def reads(self) -> sessionmaker[Session]:
-        """Sessions for units that only read (autocommit on PostgreSQL)."""
-        return self.read_session_factory or self.session_factory
+    def autocommit(self) -> sessionmaker[Session]:
+        """Sessions for units that only read or write in one statement: autocommit on
+        PostgreSQL (no BEGIN/COMMIT round trips), ordinary transactions on SQLite."""
+        return self.autocommit_session_factory or self.session_factory
 
     def notify_enqueued(self) -> None:
         for callback in list(self.on_enqueue):
@@ -163,7 +164,7 @@ def build_runtime(settings: Settings, **overrides: object) -> Runtime:
         settings=settings,
         engine=engine,
         session_factory=session_factory,
-        read_session_factory=make_read_session_factory(engine),
+        autocommit_session_factory=make_autocommit_session_factory(engine),
         fernet=load_or_create_keys(settings),
         retry=retry,
         quota=QuotaBudget(session_factory, window=settings.quota_window_seconds),

@@ -143,7 +143,7 @@ def _cache_campaigns(
 def execute_run(rt: Runtime, run_id: int) -> RunResult:
     """Carry out a run already claimed as ``running``; record success or failure."""
     started = time.monotonic()
-    with rt.reads() as s:
+    with rt.autocommit() as s:
         # One statement: the run with its connection, as they are now.
         run = s.get(SyncRun, run_id, options=[joinedload(SyncRun.connection)])
         if run is None:
@@ -253,7 +253,7 @@ def _refuse_if_deleted(rt: Runtime, connection_id: int) -> None:
     owns its tab, so nothing may be written for it."""
 
     def exists() -> bool:
-        with rt.reads() as s:
+        with rt.autocommit() as s:
             found = s.scalar(select(Connection.id).where(Connection.id == connection_id))
             return found is not None
 

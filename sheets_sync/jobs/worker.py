@@ -84,11 +84,15 @@ class Worker:
         self._lock = threading.Lock()
         self._quota_wait = threading.local()
         self._last_prune = 0.0
+        self._empty_until: dict[str, float] = {}
+        self._last_housekeeping = -float("inf")
         self.outcomes: collections.Counter[str] = collections.Counter()
 
     # -- control --
 
     def wake(self) -> None:
+        with self._lock:
+            self._empty_until.clear()
         self._wake.set()
 
     def start(self) -> None:
@@ -149,6 +153,8 @@ class Worker:
         waits: list[float] = []
         for offset in range(len(emails)):
             email = emails[(start + offset) % len(emails)]
+            if self._known_empty(email):
+                continue
             account = self.rt.pool.get(email)
             assert account is not None  # noqa: S101 - emails come from the same pool
             grant = quota.try_acquire_all(
@@ -179,12 +185,12 @@ class Worker:
     ) -> int | None:
         quota = self.rt.quota
         try:
-            with self.rt.session_factory() as s, s.begin():
+            # One statement (autocommit on PostgreSQL): the hot path of every thread.
+            with self.rt.autocommit() as s, s.begin():
                 # No ``now`` from here: stamped inside the transaction, after the lock.
-                run = store.claim_next_run(
+                run_id = store.claim_next_run_id(
                     s, self.worker_id, self.lease_seconds, account=email, pool=pool
                 )
-                run_id = run.id if run is not None else None
         except BaseException:
             if quota is not None and grant_ids:
                 quota.refund(grant_ids)
@@ -194,7 +200,24 @@ class Worker:
                 quota.refund(grant_ids)
             else:
                 quota.prepay(write_budget_name(email), grant_ids)
+        if run_id is None and email is not None:
+            self._note_empty(email)
         return run_id
+
+    # Without this, every idle thread of every process took a permit, found the queue
+    # empty and refunded the permit each poll: three statements on the busiest budget
+    # rows, per thread. One thread's finding that an account has nothing queued now
+    # holds for the whole process until a run is queued (``wake``) or the poll interval
+    # passes, whichever comes first.
+
+    def _known_empty(self, email: str) -> bool:
+        with self._lock:
+            until = self._empty_until.get(email)
+        return until is not None and time.monotonic() < until
+
+    def _note_empty(self, email: str) -> None:
+        with self._lock:
+            self._empty_until[email] = time.monotonic() + self.idle_poll
 
     def work_one(self) -> bool:
         """Claim and carry out one run; False when the queue is empty or the Sheets
@@ -266,6 +289,18 @@ class Worker:
         self._stop.clear()
         return sum(self.outcomes.values()) - before
 
+    def _housekeeping_due(self) -> bool:
+        """At most one thread of the process does housekeeping per poll interval (or
+        after a wake): 16 threads each expiring leases and queueing due connections on
+        every idle turn were most of an idle worker's database load, and they contended
+        for the same rows."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_housekeeping < self.idle_poll and not self._wake.is_set():
+                return False
+            self._last_housekeeping = now
+            return True
+
     def _housekeeping(self) -> None:
         with self.rt.session_factory() as s, s.begin():
             store.expire_leases(s, self.rt.clock())
@@ -293,9 +328,11 @@ class Worker:
             wait = self.idle_poll
             # Clear before looking at the queue, never after: a run queued while we look
             # then leaves the event set and the wait below returns at once.
+            due = self._housekeeping_due()
             self._wake.clear()
             try:
-                self._housekeeping()
+                if due:
+                    self._housekeeping()
                 while not self.stopping and self.work_one():
                     pass
                 if self.quota_wait > 0:

@@ -69,6 +69,9 @@ from sheets_sync.store.runs import (
     claim_next_run as claim_next_run,
 )
 from sheets_sync.store.runs import (
+    claim_next_run_id as claim_next_run_id,
+)
+from sheets_sync.store.runs import (
     claim_run as claim_run,
 )
 from sheets_sync.store.runs import (

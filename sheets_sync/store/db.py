@@ -209,14 +209,15 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return factory
 
 
-def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for units that only read, e.g. a worker loading what a sync needs.
+def make_autocommit_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for units that only read (a worker loading what a sync needs) or write
+    in one statement (a worker's claim).
 
-    On PostgreSQL each statement runs in autocommit: no BEGIN and no ROLLBACK round trip
-    around a read (psycopg sends BEGIN as a command of its own), which is two of a read
-    unit's three round trips. Each statement sees what was committed before it, so a unit
-    of several reads must not rely on them agreeing with each other. SQLite keeps the
-    ordinary factory: a DEFERRED transaction there costs no round trip.
+    On PostgreSQL each statement runs in autocommit: no BEGIN and no COMMIT/ROLLBACK
+    round trip around it (psycopg sends BEGIN as a command of its own), which is two of
+    such a unit's three round trips. Each statement sees what was committed before it,
+    so a unit of several statements must not rely on them agreeing with each other.
+    SQLite keeps the ordinary factory: a transaction there costs no round trip.
     """
     if engine.dialect.name != "postgresql":
         return make_session_factory(engine)
