@@ -79,19 +79,20 @@ class WaitSampler:
 
     def sample(self) -> None:
         rows = self.conn.exec_driver_sql(
-            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+            "SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND backend_type = 'client backend'"
         ).all()
         self.conn.commit()
         self.samples += 1
-        for state, kind, event in rows:
+        for state, kind, event, query in rows:
             if state == "active" and kind in ("Lock", "LWLock", "IO", "IPC"):
                 label = f"waiting:{kind}:{event}"
             elif state == "active":
                 label = "active"
             elif state == "idle in transaction":
-                label = f"idle in transaction:{event}"
+                # The transaction's last statement says which unit holds it open.
+                label = "idle in transaction after: " + " ".join(str(query).split())[:50]
             else:
                 continue
             self.counts[label] = self.counts.get(label, 0) + 1
@@ -101,7 +102,8 @@ class WaitSampler:
         self.conn.close()
         self.engine.dispose()
         return {k: round(v / max(1, self.samples), 2) for k, v in
-                sorted(self.counts.items(), key=lambda kv: -kv[1])}
+                sorted(self.counts.items(), key=lambda kv: -kv[1])
+                if v / max(1, self.samples) >= 0.05}
 
 
 def vm_hwm_kb(pid: int) -> int:
