@@ -167,6 +167,8 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             settings,
             SHEETS_SYNC_SHEETS_WRITES_PER_MINUTE=str(GENEROUS),
             SHEETS_SYNC_SHEETS_READS_PER_MINUTE=str(GENEROUS),
+            SHEETS_SYNC_SHEETS_PROJECT_WRITES_PER_MINUTE=str(GENEROUS),
+            SHEETS_SYNC_SHEETS_PROJECT_READS_PER_MINUTE=str(GENEROUS),
             SHEETS_SYNC_INSTANTLY_REQUESTS_PER_MINUTE=str(GENEROUS),
         )
         started = time.monotonic()

@@ -23,9 +23,11 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from sheets_sync.jobs.scheduler import enqueue_due
     from sheets_sync.jobs.worker import Worker
+    from sheets_sync.store.db import commit_without_waiting_for_flush
 
     configure_logging()
     rt = make_runtime(settings, migrate=args.migrate)
+    commit_without_waiting_for_flush(rt.engine)
     worker = Worker(
         rt,
         concurrency=args.concurrency,

@@ -77,6 +77,29 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     return engine
 
 
+def commit_without_waiting_for_flush(engine: Engine) -> None:
+    """For a worker process's engine: its commits (claims, leases, results) return
+    without waiting for PostgreSQL's WAL flush (``synchronous_commit = off``).
+
+    Several workers committing small transactions all the time queued on the WAL flush
+    (``LWLock:WALWrite`` waits in benchmarks/scheduled_throughput.py). What a server crash
+    can forget is the last fraction of a second of such commits, never older data and
+    never a person's edit (the web app keeps full durability): a forgotten claim or
+    result leaves the run queued or running, so it is refreshed again after its lease,
+    and a refresh is safe to repeat (it reads the sheet first; a duplicate write fails
+    its revision check)."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _quick_commits(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")
+        dbapi_connection.commit()
+
+    engine.dispose()  # connections opened before this get the setting too
+
+
 # A pooled connection unused for longer than this is pinged before it is handed out.
 IDLE_PING_SECONDS = 10.0
 _CHECKED_IN_AT = "sheets_sync_checked_in_at"
