@@ -29,6 +29,7 @@ from sheets_sync.pipeline.retry import RetryPolicy
 from sheets_sync.pipeline.sheets_writer import (
     CREDENTIALS_MISSING,
     SheetsClient,
+    load_credentials,
     make_sheets_client,
 )
 from sheets_sync.store.db import make_autocommit_session_factory, make_engine, make_session_factory
@@ -103,6 +104,9 @@ class Runtime:
         key is no longer in the pool (never a silent switch to another account)."""
         email = self.service_account_email_for(connection)
         if email is None:
+            paths = self.settings.service_account_paths
+            if paths:
+                load_credentials(paths[0])  # raises what is wrong with the key file
             raise GoogleCredentialsMissing(CREDENTIALS_MISSING)
         account = self.pool.get(email)
         if account is None:
