@@ -126,12 +126,16 @@ def _ping_idle_connections(engine: Engine) -> None:
         if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
             return  # new (just connected) or recently used
         try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            dbapi_connection.rollback()
+            _ping(dbapi_connection)
         except Exception as exc:
             # The pool drops this connection and hands out a fresh one instead.
             raise DisconnectionError(str(exc).partition("\n")[0]) from exc
+
+
+def _ping(dbapi_connection: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    dbapi_connection.rollback()
 
 
 def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
