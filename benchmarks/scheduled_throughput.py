@@ -8,7 +8,10 @@ The Instantly and Sheets fakes from ``tests/fakes`` run in this process, each ad
 ``sheets-sync worker`` processes (``python -m sheets_sync.cli worker``) it measures the
 time from start until every due connection is synced, the peak RSS of a worker process
 (VmHWM from /proc), HTTP calls per sync, 429s seen and double runs (a spreadsheet written
-twice, or a connection run twice: must be 0). Then, with the default budget of 60 Sheets
+twice, or a connection run twice: must be 0), the workers' CPU seconds (/proc), and what
+the workers' database sessions were doing, sampled from ``pg_stat_activity`` every 0.1 s
+(average sessions waiting on a lock, on the WAL, or idle inside a transaction, labelled
+with that transaction's last statement). Then, with the default budget of 60 Sheets
 writes a minute, it asks the scheduler how long the same backlog takes
 (``scheduler.backlog``) and runs one worker for a few seconds to show it stays within the
 budget instead of hammering Google.
