@@ -8,7 +8,10 @@ The Instantly and Sheets fakes from ``tests/fakes`` run in this process, each ad
 ``sheets-sync worker`` processes (``python -m sheets_sync.cli worker``) it measures the
 time from start until every due connection is synced, the peak RSS of a worker process
 (VmHWM from /proc), HTTP calls per sync, 429s seen and double runs (a spreadsheet written
-twice, or a connection run twice: must be 0). Then, with the default budget of 60 Sheets
+twice, or a connection run twice: must be 0), the workers' CPU seconds (/proc), and what
+the workers' database sessions were doing, sampled from ``pg_stat_activity`` every 0.1 s
+(average sessions waiting on a lock, on the WAL, or idle inside a transaction, labelled
+with that transaction's last statement). Then, with the default budget of 60 Sheets
 writes a minute, it asks the scheduler how long the same backlog takes
 (``scheduler.backlog``) and runs one worker for a few seconds to show it stays within the
 budget instead of hammering Google.
@@ -55,6 +58,55 @@ from tests.worker_helpers import (  # noqa: E402
 
 API_KEYS = [f"bench-instantly-key-{n:02d}" for n in range(10)]
 GENEROUS = 1_000_000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process, from /proc (clock ticks)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class WaitSampler:
+    """What the workers' database sessions are doing, sampled from pg_stat_activity: lock
+    waits (advisory = the budgets, transactionid/tuple = row locks), client reads (the
+    server waiting for a worker that holds a transaction open), idle in transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, poolclass=NullPool)
+        self.conn = self.engine.connect()
+        self.samples = 0
+        self.counts: dict[str, int] = {}
+
+    def sample(self) -> None:
+        rows = self.conn.exec_driver_sql(
+            "SELECT state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        ).all()
+        self.conn.commit()
+        self.samples += 1
+        for state, kind, event, query in rows:
+            if state == "active" and kind in ("Lock", "LWLock", "IO", "IPC"):
+                label = f"waiting:{kind}:{event}"
+            elif state == "active":
+                label = "active"
+            elif state == "idle in transaction":
+                # The transaction's last statement says which unit holds it open.
+                label = "idle in transaction after: " + " ".join(str(query).split())[:50]
+            else:
+                continue
+            self.counts[label] = self.counts.get(label, 0) + 1
+
+    def report(self) -> dict[str, float]:
+        """Average number of sessions in each state per sample."""
+        self.conn.close()
+        self.engine.dispose()
+        return {k: round(v / max(1, self.samples), 2) for k, v in
+                sorted(self.counts.items(), key=lambda kv: -kv[1])
+                if v / max(1, self.samples) >= 0.05}
 
 
 def vm_hwm_kb(pid: int) -> int:
@@ -111,12 +163,15 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
                                                  "Bench")
         for n, key in enumerate(API_KEYS):
             add_connections(rt, user_id, books[n :: len(API_KEYS)], api_key=key, due_at=due)
+        not_again_soon(rt)
         sheets.reset_calls()
         instantly.reset_calls()
         env = worker_env(
             settings,
             SHEETS_SYNC_SHEETS_WRITES_PER_MINUTE=str(GENEROUS),
             SHEETS_SYNC_SHEETS_READS_PER_MINUTE=str(GENEROUS),
+            SHEETS_SYNC_SHEETS_PROJECT_WRITES_PER_MINUTE=str(GENEROUS),
+            SHEETS_SYNC_SHEETS_PROJECT_READS_PER_MINUTE=str(GENEROUS),
             SHEETS_SYNC_INSTANTLY_REQUESTS_PER_MINUTE=str(GENEROUS),
         )
         started = time.monotonic()
@@ -128,6 +183,7 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
         ]
         peak_kb = 0
         done = 0
+        sampler = WaitSampler(schema.url)
         while time.monotonic() - started < args.timeout:
             with rt.session_factory() as s:
                 done = s.scalar(
@@ -137,11 +193,14 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             peak_kb = max([peak_kb, *(vm_hwm_kb(p.pid) for p in procs)])
             if done >= args.connections:
                 break
+            sampler.sample()
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         fakes_cpu = time.process_time() - cpu_started
         peak_kb = max([peak_kb, *(vm_hwm_kb(p.pid) for p in procs)])
         time.sleep(0.5)  # a double run would show up now
+        workers_cpu = sum(cpu_seconds(p.pid) for p in procs)
+        waits = sampler.report()
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -177,9 +236,23 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             "double_runs": double_runs,
             # CPU of this process (the fakes, mostly): the fakes share one core-bound GIL.
             "fakes_cpu_seconds": round(fakes_cpu, 1),
+            "workers_cpu_seconds": round(workers_cpu, 1),
+            "db_sessions": waits,
         }
     finally:
         schema.drop()
+
+
+def not_again_soon(rt) -> None:
+    """Daily at a time 12 hours away: a connection synced during the run is not due
+    again before it ends (an hourly schedule crossing the hour would run some twice)."""
+    from sqlalchemy import update
+
+    from sheets_sync.store.models import Connection
+
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)).strftime("%H:%M")
+    with rt.session_factory() as s, s.begin():
+        s.execute(update(Connection).values(schedule="daily", schedule_time=at, timezone="UTC"))
 
 
 def default_budget_backlog(args: argparse.Namespace, sheets: FakeSheetsServer,

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     google_application_credentials: Path | None = Field(
         default=None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS"
     )
+    # Comma-separated service-account key files: a pool, each connection pinned to one
+    # account. Unset: GOOGLE_APPLICATION_CREDENTIALS alone.
+    service_account_files: str | None = None
     instantly_api_url: str = DEFAULT_INSTANTLY_API_URL
     sheets_api_url: str = DEFAULT_SHEETS_API_URL
     cron_token: str | None = None
@@ -39,6 +42,9 @@ class Settings(BaseSettings):
     # Google counts reads separately (60 a minute per service account too); a refresh reads
     # at most once (finding the tab on a first sync).
     sheets_reads_per_minute: int = Field(default=60, ge=1, le=1_000_000)
+    # Per Google Cloud project (all its service accounts together): 300 of each a minute.
+    sheets_project_writes_per_minute: int = Field(default=300, ge=1, le=1_000_000)
+    sheets_project_reads_per_minute: int = Field(default=300, ge=1, le=1_000_000)
     # Per Instantly workspace (key). Instantly allows 6,000 a minute; leave the customer's
     # other tools most of it.
     instantly_requests_per_minute: int = Field(default=1200, ge=1, le=1_000_000)
@@ -97,6 +103,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a SQLAlchemy URL such as postgresql+psycopg://user@host/db")
         return value
 
+    @field_validator("service_account_files")
+    @classmethod
+    def _key_files(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not [part for part in value.split(",") if part.strip()]:
+            raise ValueError("must name at least one key file")
+        return value
+
     @field_validator(
         "encryption_keys", "secret_key", "cron_token", "smtp_url", "public_url",
         "addon_service_account", "addon_oauth_client_id",
@@ -119,6 +134,21 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'sheets-sync.sqlite3').resolve()}"
+
+    @property
+    def service_account_paths(self) -> list[Path]:
+        """The pool's key files in the order given (the first is the primary account),
+        duplicates dropped; GOOGLE_APPLICATION_CREDENTIALS alone when no pool is set."""
+        if self.service_account_files:
+            paths: list[Path] = []
+            for part in self.service_account_files.split(","):
+                path = Path(part.strip()).expanduser()
+                if part.strip() and path not in paths:
+                    paths.append(path)
+            return paths
+        if self.google_application_credentials is not None:
+            return [self.google_application_credentials]
+        return []
 
     @property
     def http_timeout(self) -> tuple[float, float]:

@@ -199,6 +199,14 @@ class GoogleApiDisabled(ConfigurationError):
     code = "google_api_disabled"
 
 
+class ServiceAccountRemoved(ConfigurationError):
+    """The connection is pinned to a service account whose key file is no longer in the
+    pool. Never re-pinned silently (the sheet is shared with that address only), so the
+    refresh fails until the key comes back or the operator moves the connection."""
+
+    code = "service_account_removed"
+
+
 # --- the store -------------------------------------------------------------------------
 
 

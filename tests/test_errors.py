@@ -37,6 +37,7 @@ TABLE: list[tuple[type[errors.SyncError], str, bool, bool]] = [
     (errors.GoogleCredentialsMissing, "google_credentials_missing", False, False),
     (errors.GoogleCredentialsRejected, "google_credentials_rejected", False, False),
     (errors.GoogleApiDisabled, "google_api_disabled", False, False),
+    (errors.ServiceAccountRemoved, "service_account_removed", False, False),
     (errors.ConnectionDeleted, "connection_deleted", False, False),
 ]
 

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sheets_sync import store
 from sheets_sync.config import Settings
 from sheets_sync.jobs import sync
-from sheets_sync.jobs.quota import SHEETS_WRITE
+from sheets_sync.jobs.quota import write_budget_name
 from sheets_sync.pipeline.render import FIRST_DATA_ROW
 from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.models import Connection, RateLimitGrant, User
@@ -227,7 +227,7 @@ def test_fault_matrix(ctx: Ctx, fault: Fault) -> None:
     with ctx.rt.session_factory() as s:
         write_permits = s.scalar(
             select(func.count()).select_from(RateLimitGrant)
-            .where(RateLimitGrant.name == SHEETS_WRITE)
+            .where(RateLimitGrant.name == write_budget_name(SERVICE_ACCOUNT_EMAIL))
         )
     # Every send of a write took a permit of the shared budget, resent or not.
     assert write_permits == ctx.fake_sheets.count("batchUpdate")

@@ -231,9 +231,12 @@ def test_the_writes_budget_holds_across_processes(make_stack) -> None:
     wait_for(lambda: runs_by_status(stack.rt).get("succeeded", 0) >= count, 60,
              "the backlog to drain under the budget", stack)
 
-    assert stack.sheets.status_counts().get(429) is None, "no 429 from Google"
-    # The budget's promise, read from its own log (the database's clock, under its lock),
-    # so a loaded machine delaying a call on its way to the fake cannot fail it.
+    # The budget's promise, read from its own log: every permit's final time on the one
+    # clock that granted it (the database server's, under the budget's lock), windows
+    # computed on that same clock. A loaded machine delaying a call on its way to Google
+    # cannot fail this. (Whether Google itself answers 429 depends on those delays, so
+    # it is measured by benchmarks/pool_budgets.py, not asserted here; a 429 would only
+    # cost a retry, and every run below still writes exactly once.)
     assert max_permits_in_a_window(stack, window + window / 60) <= 20
     assert runs_by_status(stack.rt) == {"succeeded": count}
     assert all(stack.sheets.count("batchUpdate", b, status=200) == 1 for b in books)
@@ -258,12 +261,12 @@ def audit_write_permits(stack: Stack, span: float) -> None:
                     END IF;
                     RETURN OLD;
                 END IF;
-                IF NEW.name = 'sheets:write' THEN
+                IF NEW.name = 'sheets:write:EMAIL' THEN
                     INSERT INTO permit_audit VALUES (NEW.id, NEW.granted_at)
                     ON CONFLICT (id) DO UPDATE SET granted_at = EXCLUDED.granted_at;
                 END IF;
                 RETURN NEW;
-            END $$""".replace("SPAN", repr(span)))
+            END $$""".replace("SPAN", repr(span)).replace("EMAIL", SERVICE_ACCOUNT_EMAIL))
         conn.exec_driver_sql(
             "CREATE TRIGGER permit_audit AFTER INSERT OR UPDATE OR DELETE ON rate_limit_grants "
             "FOR EACH ROW EXECUTE FUNCTION permit_audit()"

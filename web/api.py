@@ -31,10 +31,11 @@ from sheets_sync.errors import InvalidInput, SyncError
 from sheets_sync.jobs import save_checks
 from sheets_sync.jobs.save_checks import SaveChecks
 from sheets_sync.links import parse_spreadsheet_url
-from sheets_sync.store.models import User
+from sheets_sync.store.models import Connection, SyncRun, User
 
 from .api_models import (
     ConnectionList,
+    ConnectionOut,
     ErrorDetail,
     ErrorOut,
     RunList,
@@ -307,6 +308,14 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(500, "internal_error", "Something went wrong on our side.")
 
 
+def _out(connection: Connection, last_run: SyncRun | None) -> ConnectionOut:
+    return connection_out(
+        connection,
+        last_run,
+        service_account_email=runtime().service_account_email_for(connection),
+    )
+
+
 # --- routes ----------------------------------------------------------------------------
 
 
@@ -320,7 +329,7 @@ def openapi_document() -> Response:
 def list_connections() -> Response:
     with db_session() as s:
         items = [
-            connection_out(c, store.last_run(s, c)) for c in store.list_connections(s, _user())
+            _out(c, store.last_run(s, c)) for c in store.list_connections(s, _user())
         ]
     return json_response(ConnectionList(connections=items))
 
@@ -346,10 +355,20 @@ def create_connection() -> Response:
     )
     _refuse_checks(checks)
     spreadsheet_id = parse_spreadsheet_url(kwargs["spreadsheet_url"])[0]
-    checks.merge(save_checks.check_sheet(runtime(), spreadsheet_id))
+    checks.merge(
+        save_checks.check_sheet(
+            runtime(), spreadsheet_id, runtime().next_service_account_email()
+        )
+    )
     kwargs["options"] = save_checks.merged_options(kwargs.get("options"), checks.options)
     with write_session() as s:
-        connection = store.create_connection(s, _user(), fernet=runtime().fernet, **kwargs)
+        connection = store.create_connection(
+            s,
+            _user(),
+            fernet=runtime().fernet,
+            service_accounts=runtime().service_account_emails,
+            **kwargs,
+        )
         out = connection_out(connection, None)
     response = json_response(out, 201)
     response.headers["Location"] = url_for("api.get_connection", connection_id=out.id)
@@ -360,7 +379,7 @@ def create_connection() -> Response:
 def get_connection(connection_id: int) -> Response:
     with db_session() as s:
         connection = store.get_connection(s, _user(), connection_id)
-        out = connection_out(connection, store.last_run(s, connection))
+        out = _out(connection, store.last_run(s, connection))
     return json_response(out)
 
 
@@ -383,7 +402,7 @@ def update_connection(connection_id: int) -> Response:
         connection = store.update_connection(
             s, _user(), connection_id, fernet=runtime().fernet, **changes
         )
-        out = connection_out(connection, store.last_run(s, connection))
+        out = _out(connection, store.last_run(s, connection))
     return json_response(out)
 
 

@@ -96,6 +96,14 @@ class ConnectionOut(_Out):
     spreadsheet_url: str
     spreadsheet_id: str
     worksheet_title: str = Field(description="Title of the tab sheets-sync manages.")
+    service_account_email: str | None = Field(
+        description=(
+            "Read-only: the Google service account this connection writes as. Share the "
+            "sheet with this address as Editor. Null when no service account is configured."
+        ),
+        examples=["sheets-sync-2@my-project.iam.gserviceaccount.com"],
+        json_schema_extra={"readOnly": True},
+    )
     sheet_url: str | None = Field(
         description="Link to the managed tab; null until the first sync has created or found it."
     )
@@ -161,7 +169,14 @@ def _tab_link(connection: Connection) -> str | None:
         return None
 
 
-def connection_out(connection: Connection, last_run: SyncRun | None) -> ConnectionOut:
+def connection_out(
+    connection: Connection,
+    last_run: SyncRun | None,
+    *,
+    service_account_email: str | None = None,
+) -> ConnectionOut:
+    """``service_account_email``: ``Runtime.service_account_email_for(connection)`` (the
+    pinned account, or the primary one for a connection not pinned yet)."""
     return ConnectionOut(
         id=connection.id,
         name=connection.name,
@@ -169,6 +184,7 @@ def connection_out(connection: Connection, last_run: SyncRun | None) -> Connecti
         spreadsheet_url=connection.spreadsheet_url,
         spreadsheet_id=connection.spreadsheet_id,
         worksheet_title=connection.worksheet_title,
+        service_account_email=service_account_email or connection.service_account_email,
         sheet_url=_tab_link(connection),
         campaign_ids=list(connection.campaign_ids or []),
         date_range=dict(connection.date_range or {"preset": "all_time"}),

@@ -86,7 +86,14 @@ def _not_found(_exc: Exception) -> Any:
 
 
 def _service_account_email() -> str | None:
-    return runtime().service_account_email
+    """The address for the page's share card: the one account when there is one; with a
+    pool, each connection shows its own (None here, the card then says so)."""
+    rt = runtime()
+    return rt.service_account_email if len(rt.service_account_emails) <= 1 else None
+
+
+def _next_account_email() -> str | None:
+    return runtime().next_service_account_email()
 
 
 class _Unknown(enum.Enum):
@@ -113,6 +120,7 @@ def _connection_view(
         "date_range": present.date_range_text(connection),
         "campaigns": present.campaigns_text(connection),
         "key_hint": connection.instantly_api_key_hint,
+        "service_account_email": runtime().service_account_email_for(connection),
         "paused_reason": connection.paused_reason,
         "consecutive_failures": connection.consecutive_failures or 0,
         "owner_emailed": connection.failure_notified_at is not None,
@@ -141,6 +149,7 @@ def dashboard() -> Any:
         "dashboard.html",
         connections=connections,
         service_account_email=_service_account_email(),
+        pool_size=len(runtime().service_account_emails),
     )
 
 
@@ -250,7 +259,9 @@ def _form_page(
             connection=connection,
             test_result=test_result,
             access_result=access_result,
-            service_account_email=_service_account_email(),
+            service_account_email=(
+                connection["service_account_email"] if connection else _next_account_email()
+            ),
         ),
         status,
     )
@@ -294,12 +305,20 @@ def new_connection() -> Any:
         form.add_errors(checks.field_errors)
     if kwargs is not None and checks.ok:
         spreadsheet_id = parse_spreadsheet_url(kwargs["spreadsheet_url"])[0]
-        checks.merge(save_checks.check_sheet(runtime(), spreadsheet_id))
+        checks.merge(
+            save_checks.check_sheet(runtime(), spreadsheet_id, _next_account_email())
+        )
         kwargs["options"] = save_checks.merged_options(kwargs.get("options"), checks.options)
         try:
             with write_session() as s:
                 user = current_db_user(s)
-                created = store.create_connection(s, user, fernet=runtime().fernet, **kwargs)
+                created = store.create_connection(
+                    s,
+                    user,
+                    fernet=runtime().fernet,
+                    service_accounts=runtime().service_account_emails,
+                    **kwargs,
+                )
                 name, created_id = created.name, created.id
         except InvalidInput as exc:
             form.form_errors.append(exc.message)
@@ -345,7 +364,8 @@ def _edit_checks(
     if changes is not None and checks.ok and "spreadsheet_url" in changes:
         spreadsheet_id = parse_spreadsheet_url(changes["spreadsheet_url"])[0]
         if spreadsheet_id != connection.spreadsheet_id:
-            checks.merge(save_checks.check_sheet(runtime(), spreadsheet_id))
+            account = runtime().service_account_email_for(connection)
+            checks.merge(save_checks.check_sheet(runtime(), spreadsheet_id, account))
     return checks
 
 
@@ -472,11 +492,15 @@ def test_key() -> Any:
     return _form_page(ConnectionForm(), info, test_result=result)
 
 
-def _check_access(spreadsheet_id: str) -> tuple[dict[str, Any], str | None]:
-    """The reply for the page, and the sharing state found (None: not known)."""
+def _check_access(
+    spreadsheet_id: str, account: str | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """The reply for the page, and the sharing state found (None: not known). ``account``:
+    the connection's; by default the one a new connection would get."""
     try:
         access = check_edit_access(
-            runtime().sheets(retry=save_checks.WHILE_WAITING), spreadsheet_id
+            runtime().sheets(account or _next_account_email(), retry=save_checks.WHILE_WAITING),
+            spreadsheet_id,
         )
     except SyncError as exc:
         return _failed(exc), None
@@ -527,7 +551,7 @@ def check_access(connection_id: int) -> Any:
         spreadsheet_id = _typed_spreadsheet_id() or spreadsheet_id
     except InvalidInput as exc:
         return _access_response({"ok": False, "error": exc.as_dict()}, info)
-    result, status = _check_access(spreadsheet_id)
+    result, status = _check_access(spreadsheet_id, info["service_account_email"])
     if status is not None and spreadsheet_id == saved_id:
         # What the dashboard says about sharing follows the latest check.
         found = {

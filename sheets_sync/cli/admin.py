@@ -23,9 +23,11 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from sheets_sync.jobs.scheduler import enqueue_due
     from sheets_sync.jobs.worker import Worker
+    from sheets_sync.store.db import commit_without_waiting_for_flush
 
     configure_logging()
     rt = make_runtime(settings, migrate=args.migrate)
+    commit_without_waiting_for_flush(rt.engine)
     worker = Worker(
         rt,
         concurrency=args.concurrency,
@@ -127,6 +129,35 @@ def _cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_connections_move(args: argparse.Namespace, settings: Settings) -> int:
+    from sheets_sync import store
+
+    rt = make_runtime(settings, migrate=True)
+    target = args.to.strip()
+    pool = rt.service_account_emails
+    if target not in pool:
+        listed = ", ".join(pool) if pool else "none (no key file is configured)"
+        raise InvalidInput(
+            f"{target!r} is not one of the service accounts sheets-sync has a key for "
+            f"(SHEETS_SYNC_SERVICE_ACCOUNT_FILES): {listed}."
+        )
+    if not args.connection_id.isdigit():
+        raise InvalidInput("CONNECTION_ID is the number shown on the connection's page.")
+    try:
+        with rt.session_factory() as s, s.begin():
+            connection, previous = store.move_connection(s, int(args.connection_id), target)
+            name, url = connection.name, connection.spreadsheet_url
+    except store.NotFound:
+        raise InvalidInput(f"There is no connection {args.connection_id}.") from None
+    was = previous or rt.service_account_email or "no account"
+    print(f"Connection {args.connection_id} ({name}) moved from {was} to {target}.")
+    print(
+        f"The sheet must be shared with {target} as Editor before its next refresh, or "
+        f"that refresh fails: {url}"
+    )
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="web app and an embedded worker (SQLite by default)")
     p.add_argument("--host", default="127.0.0.1")
@@ -180,6 +211,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("email")
     p.add_argument("--name", default="cli")
     p.set_defaults(func=_cmd_api_keys_create)
+
+    conns = sub.add_parser("connections", help="administer connections").add_subparsers(
+        dest="connections_command", required=True
+    )
+    p = conns.add_parser(
+        "move", help="pin a connection to another service account of the pool"
+    )
+    p.add_argument("connection_id", metavar="ID")
+    p.add_argument("--to", required=True, metavar="EMAIL", help="the account's client_email")
+    p.set_defaults(func=_cmd_connections_move)
 
     enc = sub.add_parser("keys", help="encryption keys").add_subparsers(
         dest="keys_command", required=True

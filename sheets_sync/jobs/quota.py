@@ -1,19 +1,26 @@
 """Rate budgets shared by every worker process through the database.
 
-Google gives one service account 60 Sheets writes (and 60 reads) a minute for every
-customer together, and Instantly limits each workspace. Each worker process has its own
-threads and clients, so the only place they can agree on "how many calls went out in the
-last minute" is the database:
+Google gives each service account 60 Sheets writes (and 60 reads) a minute for every
+customer together, and each Google Cloud project 300 of each for all its accounts;
+Instantly limits each workspace. Each worker process has its own threads and clients, so
+the only place they can agree on "how many calls went out in the last minute" is the
+database:
 
-* ``rate_limits`` has one row per budget (``sheets:write``, ``sheets:read``,
-  ``instantly:<key digest>``). Taking a permit locks that row (``SELECT … FOR UPDATE`` on
-  PostgreSQL; on SQLite the transaction takes the database's write lock first, see
-  ``db.take_write_lock``) for one short transaction.
-* ``rate_limit_grants`` logs each permit's time. A permit is granted only while fewer than
-  ``limit`` permits lie in the last ``window + margin`` seconds: a *rolling* window, which
-  is how Google counts (fixed per-minute buckets would allow twice the budget across a
-  minute boundary). The margin absorbs the delay between the permit and the call reaching
-  Google.
+* ``rate_limits`` has one row per budget (``sheets:write:<account>``,
+  ``sheets:read:<account>``, ``sheets:project:write:<project>``, …,
+  ``instantly:<key digest>``), holding the cooldown after a 429.
+* ``rate_limit_grants`` logs each permit's time: the grant log. A permit is granted only
+  while fewer than ``limit`` permits lie in the last ``window + margin`` seconds: a
+  *rolling* window, which is how Google counts (fixed per-minute buckets would allow
+  twice the budget across a minute boundary). The margin absorbs the delay between the
+  permit and the call reaching Google.
+* A Sheets call spends from two budgets, its account's and its project's: both permits
+  are taken in one unit, all or none, so a refusal by one leaks nothing from the other.
+  On PostgreSQL that unit is one autocommit statement (``sheets_sync_take_permits``,
+  migration 0006) holding per-budget advisory locks, taken in name order, for
+  microseconds inside the server; on SQLite it is one transaction under the database's
+  write lock (``db.take_write_lock``). Times come from one clock: the database server's
+  (or an injected one in tests), for granting and for re-dating alike.
 * A 429 sets ``blocked_until`` on the row: every worker waits out the cooldown, not only
   the one that saw it.
 
@@ -31,7 +38,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +56,8 @@ from sheets_sync.store.models import RateLimit, RateLimitGrant
 
 log = logging.getLogger("sheets_sync.quota")
 
+# Prefixes: a budget is per service account, ``sheets:write:<client_email>``, beside its
+# project's ``sheets:project:write:<project_id>`` (see ``sheets_budgets``).
 SHEETS_WRITE = "sheets:write"
 SHEETS_READ = "sheets:read"
 # Cooldown after a 429 that did not say how long to wait: long enough for a rolling
@@ -61,17 +70,42 @@ def instantly_budget_name(api_key: str) -> str:
     return "instantly:" + hashlib.sha256(api_key.strip().encode()).hexdigest()[:24]
 
 
+Budget = tuple[str, int]  # (name, permits per window)
+GrantIds = tuple[int, ...]
+
+
+def sheets_budgets(
+    kind: str, account: str, project: str, *, per_account: int, per_project: int
+) -> tuple[Budget, Budget]:
+    """The two budgets a Sheets call of ``kind`` ("write"/"read") spends from: its
+    service account's (60 a minute) and its Google Cloud project's (300 a minute, shared
+    by every account of the project)."""
+    return (
+        (f"sheets:{kind}:{account}", per_account),  # == write_budget_name for "write"
+        (f"sheets:project:{kind}:{project}", per_project),
+    )
+
+
+def write_budget_name(account: str) -> str:
+    """The account's write budget: the name its prepaid permits are filed under."""
+    return f"{SHEETS_WRITE}:{account}"
+
+
 @dataclass(frozen=True)
 class Grant:
-    """A permit: ``id`` to refund it, or ``None`` with ``wait`` seconds until one may be
-    granted."""
+    """Permits, one per budget asked for: ``ids`` to refund them, or empty with ``wait``
+    seconds until all may be granted."""
 
-    id: int | None
+    ids: GrantIds
     wait: float
 
     @property
     def granted(self) -> bool:
-        return self.id is not None
+        return bool(self.ids)
+
+    @property
+    def id(self) -> int | None:
+        return self.ids[0] if self.ids else None
 
 
 class QuotaWaitTooLong(Exception):
@@ -98,70 +132,85 @@ class QuotaBudget:
     # -- permits ------------------------------------------------------------------------
 
     def try_acquire(self, name: str, limit: int, *, pending_for: float = 0.0) -> Grant:
-        """Take a permit now if the budget allows; otherwise say how long to wait.
+        """One budget's permit now if it allows; otherwise how long to wait."""
+        return self.try_acquire_all(((name, limit),), pending_for=pending_for)
+
+    def try_acquire_all(self, budgets: Sequence[Budget], *, pending_for: float = 0.0) -> Grant:
+        """A permit from every budget, or from none (an account's and its project's: a
+        refusal by either leaks nothing from the other); otherwise how long to wait.
 
         ``pending_for``: the permit is for a call made later (the worker takes it before
         claiming a run). It is dated that far ahead, so it keeps counting until ``touch``
         dates it to the real call (or ``refund`` returns it); a worker that dies holding
         one only loses it for that long plus a window."""
+        budgets = tuple(budgets)
+        if not budgets:
+            return Grant((), 0.0)
         engine = self.session_factory.kw["bind"]
         if engine.dialect.name == "postgresql":
-            # One autocommit statement (migration 0002's function): the budget's lock is
+            # One autocommit statement (migration 0006's function): the budgets' locks are
             # held inside the server only.
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 row = conn.execute(
                     text(
-                        "SELECT * FROM sheets_sync_take_permit(:name, :span, :limit, :now, "
-                        ":ahead)"
+                        "SELECT * FROM sheets_sync_take_permits(:names, :limits, :span, "
+                        ":now, :ahead)"
                     ),
                     {
-                        "name": name,
+                        "names": [name for name, _ in budgets],
+                        "limits": [int(limit) for _, limit in budgets],
                         "span": self.window + self.margin,
-                        "limit": limit,
                         "now": None if self.clock is time.time else self.clock(),
                         "ahead": float(pending_for),
                     },
                 ).one()
-            return Grant(None if row[0] is None else int(row[0]), float(row[1]))
+            return Grant(tuple(int(i) for i in (row[0] or ())), float(row[1]))
         with self.session_factory() as s, s.begin():
-            return self._try_acquire(s, name, limit, pending_for)
+            return self._try_acquire_all(s, budgets, pending_for)
 
-    def _try_acquire(self, s: Session, name: str, limit: int, pending_for: float) -> Grant:
-        blocked_until = self._lock_row(s, name)
+    def _try_acquire_all(
+        self, s: Session, budgets: tuple[Budget, ...], pending_for: float
+    ) -> Grant:
+        # Names in order: the same locking order as PostgreSQL's function (on SQLite the
+        # first lock is the database's write lock anyway).
+        blocked = {name: self._lock_row(s, name) for name, _ in sorted(budgets)}
         now = self.clock()
-        if blocked_until > now:
-            return Grant(None, blocked_until - now)
         span = self.window + self.margin
-        in_window = (RateLimitGrant.name == name, RateLimitGrant.granted_at > now - span)
-        used = s.scalar(select(func.count()).select_from(RateLimitGrant).where(*in_window)) or 0
-        if used >= limit:
-            # Old permits go now (they no longer count); the one that must age out before
-            # the next fits says how long to wait.
-            s.execute(
-                delete(RateLimitGrant).where(
-                    RateLimitGrant.name == name, RateLimitGrant.granted_at <= now - span
-                )
-            )
-            pivot = s.scalar(
+        wait = 0.0
+        for name, limit in budgets:
+            if blocked[name] > now:
+                wait = max(wait, blocked[name] - now)
+                continue
+            # The limit-th newest permit: while it still counts, the budget is full, and
+            # it is the one that must age out before the next fits.
+            edge = s.scalar(
                 select(RateLimitGrant.granted_at)
-                .where(*in_window)
-                .order_by(RateLimitGrant.granted_at)
-                .offset(used - limit)
+                .where(RateLimitGrant.name == name)
+                .order_by(RateLimitGrant.granted_at.desc())
+                .offset(limit - 1)
                 .limit(1)
             )
-            return Grant(None, min(max((pivot or now) + span - now, 0.005), span))
-        if used and used % 64 == 0:
-            s.execute(
-                delete(RateLimitGrant).where(
-                    RateLimitGrant.name == name, RateLimitGrant.granted_at <= now - span
-                )
+            if edge is not None and edge > now - span:
+                wait = max(wait, min(max(edge + span - now, 0.005), span))
+        if wait > 0:
+            return Grant((), wait)
+        ids: list[int] = []
+        for name, _limit in budgets:
+            grant_id = int(
+                s.execute(
+                    insert(RateLimitGrant)
+                    .values(name=name, granted_at=now + pending_for)
+                    .returning(RateLimitGrant.id)
+                ).scalar_one()
             )
-        grant_id = s.execute(
-            insert(RateLimitGrant)
-            .values(name=name, granted_at=now + pending_for)
-            .returning(RateLimitGrant.id)
-        ).scalar_one()
-        return Grant(int(grant_id), 0.0)
+            ids.append(grant_id)
+            if grant_id % 64 == 0:
+                s.execute(
+                    delete(RateLimitGrant).where(
+                        RateLimitGrant.name == name, RateLimitGrant.granted_at <= now - span
+                    )
+                )
+        return Grant(tuple(ids), 0.0)
 
     def acquire(
         self,
@@ -172,17 +221,29 @@ class QuotaBudget:
         stop: threading.Event | None = None,
     ) -> int:
         """Block until a permit is granted; ``QuotaWaitTooLong`` beyond ``max_wait``."""
+        return self.acquire_all(((name, limit),), max_wait=max_wait, stop=stop)[0]
+
+    def acquire_all(
+        self,
+        budgets: Sequence[Budget],
+        *,
+        max_wait: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> GrantIds:
+        """Block until every budget grants a permit at once; ``QuotaWaitTooLong`` beyond
+        ``max_wait``."""
         deadline = time.monotonic() + max_wait
+        label = "+".join(name for name, _ in budgets)
         while True:
-            grant = self.try_acquire(name, limit)
-            if grant.id is not None:
-                return grant.id
+            grant = self.try_acquire_all(budgets)
+            if grant.granted:
+                return grant.ids
             remaining = deadline - time.monotonic()
             if grant.wait > remaining:
-                raise QuotaWaitTooLong(f"{name}: next permit in {grant.wait:.1f}s")
+                raise QuotaWaitTooLong(f"{label}: next permit in {grant.wait:.1f}s")
             if stop is not None:
                 if stop.wait(grant.wait):
-                    raise QuotaWaitTooLong(f"{name}: stopping")
+                    raise QuotaWaitTooLong(f"{label}: stopping")
             else:
                 self.sleep(grant.wait)
 
@@ -209,30 +270,57 @@ class QuotaBudget:
             )
             return max(blocked, min((pivot or now) + span - now, span))
 
-    def touch(self, grant_id: int) -> None:
-        """Date a permit taken earlier (before claiming a run) to now, when its call is
+    def touch(self, grant_ids: int | GrantIds) -> None:
+        """Date permits taken earlier (before claiming a run) to now, when their call is
         made: the rolling window must count the call when Google sees it, however long
         the sync took to get there."""
+        ids = list(_ids(grant_ids))
         engine = self.session_factory.kw["bind"]
-        now: Any = self.clock()
-        if engine.dialect.name == "postgresql" and self.clock is time.time:
-            now = text("extract(epoch from clock_timestamp())")  # the permits' clock
+        if engine.dialect.name == "postgresql":
+            # One autocommit statement on the permits' clock (the server's, unless a test
+            # injected one), right before the call. Its commit does not wait for the WAL
+            # flush: a re-dating lost in a server crash leaves the permit dated later,
+            # which only makes the budget stricter.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(
+                    text(
+                        "UPDATE rate_limit_grants SET granted_at = coalesce(CAST(:now AS double "
+                        "precision), "
+                        "extract(epoch from clock_timestamp())) FROM (SELECT set_config("
+                        "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)"
+                    ),
+                    {"now": None if self.clock is time.time else self.clock(), "ids": ids},
+                )
+            return
         with self.session_factory() as s, s.begin():
             take_write_lock(s)
             s.execute(
                 update(RateLimitGrant)
-                .where(RateLimitGrant.id == grant_id)
-                .values(granted_at=now)
+                .where(RateLimitGrant.id.in_(ids))
+                .values(granted_at=self.clock())
                 .execution_options(synchronize_session=False)
             )
 
-    def refund(self, grant_id: int) -> None:
-        """Give back a permit that was not used for a call."""
+    def refund(self, grant_ids: int | GrantIds) -> None:
+        """Give back permits that were not used for a call."""
+        ids = list(_ids(grant_ids))
+        engine = self.session_factory.kw["bind"]
+        if engine.dialect.name == "postgresql":
+            # One autocommit statement; a refund lost in a server crash wastes a permit.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(
+                    text(
+                        "DELETE FROM rate_limit_grants USING (SELECT set_config("
+                        "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+            return
         with self.session_factory() as s, s.begin():
             take_write_lock(s)
             s.execute(
                 delete(RateLimitGrant)
-                .where(RateLimitGrant.id == grant_id)
+                .where(RateLimitGrant.id.in_(ids))
                 .execution_options(synchronize_session=False)
             )
 
@@ -254,25 +342,29 @@ class QuotaBudget:
 
     # -- the permit a worker took before claiming a run ---------------------------------
 
-    def prepay(self, name: str, grant_id: int | None) -> None:
-        """Hand this thread's next call under ``name`` a permit taken earlier."""
-        prepaid: dict[str, int] = self._local.__dict__.setdefault("prepaid", {})
-        if grant_id is None:
+    def prepay(self, name: str, grant_ids: int | GrantIds | None) -> None:
+        """Hand this thread's next call under ``name`` permits taken earlier."""
+        prepaid: dict[str, GrantIds] = self._local.__dict__.setdefault("prepaid", {})
+        if grant_ids is None or grant_ids == ():
             prepaid.pop(name, None)
         else:
-            prepaid[name] = grant_id
+            prepaid[name] = _ids(grant_ids)
 
-    def take_prepaid(self, name: str) -> int | None:
-        prepaid: dict[str, int] = self._local.__dict__.setdefault("prepaid", {})
+    def take_prepaid(self, name: str) -> GrantIds | None:
+        prepaid: dict[str, GrantIds] = self._local.__dict__.setdefault("prepaid", {})
         return prepaid.pop(name, None)
 
-    def refund_prepaid(self, name: str) -> None:
-        grant_id = self.take_prepaid(name)
-        if grant_id is not None:
-            try:
-                self.refund(grant_id)
-            except Exception:  # a lost refund only wastes one permit
-                log.exception("refunding a permit of %s failed", name)
+    def refund_prepaid(self, name: str | None = None) -> None:
+        """Give back this thread's unused prepaid permits (under ``name``, or all)."""
+        prepaid: dict[str, GrantIds] = self._local.__dict__.setdefault("prepaid", {})
+        names = list(prepaid) if name is None else [name]
+        for each in names:
+            grant_ids = prepaid.pop(each, None)
+            if grant_ids is not None:
+                try:
+                    self.refund(grant_ids)
+                except Exception:  # a lost refund only wastes one permit
+                    log.exception("refunding a permit of %s failed", each)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -322,6 +414,10 @@ class QuotaBudget:
             return created is not None
 
 
+def _ids(grant_ids: int | GrantIds) -> GrantIds:
+    return (grant_ids,) if isinstance(grant_ids, int) else tuple(grant_ids)
+
+
 # --- backlog -----------------------------------------------------------------------------
 
 
@@ -340,13 +436,13 @@ def backlog_eta(pending: int, limit: int, window: float, *, wait_now: float = 0.
 
 
 class BudgetAdapter(HTTPAdapter):
-    """A requests transport that takes a permit before each call and turns a 429 into a
-    cooldown for every worker."""
+    """A requests transport that takes permits before each call (from every budget the
+    call spends from, all at once) and turns a 429 into a cooldown for every worker."""
 
     def __init__(
         self,
         budget: QuotaBudget,
-        classify: Callable[[requests.PreparedRequest], tuple[str, int] | None],
+        classify: Callable[[requests.PreparedRequest], Sequence[Budget] | None],
         *,
         max_wait: float,
         on_exhausted: Callable[[str], Exception],
@@ -358,22 +454,24 @@ class BudgetAdapter(HTTPAdapter):
         self.on_exhausted = on_exhausted
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        budget = self.classify(request)
-        if budget is not None:
-            name, limit = budget
-            prepaid = self.budget.take_prepaid(name)
+        budgets = self.classify(request)
+        if budgets:
+            # Prepaid permits are filed under the first budget's name (the account's).
+            prepaid = self.budget.take_prepaid(budgets[0][0])
             if prepaid is not None:
                 self.budget.touch(prepaid)
             else:
                 try:
-                    self.budget.acquire(name, limit, max_wait=self.max_wait)
+                    self.budget.acquire_all(budgets, max_wait=self.max_wait)
                 except QuotaWaitTooLong:
-                    raise self.on_exhausted(name) from None
+                    raise self.on_exhausted(budgets[0][0]) from None
         response = super().send(request, *args, **kwargs)
-        if budget is not None and response.status_code == 429:
+        if budgets and response.status_code == 429:
             hinted = parse_retry_after(response.headers.get("Retry-After"))
+            # Google says which quota (per user or per project) only in prose: cool down
+            # the account, the budget this connection's calls are sure to share.
             self.budget.cooldown(
-                budget[0], hinted if hinted is not None else self.budget.default_cooldown()
+                budgets[0][0], hinted if hinted is not None else self.budget.default_cooldown()
             )
         return response
 
@@ -381,8 +479,8 @@ class BudgetAdapter(HTTPAdapter):
 def _sheets_exhausted(name: str) -> Exception:
     return SheetsQuotaExhausted(
         "The Google Sheets budget of sheets-sync is used up for now "
-        f"({'writes' if name == SHEETS_WRITE else 'reads'} per minute). The refresh will be "
-        "tried again; the sheet was not changed."
+        f"({'writes' if name.startswith(SHEETS_WRITE) else 'reads'} per minute). The refresh "
+        "will be tried again; the sheet was not changed."
     )
 
 
@@ -393,13 +491,33 @@ def _instantly_exhausted(_name: str) -> Exception:
     )
 
 
+@dataclass(frozen=True)
+class SheetsLimits:
+    writes_per_minute: int = 60
+    reads_per_minute: int = 60
+    project_writes_per_minute: int = 300
+    project_reads_per_minute: int = 300
+
+
 def sheets_adapter(
-    budget: QuotaBudget, *, writes_per_minute: int, reads_per_minute: int, max_wait: float
+    budget: QuotaBudget,
+    *,
+    account: str,
+    project: str,
+    limits: SheetsLimits,
+    max_wait: float,
 ) -> BudgetAdapter:
-    def classify(request: requests.PreparedRequest) -> tuple[str, int] | None:
-        if request.method == "GET":
-            return SHEETS_READ, reads_per_minute
-        return SHEETS_WRITE, writes_per_minute
+    writes = sheets_budgets(
+        "write", account, project,
+        per_account=limits.writes_per_minute, per_project=limits.project_writes_per_minute,
+    )
+    reads = sheets_budgets(
+        "read", account, project,
+        per_account=limits.reads_per_minute, per_project=limits.project_reads_per_minute,
+    )
+
+    def classify(request: requests.PreparedRequest) -> Sequence[Budget]:
+        return reads if request.method == "GET" else writes
 
     return BudgetAdapter(budget, classify, max_wait=max_wait, on_exhausted=_sheets_exhausted)
 
@@ -410,7 +528,7 @@ def instantly_session(
     name = instantly_budget_name(api_key)
     adapter = BudgetAdapter(
         budget,
-        lambda _request: (name, requests_per_minute),
+        lambda _request: ((name, requests_per_minute),),
         max_wait=max_wait,
         on_exhausted=_instantly_exhausted,
     )

@@ -15,8 +15,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sheets_sync.config import Settings
+from sheets_sync.errors import GoogleCredentialsMissing
+from sheets_sync.jobs.accounts import Pool, PoolCache, ServiceAccount, removed_account_error
 from sheets_sync.jobs.quota import (
     QuotaBudget,
+    SheetsLimits,
     attach_to_sheets_client,
     instantly_session,
     sheets_adapter,
@@ -24,11 +27,14 @@ from sheets_sync.jobs.quota import (
 from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.retry import RetryPolicy
 from sheets_sync.pipeline.sheets_writer import (
+    CREDENTIALS_MISSING,
     SheetsClient,
+    load_credentials,
     make_sheets_client,
-    service_account_email,
 )
-from sheets_sync.store.db import make_engine, make_session_factory
+from sheets_sync.store.db import make_autocommit_session_factory, make_engine, make_session_factory
+from sheets_sync.store.models import Connection
+from sheets_sync.store.pinning import least_loaded_account
 from sheets_sync.store.secrets import load_or_create_keys
 
 
@@ -49,6 +55,10 @@ class Runtime:
     # Call budgets shared by all workers through the database (sheets_sync.quota); None
     # = unlimited (a Runtime built by hand in a test).
     quota: QuotaBudget | None = None
+    # Units of one statement, or of reads only (sheets_sync.store.db.
+    # make_autocommit_session_factory); None = the ordinary factory.
+    autocommit_session_factory: sessionmaker[Session] | None = None
+    _pools: PoolCache = field(default_factory=PoolCache, repr=False)
 
     def instantly(
         self,
@@ -75,14 +85,69 @@ class Runtime:
             session=session,
         )
 
+    # -- the service-account pool (sheets_sync.jobs.accounts) ---------------------------
+
+    @property
+    def pool(self) -> Pool:
+        return self._pools.get(self.settings.service_account_paths)
+
+    @property
+    def service_account_emails(self) -> list[str]:
+        """The pool's addresses, primary first: pass to ``store.create_connection``."""
+        return self.pool.emails
+
+    @property
+    def service_account_email(self) -> str | None:
+        """The primary account's address (the one unpinned connections use)."""
+        primary = self.pool.primary
+        return primary.email if primary is not None else None
+
+    def service_account_email_for(self, connection: Connection) -> str | None:
+        """THE address a connection's sheet must be shared with: its pinned account,
+        else (stored before the pool) the primary one; None when no key is configured.
+        Also for a pinned account whose key left the pool: the sheet is shared with it."""
+        return connection.service_account_email or self.service_account_email
+
+    def service_account_for(self, connection: Connection) -> ServiceAccount:
+        """The account that refreshes this connection. ``ServiceAccountRemoved`` when its
+        key is no longer in the pool (never a silent switch to another account)."""
+        email = self.service_account_email_for(connection)
+        if email is None:
+            paths = self.settings.service_account_paths
+            if paths:
+                load_credentials(paths[0])  # raises what is wrong with the key file
+            raise GoogleCredentialsMissing(CREDENTIALS_MISSING)
+        account = self.pool.get(email)
+        if account is None:
+            raise removed_account_error(email, connection.id)
+        return account
+
+    def next_service_account_email(self) -> str | None:
+        """The account a connection saved now would be pinned to (the least loaded one),
+        so a check made before saving asks Google as that account."""
+        emails = self.service_account_emails
+        if len(emails) <= 1:
+            return self.service_account_email
+        with self.session_factory() as s:
+            return least_loaded_account(s, emails)
+
     def sheets(
         self,
+        email: str | None = None,
         *,
         retry: RetryPolicy | None = None,
         timeout: tuple[float, float] | None = None,
     ) -> SheetsClient:
+        """A Sheets client acting as ``email`` (a pool account; the primary by default),
+        spending from that account's and its project's budgets; ``retry``/``timeout``
+        override the settings' (a check made while a person waits gives up sooner)."""
+        pool = self.pool
+        account = pool.get(email) if email is not None else pool.primary
+        if email is not None and account is None:
+            raise removed_account_error(email)
+        path = account.path if account is not None else self.settings.google_application_credentials
         client = make_sheets_client(
-            self.settings.google_application_credentials,
+            path,
             api_url=self.settings.sheets_api_url,
             timeout=timeout or self.settings.http_timeout,
             retry=retry or self.retry,
@@ -92,16 +157,28 @@ class Runtime:
                 client,
                 sheets_adapter(
                     self.quota,
-                    writes_per_minute=self.settings.sheets_writes_per_minute,
-                    reads_per_minute=self.settings.sheets_reads_per_minute,
+                    account=client.service_account_email,
+                    project=account.project_id if account is not None else "unknown",
+                    limits=self.sheets_limits,
                     max_wait=self.settings.retry_max_wait,
                 ),
             )
         return client
 
     @property
-    def service_account_email(self) -> str | None:
-        return service_account_email(self.settings.google_application_credentials)
+    def sheets_limits(self) -> SheetsLimits:
+        return SheetsLimits(
+            writes_per_minute=self.settings.sheets_writes_per_minute,
+            reads_per_minute=self.settings.sheets_reads_per_minute,
+            project_writes_per_minute=self.settings.sheets_project_writes_per_minute,
+            project_reads_per_minute=self.settings.sheets_project_reads_per_minute,
+        )
+
+    @property
+    def autocommit(self) -> sessionmaker[Session]:
+        """Sessions for units that only read or write in one statement: autocommit on
+        PostgreSQL (no BEGIN/COMMIT round trips), ordinary transactions on SQLite."""
+        return self.autocommit_session_factory or self.session_factory
 
     def notify_enqueued(self) -> None:
         for callback in list(self.on_enqueue):
@@ -116,6 +193,7 @@ def build_runtime(settings: Settings, **overrides: object) -> Runtime:
         settings=settings,
         engine=engine,
         session_factory=session_factory,
+        autocommit_session_factory=make_autocommit_session_factory(engine),
         fernet=load_or_create_keys(settings),
         retry=retry,
         quota=QuotaBudget(session_factory, window=settings.quota_window_seconds),

@@ -84,13 +84,13 @@ def check_instantly(
     return out
 
 
-def check_sheet(rt: Runtime, spreadsheet_id: str) -> SaveChecks:
-    """How the sheet is shared, to keep with the connection (never refuses a save: the
-    person may share it right after)."""
+def check_sheet(rt: Runtime, spreadsheet_id: str, account: str | None = None) -> SaveChecks:
+    """How the sheet is shared with ``account`` (the connection's), to keep with the
+    connection (never refuses a save: the person may share it right after)."""
     out = SaveChecks()
     try:
         access = check_edit_access(
-            rt.sheets(retry=WHILE_WAITING, timeout=_timeout(rt)), spreadsheet_id
+            rt.sheets(account, retry=WHILE_WAITING, timeout=_timeout(rt)), spreadsheet_id
         )
     except SyncError as exc:
         out.warnings.append("Saved, but access to the sheet could not be checked: " + exc.message)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from sheets_sync import store
-from sheets_sync.jobs.quota import SHEETS_WRITE, backlog_eta
+from sheets_sync.jobs.quota import backlog_eta, write_budget_name
 from sheets_sync.jobs.runtime import Runtime
 from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.models import Connection, SyncRun
@@ -69,7 +69,9 @@ class Backlog:
 
 
 def backlog(rt: Runtime) -> Backlog:
-    """How many syncs wait and how long the Sheets write budget needs to serve them."""
+    """How many syncs wait and how long the Sheets write budgets need to serve them: each
+    account writes its own connections at its own rate, so the backlog takes as long as
+    the busiest account's share."""
     now = rt.clock()
     with rt.session_factory() as s:
         counts = dict(
@@ -79,24 +81,34 @@ def backlog(rt: Runtime) -> Backlog:
                 .group_by(SyncRun.status)
             ).all()
         )
-        due = (
-            s.scalar(
-                select(func.count())
-                .select_from(Connection)
-                .where(
-                    Connection.schedule != "off",
-                    Connection.paused_reason.is_(None),
-                    Connection.next_run_at <= now,
-                )
+        queued_by = s.execute(
+            select(Connection.service_account_email, func.count())
+            .join(SyncRun, SyncRun.connection_id == Connection.id)
+            .where(SyncRun.status == "queued")
+            .group_by(Connection.service_account_email)
+        ).all()
+        due_by = s.execute(
+            select(Connection.service_account_email, func.count())
+            .where(
+                Connection.schedule != "off",
+                Connection.paused_reason.is_(None),
+                Connection.next_run_at <= now,
             )
-            or 0
-        )
+            .group_by(Connection.service_account_email)
+        ).all()
     queued, running = int(counts.get("queued", 0)), int(counts.get("running", 0))
+    due = sum(int(n) for _, n in due_by)
+    emails = rt.service_account_emails or [""]
+    pending = dict.fromkeys(emails, 0)
+    for email, n in [*queued_by, *due_by]:
+        # Unpinned connections (and those of a removed key, which fail without writing)
+        # go with the primary account.
+        pending[email if email in pending else emails[0]] += int(n)
     limit = rt.settings.sheets_writes_per_minute
-    wait_now = 0.0
-    if rt.quota is not None and queued + due:
-        wait_now = rt.quota.wait_hint(SHEETS_WRITE, limit)
-    eta = backlog_eta(
-        queued + due, limit, rt.settings.quota_window_seconds, wait_now=wait_now
-    )
-    return Backlog(queued, running, int(due), limit, eta)
+    eta = 0.0
+    for email, n in pending.items():
+        wait_now = 0.0
+        if rt.quota is not None and n and email:
+            wait_now = rt.quota.wait_hint(write_budget_name(email), limit)
+        eta = max(eta, backlog_eta(n, limit, rt.settings.quota_window_seconds, wait_now=wait_now))
+    return Backlog(queued, running, due, limit * len(emails), eta)

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -143,15 +143,16 @@ def _cache_campaigns(
 def execute_run(rt: Runtime, run_id: int) -> RunResult:
     """Carry out a run already claimed as ``running``; record success or failure."""
     started = time.monotonic()
-    with rt.session_factory() as s:
-        run = s.get(SyncRun, run_id)
+    with rt.autocommit() as s:
+        # One statement: the run with its connection, as they are now.
+        run = s.get(SyncRun, run_id, options=[joinedload(SyncRun.connection)])
         if run is None:
             # Claimed, then gone: its connection was deleted and took its runs along.
             log.info("run %s is gone (connection deleted); nothing written", run_id)
             return RunResult(
                 run_id, False, "failed", None, ConnectionDeleted.code, CONNECTION_DELETED, None
             )
-        connection = run.connection
+        connection = connection_row = run.connection
         connection_id = connection.id
         # The settings this sync works from; an edit during the sync moves it on.
         version = connection.version
@@ -167,8 +168,11 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     try:
         if key_error is not None:
             raise key_error
+        # The account the sheet is shared with; one whose key left the pool fails here,
+        # before any call (never a silent switch to another account).
+        account = rt.service_account_for(connection_row)
         instantly = rt.instantly(api_key)
-        sheets = rt.sheets()
+        sheets = rt.sheets(account.email)
         outcome = run_sync(
             spec,
             instantly=instantly,
@@ -197,7 +201,9 @@ def execute_run(rt: Runtime, run_id: int) -> RunResult:
     # The sheet is written: from here on, giving up would get it written again.
     recovered = _retry_transient(
         f"recording run {run_id}",
-        lambda: _record_success(rt, run_id, connection_id, version, outcome, calls, now),
+        lambda: _record_success(
+            rt, run_id, connection_id, version, outcome, calls, now, account=account.email
+        ),
     )
     log.info(
         "run finished connection_id=%s run_id=%s outcome=succeeded rows=%s http_calls=%s "
@@ -247,7 +253,7 @@ def _refuse_if_deleted(rt: Runtime, connection_id: int) -> None:
     owns its tab, so nothing may be written for it."""
 
     def exists() -> bool:
-        with rt.session_factory() as s:
+        with rt.autocommit() as s:
             found = s.scalar(select(Connection.id).where(Connection.id == connection_id))
             return found is not None
 
@@ -277,9 +283,12 @@ def _record_success(
     outcome: SyncOutcome,
     calls: int,
     now: datetime,
+    *,
+    account: str | None = None,
 ) -> alerts.Alert | None:
     """Record the run as succeeded and what the connection keeps from it, in one
-    transaction; the recovery e-mail to send, if any."""
+    transaction; the recovery e-mail to send, if any. A connection stored before the
+    pool is pinned to the ``account`` that just wrote its sheet."""
     with rt.session_factory() as s, s.begin():
         connection = _locked_connection(s, connection_id)
         recorded = store.finish_run(
@@ -307,6 +316,8 @@ def _record_success(
         if outcome.campaigns:
             options = _cache_campaigns(options, dict(outcome.campaigns), now)
         connection.options = options
+        if connection.service_account_email is None and account is not None:
+            connection.service_account_email = account
         if not recorded:
             return None
         recovered = None

@@ -37,7 +37,7 @@ from datetime import timedelta
 from typing import Any
 
 from sheets_sync import store
-from sheets_sync.jobs.quota import SHEETS_WRITE
+from sheets_sync.jobs.quota import sheets_budgets, write_budget_name
 from sheets_sync.jobs.runtime import Runtime
 from sheets_sync.jobs.sync import RunResult, execute_run
 from sheets_sync.jobs.wakeup import QueueListener
@@ -84,11 +84,15 @@ class Worker:
         self._lock = threading.Lock()
         self._quota_wait = threading.local()
         self._last_prune = 0.0
+        self._empty_until: dict[str, float] = {}
+        self._last_housekeeping = -float("inf")
         self.outcomes: collections.Counter[str] = collections.Counter()
 
     # -- control --
 
     def wake(self) -> None:
+        with self._lock:
+            self._empty_until.clear()
         self._wake.set()
 
     def start(self) -> None:
@@ -130,36 +134,91 @@ class Worker:
 
     def claim_one(self) -> int | None:
         """Take a Sheets write permit (when the runtime has a budget), then claim the
-        oldest queued run; a permit with no run to spend it on is given back. So a run is
-        claimed only when it may write now: a backlog over budget waits as queued runs."""
+        oldest queued run that permit may write for; a permit with no run to spend it on
+        is given back. So a run is claimed only when it may write now: a backlog over
+        budget waits as queued runs.
+
+        With a pool of service accounts the permit is an account's (and its project's),
+        and only a run of a connection pinned to that account is claimed. Each thread
+        starts at another account, so busy accounts do not starve the others."""
         self._quota_wait.seconds = 0.0
         quota = self.rt.quota
-        grant_id: int | None = None
-        if quota is not None:
-            grant = quota.try_acquire(
-                SHEETS_WRITE,
-                self.rt.settings.sheets_writes_per_minute,
+        emails = self.rt.service_account_emails if quota is not None else []
+        if quota is None or not emails:
+            # No budget, or no usable key at all: the sync fails with a setup message
+            # before any write.
+            return self._claim(None, emails, None)
+        limits = self.rt.sheets_limits
+        start = self._rotation()
+        waits: list[float] = []
+        for offset in range(len(emails)):
+            email = emails[(start + offset) % len(emails)]
+            if self._known_empty(email):
+                continue
+            account = self.rt.pool.get(email)
+            if account is None:  # the key file changed on disk meanwhile
+                continue
+            grant = quota.try_acquire_all(
+                sheets_budgets(
+                    "write", email, account.project_id,
+                    per_account=limits.writes_per_minute,
+                    per_project=limits.project_writes_per_minute,
+                ),
                 pending_for=self.lease_seconds,
             )
-            if grant.id is None:
-                self._quota_wait.seconds = grant.wait
-                return None
-            grant_id = grant.id
+            if not grant.granted:
+                waits.append(grant.wait)
+                continue
+            run_id = self._claim(email, emails, grant.ids)
+            if run_id is not None:
+                return run_id
+        if waits:
+            self._quota_wait.seconds = min(waits)
+        return None
+
+    def _rotation(self) -> int:
+        turn = int(getattr(self._quota_wait, "turn", 0))
+        self._quota_wait.turn = turn + 1
+        return turn
+
+    def _claim(
+        self, email: str | None, pool: list[str], grant_ids: tuple[int, ...] | None
+    ) -> int | None:
+        quota = self.rt.quota
         try:
-            with self.rt.session_factory() as s, s.begin():
+            # One statement (autocommit on PostgreSQL): the hot path of every thread.
+            with self.rt.autocommit() as s, s.begin():
                 # No ``now`` from here: stamped inside the transaction, after the lock.
-                run = store.claim_next_run(s, self.worker_id, self.lease_seconds)
-                run_id = run.id if run is not None else None
+                run_id = store.claim_next_run_id(
+                    s, self.worker_id, self.lease_seconds, account=email, pool=pool
+                )
         except BaseException:
-            if quota is not None and grant_id is not None:
-                quota.refund(grant_id)
+            if quota is not None and grant_ids:
+                quota.refund(grant_ids)
             raise
-        if quota is not None and grant_id is not None:
+        if quota is not None and grant_ids and email is not None:
             if run_id is None:
-                quota.refund(grant_id)
+                quota.refund(grant_ids)
             else:
-                quota.prepay(SHEETS_WRITE, grant_id)
+                quota.prepay(write_budget_name(email), grant_ids)
+        if run_id is None and email is not None:
+            self._note_empty(email)
         return run_id
+
+    # Without this, every idle thread of every process took a permit, found the queue
+    # empty and refunded the permit each poll: three statements on the busiest budget
+    # rows, per thread. One thread's finding that an account has nothing queued now
+    # holds for the whole process until a run is queued (``wake``) or the poll interval
+    # passes, whichever comes first.
+
+    def _known_empty(self, email: str) -> bool:
+        with self._lock:
+            until = self._empty_until.get(email)
+        return until is not None and time.monotonic() < until
+
+    def _note_empty(self, email: str) -> None:
+        with self._lock:
+            self._empty_until[email] = time.monotonic() + self.idle_poll
 
     def work_one(self) -> bool:
         """Claim and carry out one run; False when the queue is empty or the Sheets
@@ -174,7 +233,7 @@ class Worker:
             self._count(result)
         finally:
             if self.rt.quota is not None:
-                self.rt.quota.refund_prepaid(SHEETS_WRITE)
+                self.rt.quota.refund_prepaid()
             with self._lock:
                 self._in_flight.discard(run_id)
         return True
@@ -231,6 +290,18 @@ class Worker:
         self._stop.clear()
         return sum(self.outcomes.values()) - before
 
+    def _housekeeping_due(self) -> bool:
+        """At most one thread of the process does housekeeping per poll interval (or
+        after a wake): 16 threads each expiring leases and queueing due connections on
+        every idle turn were most of an idle worker's database load, and they contended
+        for the same rows."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_housekeeping < self.idle_poll and not self._wake.is_set():
+                return False
+            self._last_housekeeping = now
+            return True
+
     def _housekeeping(self) -> None:
         with self.rt.session_factory() as s, s.begin():
             store.expire_leases(s, self.rt.clock())
@@ -258,9 +329,11 @@ class Worker:
             wait = self.idle_poll
             # Clear before looking at the queue, never after: a run queued while we look
             # then leaves the event set and the wait below returns at once.
+            due = self._housekeeping_due()
             self._wake.clear()
             try:
-                self._housekeeping()
+                if due:
+                    self._housekeeping()
                 while not self.stopping and self.work_one():
                     pass
                 if self.quota_wait > 0:

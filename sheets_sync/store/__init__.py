@@ -56,11 +56,23 @@ from sheets_sync.store.ids import (
 from sheets_sync.store.models import (
     Connection as Connection,
 )
+from sheets_sync.store.pinning import (
+    least_loaded_account as least_loaded_account,
+)
+from sheets_sync.store.pinning import (
+    move_connection as move_connection,
+)
+from sheets_sync.store.pinning import (
+    pin_if_unpinned as pin_if_unpinned,
+)
 from sheets_sync.store.runs import (
     _find_active_run as _find_active_run,
 )
 from sheets_sync.store.runs import (
     claim_next_run as claim_next_run,
+)
+from sheets_sync.store.runs import (
+    claim_next_run_id as claim_next_run_id,
 )
 from sheets_sync.store.runs import (
     claim_run as claim_run,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from sheets_sync.store import secrets as crypto
 from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import Connection, User
+from sheets_sync.store.pinning import least_loaded_account
 
 # --- connections -----------------------------------------------------------------------
 
@@ -88,8 +89,12 @@ def create_connection(
     schedule_weekday: int | None = None,
     timezone: str = "UTC",
     options: Mapping[str, Any] | None = None,
+    service_accounts: Sequence[str] = (),
 ) -> Connection:
-    """Validate and store a new connection; ``InvalidInput`` names the first bad field."""
+    """Validate and store a new connection; ``InvalidInput`` names the first bad field.
+
+    ``service_accounts``: the pool's addresses (primary first); the connection is pinned
+    to the least loaded one. Empty: unpinned (served by the primary account)."""
     fields = check_fields(
         dict(
             name=name, instantly_api_key=instantly_api_key, spreadsheet_url=spreadsheet_url,
@@ -103,8 +108,11 @@ def create_connection(
     api_key = fields.pop("instantly_api_key")
     key, gid = parse_spreadsheet_url(fields.pop("spreadsheet_url"))
     take_write_lock(s)
+    # Under the write lock: two connections created at once see each other's load.
+    account = least_loaded_account(s, service_accounts) if service_accounts else None
     connection = Connection(
         user_id=user.id,
+        service_account_email=account,
         instantly_api_key_encrypted=crypto.encrypt(fernet, api_key),
         instantly_api_key_hint=crypto.key_hint(api_key),
         spreadsheet_id=key,

@@ -43,7 +43,7 @@ from typing import Any
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -68,14 +68,74 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _make_sqlite_engine(url, foreign_keys=sqlite_foreign_keys)
-    # pool_pre_ping: a server restart or an idle-connection reaper (PgBouncer, cloud
-    # proxies) otherwise surfaces as one failed request per pooled connection. The pool
-    # is sized for a worker's sync threads plus its heartbeat and housekeeping, while
-    # staying far enough below PostgreSQL's default 100 connections for several workers
-    # (each also holds one LISTEN connection outside the pool, see sheets_sync.wakeup).
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
-    )
+    # The pool is sized for a worker's sync threads plus its heartbeat and housekeeping,
+    # while staying far enough below PostgreSQL's default 100 connections for several
+    # workers (each also holds one LISTEN connection outside the pool, see
+    # sheets_sync.wakeup).
+    engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def commit_without_waiting_for_flush(engine: Engine) -> None:
+    """For a worker process's engine: its commits (claims, leases, results) return
+    without waiting for PostgreSQL's WAL flush (``synchronous_commit = off``).
+
+    Several workers committing small transactions all the time queued on the WAL flush
+    (``LWLock:WALWrite`` waits in benchmarks/scheduled_throughput.py). What a server crash
+    can forget is the last fraction of a second of such commits, never older data and
+    never a person's edit (the web app keeps full durability): a forgotten claim or
+    result leaves the run queued or running, so it is refreshed again after its lease,
+    and a refresh is safe to repeat (it reads the sheet first; a duplicate write fails
+    its revision check)."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _quick_commits(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")
+        dbapi_connection.commit()
+
+    engine.dispose()  # connections opened before this get the setting too
+
+
+# A pooled connection unused for longer than this is pinged before it is handed out.
+IDLE_PING_SECONDS = 10.0
+_CHECKED_IN_AT = "sheets_sync_checked_in_at"
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Pessimistic disconnect handling, for idle connections only.
+
+    A server restart or an idle-connection reaper (PgBouncer, cloud proxies) otherwise
+    surfaces as one failed request. SQLAlchemy's ``pool_pre_ping`` pings on *every*
+    checkout: a busy worker checks a connection out for each of its ~10 short
+    transactions per sync, so that was a third of its database round trips (measured by
+    benchmarks/scheduled_throughput.py). A connection handed back moments ago was alive
+    moments ago; only one that sat idle gets the ping.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN_AT)
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return  # new (just connected) or recently used
+        try:
+            _ping(dbapi_connection)
+        except Exception as exc:
+            # The pool drops this connection and hands out a fresh one instead.
+            raise DisconnectionError(str(exc).partition("\n")[0]) from exc
+
+
+def _ping(dbapi_connection: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    dbapi_connection.rollback()
 
 
 def _make_sqlite_engine(url: str, *, foreign_keys: bool) -> Engine:
@@ -174,6 +234,23 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
         event.listen(factory, "after_begin", _note_begin_mode)
         event.listen(factory, "after_transaction_end", _forget_begin_mode)
     return factory
+
+
+def make_autocommit_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for units that only read (a worker loading what a sync needs) or write
+    in one statement (a worker's claim).
+
+    On PostgreSQL each statement runs in autocommit: no BEGIN and no COMMIT/ROLLBACK
+    round trip around it (psycopg sends BEGIN as a command of its own), which is two of
+    such a unit's three round trips. Each statement sees what was committed before it,
+    so a unit of several statements must not rely on them agreeing with each other.
+    SQLite keeps the ordinary factory: a transaction there costs no round trip.
+    """
+    if engine.dialect.name != "postgresql":
+        return make_session_factory(engine)
+    return sessionmaker(
+        bind=engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
 
 
 def _note_begin_mode(session: Session, _transaction: SessionTransaction, conn: Any) -> None:

@@ -226,6 +226,8 @@ class Connection(Base):
         CheckConstraint("consecutive_failures >= 0", name="consecutive_failures"),
         # The scheduler asks "which connections are due" on every tick.
         Index("ix_connections_next_run_at", "next_run_at"),
+        # Choosing the least loaded account counts schedules per account.
+        Index("ix_connections_service_account_email", "service_account_email"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -265,6 +267,10 @@ class Connection(Base):
     # When the owner was e-mailed about the current failure streak (None = not told, or
     # no streak). One e-mail per streak, and a recovery e-mail only after one was sent.
     failure_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The service account this connection's sheet is shared with (its client_email), one
+    # of the pool's (sheets_sync.jobs.accounts). None: stored before the pool, served by
+    # the primary account and pinned to it by its first successful refresh.
+    service_account_email: Mapped[str | None] = mapped_column(String(320))
     # Per-connection feature switches, so a new option needs no migration.
     options: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
     # Bumped by every edit a person makes (store.update_connection, resume), never by a

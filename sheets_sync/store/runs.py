@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -93,9 +93,20 @@ def _enqueue(
 
 
 def claim_next_run(
-    s: Session, worker_id: str, lease_seconds: float, *, now: datetime | None = None
+    s: Session,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+    account: str | None = None,
+    pool: Sequence[str] = (),
 ) -> SyncRun | None:
     """Take the oldest queued run for this worker (status running + lease), or None.
+
+    ``account``: only a run whose connection that service account serves (the worker
+    holds a write permit of that account). The pool's primary account (``pool[0]``) also
+    serves unpinned connections, and takes the runs of connections pinned to an account
+    no longer in ``pool``: those fail without writing, and must not wait forever.
 
     Correct under any concurrency: the conditional UPDATE only succeeds while the run is
     still queued, so of two workers exactly one sees rowcount 1. On PostgreSQL the
@@ -104,12 +115,15 @@ def claim_next_run(
     lock first (``db.take_write_lock``), so the SELECT and the UPDATE see the same queue.
     """
     take_write_lock(s)
+    query = select(SyncRun.id).where(SyncRun.status == "queued")
+    if account is not None:
+        query = query.join(Connection, Connection.id == SyncRun.connection_id).where(
+            _served_by(account, pool)
+        )
     query = (
-        select(SyncRun.id)
-        .where(SyncRun.status == "queued")
-        .order_by(SyncRun.queued_at, SyncRun.id)
+        query.order_by(SyncRun.queued_at, SyncRun.id)
         .limit(1)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=SyncRun)
     )
     for _ in range(5):
         candidate = s.scalar(query)
@@ -120,6 +134,54 @@ def claim_next_run(
             return run
         # Lost the race for this one (only possible without row locks); try the next.
     return None
+
+
+def claim_next_run_id(
+    s: Session,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    account: str | None = None,
+    pool: Sequence[str] = (),
+) -> int | None:
+    """``claim_next_run`` in one statement (the workers' hot path): the conditional
+    UPDATE picks its row with ``FOR UPDATE SKIP LOCKED`` in a subquery, so on PostgreSQL
+    a claim is one round trip (run it in autocommit) and two workers never pick the same
+    run. The id of the claimed run, or None."""
+    if not worker_id:
+        raise ValueError("worker_id is required")
+    take_write_lock(s)
+    now = _now()  # after the lock (SQLite), like claim_run
+    candidate = select(SyncRun.id).where(SyncRun.status == "queued")
+    if account is not None:
+        candidate = candidate.join(Connection, Connection.id == SyncRun.connection_id).where(
+            _served_by(account, pool)
+        )
+    candidate = (
+        candidate.order_by(SyncRun.queued_at, SyncRun.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=SyncRun)
+    )
+    claimed = s.execute(
+        update(SyncRun)
+        .where(SyncRun.id == candidate.scalar_subquery(), SyncRun.status == "queued")
+        .values(
+            status="running",
+            worker_id=worker_id,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        )
+        .returning(SyncRun.id)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    return int(claimed) if claimed is not None else None
+
+
+def _served_by(account: str, pool: Sequence[str]) -> ColumnElement[bool]:
+    pinned = Connection.service_account_email
+    if pool and account == pool[0]:
+        return or_(pinned == account, pinned.is_(None), pinned.not_in(list(pool)))
+    return pinned == account
 
 
 def claim_run(

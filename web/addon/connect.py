@@ -172,6 +172,7 @@ def connect_save() -> Any:
             created = store.create_connection(
                 s, user, fernet=runtime().fernet, instantly_api_key=key,
                 spreadsheet_url=spreadsheet_link(event.spreadsheet_id),
+                service_accounts=runtime().service_account_emails,
                 **_connection_fields(values),
             )
             connection_id = created.id

@@ -17,8 +17,8 @@ from .cards import ConnectionView
 
 
 def share_address(rt: Runtime, connection: Connection) -> str | None:
-    """The address this connection's spreadsheet must be shared with."""
-    return rt.service_account_email
+    """The address this connection's spreadsheet must be shared with: its pinned account."""
+    return rt.service_account_email_for(connection)
 
 
 def tab_link(connection: Connection) -> str | None:
