@@ -51,6 +51,7 @@ from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info  
 from tests.worker_helpers import SERVICE_ACCOUNT_EMAIL, make_user, start_worker, worker_env  # noqa: E402
 
 API_KEY = "bench-instantly-key-cpu-0001"
+CAMPAIGN_ID = "0b5e7c4a-6f1d-4e2b-9a3c-8d7f6e5a4b3c"
 GENEROUS = 1_000_000
 TICKS = os.sysconf("SC_CLK_TCK")
 # 29 steps × 3 variants + 2 subsequences × 3 steps × 2 variants + 1 unattributed = 100.
@@ -74,7 +75,7 @@ def seed_instantly(instantly: FakeInstantlyServer) -> None:
     ws = instantly.add_workspace(API_KEY)
     steps = [[{"subject": f"Step {s + 1} idea {v + 1}", "body": "b"} for v in range(VARIANTS)]
              for s in range(STEPS)]
-    cid = ws.add_campaign("CPU bench", steps=steps, campaign_id="cpu-bench-campaign")
+    cid = ws.add_campaign("CPU bench", steps=steps, campaign_id=CAMPAIGN_ID)
     today = dt.datetime.now(dt.UTC).date()
     for back in range(3):  # within the last 30 days, today's included (history)
         day = today - dt.timedelta(days=back)
@@ -198,7 +199,7 @@ def main() -> int:
                 connection = store.create_connection(
                     s, user, fernet=rt.fernet, name="CPU bench", instantly_api_key=API_KEY,
                     spreadsheet_url=f"https://docs.google.com/spreadsheets/d/{book}/edit",
-                    campaign_ids=["cpu-bench-campaign"], include_opportunities=True,
+                    campaign_ids=[CAMPAIGN_ID], include_opportunities=True,
                     date_range={"preset": "last_30_days"},
                 )
                 connection_id = connection.id

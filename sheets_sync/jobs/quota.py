@@ -146,24 +146,20 @@ class QuotaBudget:
         budgets = tuple(budgets)
         if not budgets:
             return Grant((), 0.0)
-        engine = self.session_factory.kw["bind"]
-        if engine.dialect.name == "postgresql":
+        if self._on_postgresql:
             # One autocommit statement (migration 0006's function): the budgets' locks are
             # held inside the server only.
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                row = conn.execute(
-                    text(
-                        "SELECT * FROM sheets_sync_take_permits(:names, :limits, :span, "
-                        ":now, :ahead)"
-                    ),
-                    {
-                        "names": [name for name, _ in budgets],
-                        "limits": [int(limit) for _, limit in budgets],
-                        "span": self.window + self.margin,
-                        "now": None if self.clock is time.time else self.clock(),
-                        "ahead": float(pending_for),
-                    },
-                ).one()
+            row = self._quick_statement(
+                "SELECT * FROM sheets_sync_take_permits(:names, :limits, :span, :now, :ahead)",
+                {
+                    "names": [name for name, _ in budgets],
+                    "limits": [int(limit) for _, limit in budgets],
+                    "span": self.window + self.margin,
+                    "now": self._injected_now(),
+                    "ahead": float(pending_for),
+                },
+            )
+            assert row is not None  # noqa: S101 - the function always returns one row
             return Grant(tuple(int(i) for i in (row[0] or ())), float(row[1]))
         with self.session_factory() as s, s.begin():
             return self._try_acquire_all(s, budgets, pending_for)
@@ -275,22 +271,17 @@ class QuotaBudget:
         made: the rolling window must count the call when Google sees it, however long
         the sync took to get there."""
         ids = list(_ids(grant_ids))
-        engine = self.session_factory.kw["bind"]
-        if engine.dialect.name == "postgresql":
+        if self._on_postgresql:
             # One autocommit statement on the permits' clock (the server's, unless a test
             # injected one), right before the call. Its commit does not wait for the WAL
             # flush: a re-dating lost in a server crash leaves the permit dated later,
             # which only makes the budget stricter.
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(
-                    text(
-                        "UPDATE rate_limit_grants SET granted_at = coalesce(CAST(:now AS double "
-                        "precision), "
-                        "extract(epoch from clock_timestamp())) FROM (SELECT set_config("
-                        "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)"
-                    ),
-                    {"now": None if self.clock is time.time else self.clock(), "ids": ids},
-                )
+            self._quick_statement(
+                "UPDATE rate_limit_grants SET granted_at = coalesce(CAST(:now AS double "
+                "precision), extract(epoch from clock_timestamp())) FROM (SELECT set_config("
+                "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)",
+                {"now": self._injected_now(), "ids": ids},
+            )
             return
         with self.session_factory() as s, s.begin():
             take_write_lock(s)
@@ -304,17 +295,13 @@ class QuotaBudget:
     def refund(self, grant_ids: int | GrantIds) -> None:
         """Give back permits that were not used for a call."""
         ids = list(_ids(grant_ids))
-        engine = self.session_factory.kw["bind"]
-        if engine.dialect.name == "postgresql":
+        if self._on_postgresql:
             # One autocommit statement; a refund lost in a server crash wastes a permit.
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(
-                    text(
-                        "DELETE FROM rate_limit_grants USING (SELECT set_config("
-                        "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)"
-                    ),
-                    {"ids": ids},
-                )
+            self._quick_statement(
+                "DELETE FROM rate_limit_grants USING (SELECT set_config("
+                "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)",
+                {"ids": ids},
+            )
             return
         with self.session_factory() as s, s.begin():
             take_write_lock(s)
@@ -367,6 +354,22 @@ class QuotaBudget:
                     log.exception("refunding a permit of %s failed", each)
 
     # -- plumbing -----------------------------------------------------------------------
+
+    @property
+    def _on_postgresql(self) -> bool:
+        return bool(self.session_factory.kw["bind"].dialect.name == "postgresql")
+
+    def _injected_now(self) -> float | None:
+        # None: the database server's clock, the one every process shares.
+        return None if self.clock is time.time else self.clock()
+
+    def _quick_statement(self, sql: str, params: dict[str, Any]) -> Any:
+        """One autocommit statement on PostgreSQL (no BEGIN/COMMIT round trips); its
+        first row, if it returns any. Locks it takes are held inside the server only."""
+        engine = self.session_factory.kw["bind"]
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            result = conn.execute(text(sql), params)
+            return result.first() if result.returns_rows else None
 
     def _lock_row(self, s: Session, name: str) -> float:
         """Lock the budget's row for this transaction (creating it once); its
@@ -446,8 +449,11 @@ class BudgetAdapter(HTTPAdapter):
         *,
         max_wait: float,
         on_exhausted: Callable[[str], Exception],
+        pool_maxsize: int = 10,
     ) -> None:
-        super().__init__()
+        # pool_maxsize: connections kept per host. Fewer than the calls in flight at once
+        # and urllib3 closes the extras after use, to open new ones on the next refresh.
+        super().__init__(pool_maxsize=pool_maxsize)
         self.budget = budget
         self.classify = classify
         self.max_wait = max_wait
@@ -522,20 +528,21 @@ def sheets_adapter(
     return BudgetAdapter(budget, classify, max_wait=max_wait, on_exhausted=_sheets_exhausted)
 
 
-def instantly_session(
-    budget: QuotaBudget, api_key: str, *, requests_per_minute: int, max_wait: float
-) -> requests.Session:
-    name = instantly_budget_name(api_key)
-    adapter = BudgetAdapter(
-        budget,
-        lambda _request: ((name, requests_per_minute),),
-        max_wait=max_wait,
-        on_exhausted=_instantly_exhausted,
+def instantly_adapter(
+    budget: QuotaBudget, *, requests_per_minute: int, max_wait: float, pool_maxsize: int
+) -> BudgetAdapter:
+    """A transport for Instantly calls of any workspace: each call spends from the budget
+    of the key it carries, so one session (and its kept-alive connections) can serve
+    every workspace."""
+
+    def classify(request: requests.PreparedRequest) -> Sequence[Budget] | None:
+        key = str(request.headers.get("Authorization", "")).removeprefix("Bearer ")
+        return ((instantly_budget_name(key), requests_per_minute),) if key.strip() else None
+
+    return BudgetAdapter(
+        budget, classify, max_wait=max_wait, on_exhausted=_instantly_exhausted,
+        pool_maxsize=pool_maxsize,
     )
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def attach_to_sheets_client(client: Any, adapter: BudgetAdapter) -> Any:

@@ -6,11 +6,15 @@ their own clock and client factories. Nothing here imports Flask.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+import requests
 from cryptography.fernet import MultiFernet
+from requests.adapters import HTTPAdapter
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,9 +25,10 @@ from sheets_sync.jobs.quota import (
     QuotaBudget,
     SheetsLimits,
     attach_to_sheets_client,
-    instantly_session,
+    instantly_adapter,
     sheets_adapter,
 )
+from sheets_sync.pipeline.http_environment import keep_no_cookies
 from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.retry import RetryPolicy
 from sheets_sync.pipeline.sheets_writer import (
@@ -40,6 +45,23 @@ from sheets_sync.store.secrets import load_or_create_keys
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# Instantly calls one refresh may have in flight at once (its fetches overlap); the
+# per-thread session keeps that many connections alive.
+INSTANTLY_CONNECTIONS = 8
+
+
+class _ThreadClients(threading.local):
+    """Each thread's HTTP sessions, kept from one refresh to the next so their
+    connections (and TLS sessions) stay open: a new session per refresh paid a TCP (and
+    TLS) handshake per API and refresh, and rebuilt its transports. Per thread because a
+    thread runs one refresh at a time; a client handed out earlier on the same thread
+    stops being counted when the next one is (``SheetsClient.sharing_connections``)."""
+
+    def __init__(self) -> None:
+        self.instantly: requests.Session | None = None
+        self.sheets: dict[tuple[Any, ...], SheetsClient] = {}
 
 
 @dataclass
@@ -59,6 +81,7 @@ class Runtime:
     # make_autocommit_session_factory); None = the ordinary factory.
     autocommit_session_factory: sessionmaker[Session] | None = None
     _pools: PoolCache = field(default_factory=PoolCache, repr=False)
+    _clients: _ThreadClients = field(default_factory=_ThreadClients, repr=False)
 
     def instantly(
         self,
@@ -68,15 +91,12 @@ class Runtime:
         timeout: tuple[float, float] | None = None,
     ) -> InstantlyClient:
         """A client for one workspace key; ``retry``/``timeout`` override the settings'
-        (a check made while a person waits gives up sooner than a sync)."""
-        session = None
-        if self.quota is not None and api_key and api_key.strip():
-            session = instantly_session(
-                self.quota,
-                api_key,
-                requests_per_minute=self.settings.instantly_requests_per_minute,
-                max_wait=self.settings.retry_max_wait,
-            )
+        (a check made while a person waits gives up sooner than a sync). Its calls go
+        through this thread's session (any workspace's key: it travels per request) and
+        spend from the key's budget."""
+        session = self._clients.instantly
+        if session is None:
+            session = self._clients.instantly = self._instantly_session()
         return InstantlyClient(
             api_key,
             base_url=self.settings.instantly_api_url,
@@ -84,6 +104,22 @@ class Runtime:
             retry=retry or self.retry,
             session=session,
         )
+
+    def _instantly_session(self) -> requests.Session:
+        adapter: HTTPAdapter
+        if self.quota is not None:
+            adapter = instantly_adapter(
+                self.quota,
+                requests_per_minute=self.settings.instantly_requests_per_minute,
+                max_wait=self.settings.retry_max_wait,
+                pool_maxsize=INSTANTLY_CONNECTIONS,
+            )
+        else:
+            adapter = HTTPAdapter(pool_maxsize=INSTANTLY_CONNECTIONS)
+        session = keep_no_cookies(requests.Session())
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
 
     # -- the service-account pool (sheets_sync.jobs.accounts) ---------------------------
 
@@ -146,12 +182,18 @@ class Runtime:
         if email is not None and account is None:
             raise removed_account_error(email)
         path = account.path if account is not None else self.settings.google_application_credentials
+        timeout = timeout or self.settings.http_timeout
+        retry = retry or self.retry
+        # The credentials object is cached per key file and changes when the file does,
+        # so a rotated key gets a new session.
+        key = (load_credentials(path), self.settings.sheets_api_url, timeout, id(retry))
+        kept = self._clients.sheets.get(key)
+        if kept is not None and kept._retry is retry:
+            return kept.sharing_connections()
         client = make_sheets_client(
-            path,
-            api_url=self.settings.sheets_api_url,
-            timeout=timeout or self.settings.http_timeout,
-            retry=retry or self.retry,
+            path, api_url=self.settings.sheets_api_url, timeout=timeout, retry=retry
         )
+        keep_no_cookies(client._session)
         if self.quota is not None:
             attach_to_sheets_client(
                 client,
@@ -163,7 +205,10 @@ class Runtime:
                     max_wait=self.settings.retry_max_wait,
                 ),
             )
-        return client
+        if len(self._clients.sheets) >= 16:  # accounts × overrides: stays small
+            self._clients.sheets.clear()
+        self._clients.sheets[key] = client
+        return client.sharing_connections()
 
     @property
     def sheets_limits(self) -> SheetsLimits:

@@ -10,6 +10,8 @@ Basic credentials would replace the Bearer header we send.)
 
 from __future__ import annotations
 
+import http.cookiejar
+
 import requests
 
 
@@ -23,4 +25,12 @@ def settle_environment(session: requests.Session, base_url: str) -> requests.Ses
     session.verify = found["verify"]
     session.cert = found["cert"]
     session.trust_env = False
+    return session
+
+
+def keep_no_cookies(session: requests.Session) -> requests.Session:
+    """Refuse every cookie: a session shared by the clients of several workspaces must not
+    carry what one workspace's answers set into another's requests (and neither API needs
+    cookies)."""
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return session

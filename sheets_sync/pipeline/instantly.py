@@ -8,6 +8,7 @@ before anything is written, so a bad payload can never reach the sheet.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -137,14 +138,16 @@ class InstantlyClient:
         # Instantly's own words end up in messages we store and show; this client is the
         # one place that knows the key, so it takes it out of them.
         self._secrets = (api_key.strip(),)
+        # The session may be shared by clients of other workspaces (``Runtime`` keeps one
+        # per thread, for its kept-alive connections): the key travels with each request,
+        # never in the session.
         self._session = settle_environment(session or requests.Session(), self._base)
-        self._session.headers.update(
-            {
-                "Authorization": f"Bearer {api_key.strip()}",
-                "User-Agent": USER_AGENT,
-                "Accept": "application/json",
-            }
-        )
+        self._headers = {
+            "Authorization": f"Bearer {api_key.strip()}",
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+        }
+        self._count_lock = threading.Lock()
         self.calls = 0
 
     # -- endpoints --
@@ -292,9 +295,12 @@ class InstantlyClient:
         return call_with_retry(lambda: self._get_once(path, params), self._retry)
 
     def _get_once(self, path: str, params: Mapping[str, str | list[str]]) -> Any:
-        self.calls += 1
+        with self._count_lock:  # a refresh makes several calls at once
+            self.calls += 1
         try:
-            response = self._session.get(self._base + path, params=params, timeout=self._timeout)
+            response = self._session.get(
+                self._base + path, params=params, headers=self._headers, timeout=self._timeout
+            )
         except requests.Timeout:
             raise InstantlyUnavailable(UNAVAILABLE.format(detail="timed out")) from None
         except requests.RequestException:

@@ -8,6 +8,7 @@ know is exactly one HTTP call: the ``batchUpdate`` that carries the whole tab.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import threading
@@ -216,15 +217,23 @@ class SheetsClient:
     ) -> None:
         self.calls = 0
         self._credentials = credentials
-        self._session = settle_environment(
-            _RebasedSession(credentials, api_url, self._count_call), api_url
-        )
+        self._session = _RebasedSession(credentials, api_url, self._count_call)
+        settle_environment(self._session, api_url)
         self._client = gspread.Client(auth=credentials, session=self._session)
         self._client.set_timeout(timeout)
         self._retry = retry or RetryPolicy()
 
     def _count_call(self) -> None:
         self.calls += 1
+
+    def sharing_connections(self) -> SheetsClient:
+        """A client with its own call count over this one's session, credentials (and
+        token) and kept-alive connections. The session counts for the newest such client
+        only: one refresh at a time per session (``Runtime`` keeps one per thread)."""
+        fresh = copy.copy(self)
+        fresh.calls = 0
+        self._session._count = fresh._count_call
+        return fresh
 
     @property
     def service_account_email(self) -> str:
