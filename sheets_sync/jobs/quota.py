@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -449,7 +449,7 @@ class BudgetAdapter(HTTPAdapter):
         *,
         max_wait: float,
         on_exhausted: Callable[[str], Exception],
-        pool_maxsize: int = 10,
+        pool_maxsize: int = DEFAULT_POOLSIZE,
     ) -> None:
         # pool_maxsize: connections kept per host. Fewer than the calls in flight at once
         # and urllib3 closes the extras after use, to open new ones on the next refresh.

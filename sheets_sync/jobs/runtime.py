@@ -47,8 +47,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# Instantly calls one refresh may have in flight at once (its fetches overlap); the
-# per-thread session keeps that many connections alive.
+# Connections the per-thread Instantly session keeps alive per host: room for the calls
+# of one refresh should they be in flight together (a web request's thread, or fetches
+# made side by side), not only one at a time.
 INSTANTLY_CONNECTIONS = 8
 
 
@@ -186,14 +187,13 @@ class Runtime:
         retry = retry or self.retry
         # The credentials object is cached per key file and changes when the file does,
         # so a rotated key gets a new session.
-        key = (load_credentials(path), self.settings.sheets_api_url, timeout, id(retry))
+        key = (load_credentials(path), self.settings.sheets_api_url, timeout, retry)
         kept = self._clients.sheets.get(key)
-        if kept is not None and kept._retry is retry:
+        if kept is not None:
             return kept.sharing_connections()
         client = make_sheets_client(
             path, api_url=self.settings.sheets_api_url, timeout=timeout, retry=retry
         )
-        keep_no_cookies(client._session)
         if self.quota is not None:
             attach_to_sheets_client(
                 client,

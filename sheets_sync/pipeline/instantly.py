@@ -295,7 +295,7 @@ class InstantlyClient:
         return call_with_retry(lambda: self._get_once(path, params), self._retry)
 
     def _get_once(self, path: str, params: Mapping[str, str | list[str]]) -> Any:
-        with self._count_lock:  # a refresh makes several calls at once
+        with self._count_lock:  # the client may be used from several threads at once
             self.calls += 1
         try:
             response = self._session.get(

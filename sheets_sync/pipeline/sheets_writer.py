@@ -45,7 +45,7 @@ from sheets_sync.errors import (
 )
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.pipeline import revision
-from sheets_sync.pipeline.http_environment import settle_environment
+from sheets_sync.pipeline.http_environment import keep_no_cookies, settle_environment
 from sheets_sync.pipeline.request_body import batch_update_body
 from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
 from sheets_sync.pipeline.revision import Revision
@@ -218,7 +218,8 @@ class SheetsClient:
         self.calls = 0
         self._credentials = credentials
         self._session = _RebasedSession(credentials, api_url, self._count_call)
-        settle_environment(self._session, api_url)
+        # Cached and reused for refreshes of other customers' sheets (``Runtime``).
+        keep_no_cookies(settle_environment(self._session, api_url))
         self._client = gspread.Client(auth=credentials, session=self._session)
         self._client.set_timeout(timeout)
         self._retry = retry or RetryPolicy()
