@@ -181,12 +181,12 @@ class QuotaBudget:
             # it is the one that must age out before the next fits.
             edge = s.scalar(
                 select(RateLimitGrant.granted_at)
-                .where(RateLimitGrant.name == name)
+                .where(RateLimitGrant.name == name, RateLimitGrant.granted_at > now - span)
                 .order_by(RateLimitGrant.granted_at.desc())
                 .offset(limit - 1)
                 .limit(1)
             )
-            if edge is not None and edge > now - span:
+            if edge is not None:
                 wait = max(wait, min(max(edge + span - now, 0.005), span))
         if wait > 0:
             return Grant((), wait)

@@ -1,7 +1,8 @@
 """The pipeline for one refresh: fetch everything, build the report, write it once.
 
-All fetching finishes before any writing starts, so an Instantly failure or a malformed
-payload raises before Google is called and the sheet keeps its previous contents.
+All fetching (``fetch.py``) finishes before any writing starts, so an Instantly failure or
+a malformed payload raises before Google is called and the sheet keeps its previous
+contents.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sheets_sync.date_ranges import DateRange, resolve
+from sheets_sync.date_ranges import DateRange
 from sheets_sync.errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed, SyncError
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.pipeline import history as history_tab
 from sheets_sync.pipeline import revision, totals_check
+from sheets_sync.pipeline.fetch import Fetched, fetch
 from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.instantly_models import Campaign
 from sheets_sync.pipeline.notes import plan_notes, read_notes, row_key
@@ -32,7 +34,6 @@ from sheets_sync.pipeline.report import (
     CampaignSection,
     Report,
     build_report,
-    subsequence_row_id,
 )
 from sheets_sync.pipeline.sheets_writer import SheetsClient, TabWanted, new_sheet_id
 from sheets_sync.pipeline.winners import DEFAULT_MIN_SAMPLE
@@ -120,53 +121,15 @@ class SyncOutcome:
     totals: totals_check.TotalsCheck | None = None
 
 
-def fetch_sections(
-    spec: SyncSpec, instantly: InstantlyClient, now: datetime
-) -> tuple[list[CampaignSection], dict[str, Campaign], DateRange]:
-    """Instantly data for every selected campaign (or all combined, in one call)."""
-    dates = resolve(dict(spec.date_range or {}), now.astimezone(UTC).date())
-    common: dict[str, Any] = {
-        "start": dates.start_instant,
-        "end": dates.end_instant,
-        "include_opportunities": spec.include_opportunities,
-    }
-    if not spec.campaign_ids:
-        stats = instantly.step_analytics(None, **common)
-        return [CampaignSection(None, ALL_CAMPAIGNS, stats)], {}, dates
-    sections: list[CampaignSection] = []
-    campaigns: dict[str, Campaign] = {}
-    for campaign_id in dict.fromkeys(spec.campaign_ids):
-        campaign = spec.known_campaigns.get(campaign_id) or instantly.campaign(campaign_id)
-        campaigns[campaign_id] = campaign
-        stats = instantly.step_analytics(campaign_id, **common)
-        subsequences = (
-            subsequence_sections(instantly, campaign_id, campaign.name, dates)
-            if spec.features.subsequences
-            else []
-        )
-        sections.append(
-            CampaignSection(
-                campaign_id, campaign.name, stats, campaign,
-                subsequences_fetched=spec.features.subsequences,
-            )
-        )
-        sections += subsequences
-    return sections, campaigns, dates
-
-
 HistoryRows = dict[date, list[tuple[str, list[history_tab.HistoryValue]]]]
 
 
-def fetch_history_days(
-    spec: SyncSpec,
-    instantly: InstantlyClient,
-    campaigns: Mapping[str, Campaign],
-    report: Report,
-    now: datetime,
+def history_rows(
+    spec: SyncSpec, fetched: Fetched, report: Report, now: datetime
 ) -> HistoryRows:
-    """Each history day's own rows: one step-analytics call per campaign (or one for all
-    combined) and day, the day from its first to its last millisecond. The main report's
-    rows without events that day get zeros."""
+    """Each fetched history day's own rows (one step-analytics answer per campaign, or
+    one for all combined, the day from its first to its last millisecond). The main
+    report's rows without events that day get zeros."""
     today = now.astimezone(UTC).date()
     # Subsequence rows stay off the history tab: their per-day numbers would cost one more
     # call per subsequence and day, and a zero "quiet" row for them would be untrue.
@@ -174,24 +137,12 @@ def fetch_history_days(
         (key, cells) for key, cells in history_tab.snapshot(report, today) if "/sub:" not in key
     ]
     out: HistoryRows = {}
-    for day in history_tab.days_to_fetch(spec.history_last_day, today):
-        common: dict[str, Any] = {
-            "start": datetime.combine(day, time.min, UTC),
-            "end": datetime.combine(day, time(23, 59, 59, 999000), UTC),
-            "include_opportunities": spec.include_opportunities,
-        }
-        if not spec.campaign_ids:
-            sections = [
-                CampaignSection(None, ALL_CAMPAIGNS, instantly.step_analytics(None, **common))
-            ]
-        else:
-            sections = [
-                CampaignSection(
-                    cid, campaigns[cid].name, instantly.step_analytics(cid, **common),
-                    campaigns[cid],
-                )
-                for cid in dict.fromkeys(spec.campaign_ids)
-            ]
+    for day, answers in fetched.history_days.items():
+        sections = [
+            CampaignSection(None, ALL_CAMPAIGNS, stats) if cid is None
+            else CampaignSection(cid, fetched.campaigns[cid].name, stats, fetched.campaigns[cid])
+            for cid, stats in answers
+        ]
         day_report = build_report(
             sections,
             include_opportunities=spec.include_opportunities,
@@ -205,47 +156,19 @@ def fetch_history_days(
     return out
 
 
-def subsequence_sections(
-    instantly: InstantlyClient, campaign_id: str, campaign_name: str, dates: DateRange
-) -> list[CampaignSection]:
-    """One list call (per page) plus one step-analytics call per subsequence."""
-    out: list[CampaignSection] = []
-    for sub in instantly.subsequences(campaign_id):
-        stats = instantly.subsequence_step_analytics(
-            sub.id, start=dates.start_instant, end=dates.end_instant
-        )
-        out.append(
-            CampaignSection(
-                subsequence_row_id(campaign_id, sub.id), campaign_name, stats,
-                sub.as_campaign(), subsequence=sub.name,
-            )
-        )
-    return out
-
-
-def check_totals(
-    spec: SyncSpec,
-    instantly: InstantlyClient,
-    sections: Sequence[CampaignSection],
-    dates: DateRange,
-) -> totals_check.TotalsCheck:
-    """One overview call for every selected campaign (or all combined) against the step
-    rows. Its failure is reported, never raised: the numbers themselves are fine."""
-    try:
-        overview = instantly.campaign_overview(
-            list(dict.fromkeys(spec.campaign_ids)),
-            start=dates.start_instant,
-            end=dates.end_instant,
-        )
-    except SyncError as exc:
-        return totals_check.not_made(exc)
+def check_totals(spec: SyncSpec, fetched: Fetched) -> totals_check.TotalsCheck:
+    """The overview against the step rows. Its failure is reported, never raised: the
+    numbers themselves are fine."""
+    overview = fetched.overview
+    if isinstance(overview, SyncError):
+        return totals_check.not_made(overview)
     if spec.campaign_ids:
         # Only what was asked about, should Instantly add other campaigns' rows.
         wanted = set(spec.campaign_ids)
         overview = [row for row in overview if row.campaign_id in wanted]
     return totals_check.compare(
         # Instantly does not document subsequence sends as part of a campaign's overview.
-        [stat for section in sections if section.subsequence is None
+        [stat for section in fetched.sections if section.subsequence is None
          for stat in section.stats],
         overview,
         include_opportunities=spec.include_opportunities,
@@ -341,12 +264,25 @@ def run_sync(
     now = now or datetime.now(UTC)
     check = before_write or (lambda: None)
     instantly_before, sheets_before = instantly.calls, sheets.calls
-    sections, campaigns, dates = fetch_sections(spec, instantly, now)
+    features = spec.features
+    fetched = fetch(
+        instantly,
+        campaign_ids=spec.campaign_ids,
+        known_campaigns=spec.known_campaigns,
+        date_range=spec.date_range,
+        include_opportunities=spec.include_opportunities,
+        subsequences=features.subsequences,
+        history_days=(
+            history_tab.days_to_fetch(spec.history_last_day, now.astimezone(UTC).date())
+            if features.history else []
+        ),
+        now=now,
+    )
+    sections, campaigns, dates = fetched.sections, fetched.campaigns, fetched.dates
     memory = sent_memory(spec, sections, dates)
     refuse_sudden_empty(spec, sections, memory)
     # Before the write, so its finding is on the tab's info line in the same write.
-    totals = check_totals(spec, instantly, sections, dates)
-    features = spec.features
+    totals = check_totals(spec, fetched)
     report = build_report(
         sections,
         include_opportunities=spec.include_opportunities,
@@ -356,16 +292,16 @@ def run_sync(
         min_sample=features.min_sample,
     )
     report = replace(report, totals_check=totals.text)
-    history_rows: HistoryRows | None = None
+    rows_by_day: HistoryRows | None = None
     if features.history:
-        history_rows = fetch_history_days(spec, instantly, campaigns, report, now)
+        rows_by_day = history_rows(spec, fetched, report, now)
     if features.needs_read:
-        info = _write_planned(spec, report, sheets, now, check, history_rows=history_rows)
+        info = _write_planned(spec, report, sheets, now, check, history_rows=rows_by_day)
     else:
         info = _write_plain(spec, report, sheets, now, check)
     saved: dict[str, Any] = {"last_table": last_table(report, now), "last_sent": memory}
-    if history_rows:
-        saved["history_day"] = max(history_rows).isoformat()
+    if rows_by_day:
+        saved["history_day"] = max(rows_by_day).isoformat()
     if "titles" in info:
         saved["tab_titles"] = info["titles"]
     if info.get("history_sheet_id") is not None:

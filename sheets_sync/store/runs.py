@@ -286,7 +286,10 @@ def finish_run(
     )
     if rowcount(result) != 1:
         return False
-    s.get(SyncRun, run_id, populate_existing=True)  # refresh a copy the caller may hold
+    # A copy the caller holds is refreshed; none held costs no SELECT (a worker's case).
+    held = s.identity_map.get(s.identity_key(SyncRun, run_id))
+    if held is not None:
+        s.refresh(held)
     return True
 
 
