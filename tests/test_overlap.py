@@ -134,7 +134,8 @@ def seeded(workspace):
 def spec_for(spreadsheet_id, campaign_ids, **features):
     return SyncSpec(
         spreadsheet_id=spreadsheet_id, worksheet_title=TAB, campaign_ids=tuple(campaign_ids),
-        features=Features.all_on(**features), date_range={"start": "2026-11-01", "end": "2026-11-27"},
+        features=Features.all_on(**features),
+        date_range={"start": "2026-11-01", "end": "2026-11-27"},
     )
 
 
