@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import requests
+
 from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.sheets_writer import make_sheets_client
 from tests.plugin_fakes import INSTANTLY_KEY
@@ -38,3 +40,27 @@ def test_no_proxy_still_sends_both_apis_direct(
     sheets = make_sheets_client(service_account_file, api_url=fake_sheets.url,
                                 retry=fast_retry)
     assert "Sheet1" in sheets.check_access(spreadsheet_id)
+
+
+def test_what_one_workspace_is_answered_never_reaches_another_workspaces_calls(
+    runtime, fake_instantly, workspace
+):
+    other_key = "test-instantly-key-other-7c1e"
+    fake_instantly.add_workspace(other_key)
+    fake_instantly.set_cookies = True
+    # A plain session sends the cookie back: the fake sets one that a client would keep.
+    plain = requests.Session()
+    for _ in range(2):
+        plain.get(f"{fake_instantly.url}/campaigns",
+                  headers={"Authorization": f"Bearer {INSTANTLY_KEY}"})
+    assert fake_instantly.calls[-1].cookie == f"workspace={INSTANTLY_KEY[-4:]}"
+    fake_instantly.reset_calls()
+    # A worker thread's clients share one session across workspaces.
+    first, second = runtime.instantly(INSTANTLY_KEY), runtime.instantly(other_key)
+    assert first._session is second._session
+    first.list_campaigns()
+    second.list_campaigns()
+    first.list_campaigns()
+    assert [(c.api_key_hint, c.cookie) for c in fake_instantly.calls] == [
+        (INSTANTLY_KEY[-4:], None), (other_key[-4:], None), (INSTANTLY_KEY[-4:], None)
+    ]

@@ -262,6 +262,9 @@ class Call:
     api_key_hint: str | None
     user_agent: str | None
     status: int
+    # The request's Cookie header (Instantly needs none; a client that sends one back has
+    # kept what an earlier answer set).
+    cookie: str | None = None
 
 
 @dataclass
@@ -697,6 +700,9 @@ class FakeInstantlyServer:
         self._calls: list[Call] = []
         #: Seconds added to every call (before the answer is sent).
         self.latency: float = 0.0
+        #: Answers set a cookie naming the key's workspace, as CDNs and load balancers in
+        #: front of an API may (``Call.cookie`` shows whether a client sends it back).
+        self.set_cookies: bool = False
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         # Set by stop() so pending delays end at once instead of holding a thread.
@@ -896,8 +902,11 @@ class FakeInstantlyServer:
                     api_key_hint=key[-4:] if key else None,
                     user_agent=request.headers.get("User-Agent"),
                     status=response.status_code,
+                    cookie=request.headers.get("Cookie"),
                 )
             )
+            if self.set_cookies and key:
+                response.set_cookie("workspace", key[-4:], path="/")
         # Sleep outside the lock so one slow call never stalls the others.
         delay = self.latency + (delay_fault.seconds if delay_fault else 0.0)
         if delay > 0:
