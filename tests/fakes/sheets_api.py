@@ -467,7 +467,7 @@ class FakeSheetsServer:
             sheet = self._sheet(spreadsheet_id, title_or_id)
             ref = parse_a1(a1_ref)
             stored = sheet.cells.get((ref.r0, ref.c0))
-            return render_cell(stored) if stored else {}
+            return json_copy(render_cell(stored)) if stored else {}
 
     def set_cell(self, spreadsheet_id: str, title_or_id: str | int, a1_ref: str,
                  value: Any) -> None:

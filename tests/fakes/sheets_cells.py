@@ -312,13 +312,17 @@ def render_cell(stored: dict[str, Any]) -> dict[str, Any]:
     """Stored (client-written) CellData -> the CellData Google would return, as far as the
     fake computes it: ``effectiveValue`` beside what was written. ``formattedValue`` and
     ``effectiveFormat`` are not computed (nothing reads them), and a read that asks for
-    them is refused, see ``RENDERED_CELL_FIELDS``."""
-    out = json_copy(stored)
+    them is refused, see ``RENDERED_CELL_FIELDS``.
+
+    The result shares its nested parts with ``stored`` (a read copies nothing it does not
+    change): serialise it or ``json_copy`` it, never change it in place."""
+    out = dict(stored)
     value = effective_value(stored)
     if value is not None:
         out["effectiveValue"] = value
-        if "numberValue" in out.get("userEnteredValue", {}):
-            out["userEnteredValue"]["numberValue"] = _tidy(out["userEnteredValue"]["numberValue"])
+        entered = out.get("userEnteredValue", {})
+        if "numberValue" in entered:
+            out["userEnteredValue"] = {**entered, "numberValue": _tidy(entered["numberValue"])}
     return out
 
 

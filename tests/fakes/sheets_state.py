@@ -25,6 +25,7 @@ copies the ``cells`` mapping, which keeps atomic batches cheap on big sheets.
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 from collections.abc import Callable, Iterable, Iterator
@@ -303,6 +304,20 @@ def apply_mask(target: Json, source: Json, tree: discovery.FieldTree) -> None:
 # --- batchUpdate -------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=512)
+def _checked_mask(fields: str, schema_name: str) -> tuple[discovery.FieldTree | None, str | None]:
+    """The parsed mask, or what is wrong with it. Cached: a refresh sends the same few
+    masks in every request, and the trees are only read, never changed."""
+    try:
+        tree = discovery.parse_field_mask(fields)
+    except discovery.FieldMaskSyntaxError:
+        return None, f"Invalid field mask: '{fields}'"
+    bad = discovery.unknown_field_paths(schema_name, tree)
+    if bad:
+        return None, f"Invalid field mask path: '{bad[0]}'"
+    return tree, None
+
+
 @dataclass
 class Context:
     """Where we are in a batch, so errors read ``Invalid requests[i].kind: ...``."""
@@ -319,13 +334,10 @@ class Context:
             raise self.error(
                 "At least one field must be listed in 'fields'. (Use '*' to indicate all fields.)"
             )
-        try:
-            tree = discovery.parse_field_mask(fields)
-        except discovery.FieldMaskSyntaxError as exc:
-            raise self.error(f"Invalid field mask: '{fields}'") from exc
-        bad = discovery.unknown_field_paths(schema_name, tree)
-        if bad:
-            raise self.error(f"Invalid field mask path: '{bad[0]}'")
+        tree, problem = _checked_mask(fields, schema_name)
+        if problem is not None:
+            raise self.error(problem)
+        assert tree is not None  # noqa: S101 - no problem means a tree
         return tree
 
     def sheet(self, ss: Spreadsheet, sheet_id: int | None, word: str = "grid") -> Sheet:
@@ -539,7 +551,9 @@ def _write_cell(sheet: Sheet, r: int, c: int, source: Json, tree: discovery.Fiel
             f"Your input contains more than the maximum of {MAX_CELL_CHARS} characters in a "
             "single cell."
         )
-    cell = json_copy(sheet.cells.get((r, c), {}))
+    # Shallow: ``apply_mask`` copies each nested part before it changes it, so the stored
+    # cell (which a clone of the spreadsheet may share) is never changed in place.
+    cell = dict(sheet.cells.get((r, c), {}))
     apply_mask(cell, source, tree)
     sheet.put(r, c, cell)
 
