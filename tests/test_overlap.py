@@ -157,13 +157,14 @@ def test_a_rejected_key_costs_one_call_and_no_google_call(
     fake_instantly, fake_sheets, spreadsheet_id, sheets, workspace, fast_retry
 ):
     cid = seeded(workspace)
+    other = workspace.add_campaign("Q1")
     wrong = InstantlyClient(
         "not-the-key-0000", base_url=fake_instantly.url, timeout=(2, 5), retry=fast_retry
     )
     fake_instantly.reset_calls()
     fake_sheets.reset_calls()
     with pytest.raises(InstantlyKeyRejected):
-        run_sync(spec_for(spreadsheet_id, [cid, cid]), instantly=wrong, sheets=sheets, now=NOW)
+        run_sync(spec_for(spreadsheet_id, [cid, other]), instantly=wrong, sheets=sheets, now=NOW)
     assert fake_instantly.count() == 1  # the first call alone; the rest were never sent
     assert fake_sheets.count() == 0
 
