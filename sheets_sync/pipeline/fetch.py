@@ -65,12 +65,7 @@ def fetch(
     ids = list(dict.fromkeys(campaign_ids))
     # None: all campaigns combined, asked in one call.
     askers: list[str | None] = [*ids] if ids else [None]
-    steps = partial(
-        instantly.step_analytics,
-        start=dates.start_instant,
-        end=dates.end_instant,
-        include_opportunities=include_opportunities,
-    )
+    steps = partial(instantly.step_analytics, include_opportunities=include_opportunities)
 
     # Every call of rounds 1 and 2, keyed by what it answers, in the order a failure of
     # one is reported (the order one after another would have sent them).
@@ -78,7 +73,7 @@ def fetch(
     for cid in askers:
         if cid is not None and cid not in known_campaigns:
             calls["campaign", cid] = partial(instantly.campaign, cid)
-        calls["steps", cid] = partial(steps, cid)
+        calls["steps", cid] = partial(steps, cid, start=dates.start_instant, end=dates.end_instant)
         if cid is not None and subsequences:
             calls["subsequences", cid] = partial(instantly.subsequences, cid)
     calls["overview", None] = partial(
@@ -87,11 +82,10 @@ def fetch(
     for day in history_days:
         for cid in askers:
             calls["day", day, cid] = partial(
-                instantly.step_analytics,
+                steps,
                 cid,
                 start=datetime.combine(day, time.min, UTC),
                 end=datetime.combine(day, time(23, 59, 59, 999000), UTC),
-                include_opportunities=include_opportunities,
             )
     keys = list(calls)
     first = calls[keys[0]]()
@@ -119,16 +113,11 @@ def fetch(
         )
 
     sections: list[CampaignSection] = []
-    if not ids:
-        sections.append(CampaignSection(None, ALL_CAMPAIGNS, got["steps", None]))
-    for cid in ids:
+    for cid in askers:
         sections.append(
-            CampaignSection(
-                cid, campaigns[cid].name, got["steps", cid], campaigns[cid],
-                subsequences_fetched=subsequences,
-            )
+            campaign_section(cid, got["steps", cid], campaigns, subsequences_fetched=subsequences)
         )
-        sections += by_campaign.get(cid, [])
+        sections += by_campaign.get(cid, []) if cid is not None else []
     return Fetched(
         dates=dates,
         sections=sections,
@@ -138,6 +127,20 @@ def fetch(
             day: [(cid, got["day", day, cid]) for cid in askers] for day in history_days
         },
     )
+
+
+def campaign_section(
+    campaign_id: str | None,
+    stats: list[StepStats],
+    campaigns: Mapping[str, Campaign],
+    **extra: Any,
+) -> CampaignSection:
+    """One campaign's step rows as a report section (None: all campaigns combined, which
+    has no name, sequence or subsequences of its own)."""
+    if campaign_id is None:
+        return CampaignSection(None, ALL_CAMPAIGNS, stats)
+    campaign = campaigns[campaign_id]
+    return CampaignSection(campaign_id, campaign.name, stats, campaign, **extra)
 
 
 def _overview(

@@ -18,7 +18,7 @@ from sheets_sync.errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed, Syn
 from sheets_sync.links import spreadsheet_link
 from sheets_sync.pipeline import history as history_tab
 from sheets_sync.pipeline import revision, totals_check
-from sheets_sync.pipeline.fetch import Fetched, fetch
+from sheets_sync.pipeline.fetch import Fetched, campaign_section, fetch
 from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.instantly_models import Campaign
 from sheets_sync.pipeline.notes import plan_notes, read_notes, row_key
@@ -30,7 +30,6 @@ from sheets_sync.pipeline.render import (
     render,
 )
 from sheets_sync.pipeline.report import (
-    ALL_CAMPAIGNS,
     CampaignSection,
     Report,
     build_report,
@@ -138,11 +137,7 @@ def history_rows(
     ]
     out: HistoryRows = {}
     for day, answers in fetched.history_days.items():
-        sections = [
-            CampaignSection(None, ALL_CAMPAIGNS, stats) if cid is None
-            else CampaignSection(cid, fetched.campaigns[cid].name, stats, fetched.campaigns[cid])
-            for cid, stats in answers
-        ]
+        sections = [campaign_section(cid, stats, fetched.campaigns) for cid, stats in answers]
         day_report = build_report(
             sections,
             include_opportunities=spec.include_opportunities,
