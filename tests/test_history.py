@@ -122,3 +122,48 @@ def test_pruning_every_row_keeps_a_spare_row_for_google():
     out = history.requests(edit, 7)
     assert "appendDimension" in out[0]
     assert "deleteDimension" in out[1]
+
+
+def _ours(day: dt.date, key: str) -> list[dict]:
+    return [{"userEnteredValue": {"numberValue": history.serial(day)}},
+            {"userEnteredValue": {"stringValue": key}}]
+
+
+HEADER = [{"userEnteredValue": {"stringValue": "Day (UTC)"}}]
+
+
+def test_reading_the_tab_back_gives_each_rows_day_and_key():
+    yesterday = TODAY - dt.timedelta(days=1)
+    grid = [HEADER, _ours(yesterday, "c|0|0"), _ours(TODAY, "c|0|0"), _ours(TODAY, "c|0|1")]
+    assert history.existing_rows(grid) == [
+        (yesterday, "c|0|0"), (TODAY, "c|0|0"), (TODAY, "c|0|1")]
+    assert history.existing_rows([HEADER]) == []
+
+
+def test_rows_people_typed_or_cleared_are_read_one_by_one_and_ours_still_count():
+    grid = [
+        HEADER,
+        _ours(TODAY, "c|0|0"),
+        [{"userEnteredValue": {"stringValue": "2026-11-27"}}, {"userEnteredValue": {
+            "stringValue": "typed"}}],                                 # a date typed as text
+        [{"userEnteredValue": {"stringValue": "total"}}],              # a note, one cell
+        [],                                                            # a cleared row
+        [{"userEnteredValue": {"numberValue": history.serial(TODAY)}},
+         {"userEnteredValue": {"numberValue": 7}}],                     # a key overtyped
+        [{"userEnteredValue": {"boolValue": True}}, {}],
+        _ours(TODAY, "c|0|1"),
+    ]
+    assert history.existing_rows(grid) == [
+        (TODAY, "c|0|0"), (TODAY, "typed"), (None, ""), (None, ""), (TODAY, ""),
+        (None, ""), (TODAY, "c|0|1")]
+
+
+def test_a_long_tab_with_one_row_of_someone_elses_is_read_whole():
+    days = [TODAY - dt.timedelta(days=n % 40) for n in range(3000)]
+    grid = [HEADER] + [_ours(day, f"c|{n}|0") for n, day in enumerate(days)]
+    grid[1500] = [{"userEnteredValue": {"stringValue": "my own row"}}]
+    read = history.existing_rows(grid)
+    assert len(read) == 3000
+    assert read[1499] == (None, "")
+    assert read[:1499] + read[1500:] == [
+        (day, f"c|{n}|0") for n, day in enumerate(days) if n != 1499]

@@ -23,6 +23,7 @@ PURE = (
     "sheets_sync.pipeline.winners",
     "sheets_sync.pipeline.totals_check",
     "sheets_sync.pipeline.revision",
+    "sheets_sync.pipeline.request_body",
     "sheets_sync.pipeline.instantly_models",
     "sheets_sync.schedules",
     "sheets_sync.connection_rules",

@@ -23,6 +23,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from math import isfinite
 from operator import itemgetter
 from typing import Any
 
@@ -31,11 +32,17 @@ from sheets_sync.pipeline.render import (
     HEADER_FORMAT,
     INT_FORMAT,
     PERCENT_FORMAT,
-    cell_of,
     column_properties,
     text_cell,
 )
 from sheets_sync.pipeline.report import ALL_CAMPAIGNS, Report
+from sheets_sync.pipeline.request_body import (
+    EncodedRows,
+    float_text,
+    json_number,
+    json_string,
+    json_value,
+)
 
 DEFAULT_HORIZON_DAYS = 180
 # Far below Google's 10,000,000 cells per spreadsheet, leaving room for the other tabs.
@@ -260,16 +267,48 @@ def plan_days(
     return HistoryPlan(deletes, writes, row_count)
 
 
+# Rows read per pass of the quick path; a row that is not ours sends only its own block
+# the long way.
+_BLOCK = 1024
+
+
 def existing_rows(grid: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[date | None, str]]:
     """(date, key) per row below the header from the A:B grid read back."""
+    days: dict[float, date | None] = {}  # 90,000 rows share ~90 dates: parse each once
+    out: list[tuple[date | None, str]] = []
+    for start in range(1, len(grid), _BLOCK):  # row 0 is the header
+        block = grid[start:start + _BLOCK]
+        out += _rows_we_wrote(block, days) or _rows_one_by_one(block, days)
+    return out
+
+
+def _rows_we_wrote(
+    block: Sequence[Sequence[Mapping[str, Any]]], days: dict[float, date | None]
+) -> list[tuple[date | None, str]] | None:
+    """The block's (date, key) in one pass when every row is the two cells we wrote, a
+    date serial and a key (nearly always); None when some row is not."""
+    try:
+        pairs = [
+            (day["userEnteredValue"]["numberValue"], key["userEnteredValue"]["stringValue"])
+            for day, key in block
+        ]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if {n.__class__ for n, _ in pairs} - {int, float} or {k.__class__ for _, k in pairs} - {str}:
+        return None
+    for number in {n for n, _ in pairs} - days.keys():
+        days[number] = day_of({"userEnteredValue": {"numberValue": number}})
+    return [(days[number], key) for number, key in pairs]
+
+
+def _rows_one_by_one(
+    body: Sequence[Sequence[Mapping[str, Any]]], days: dict[float, date | None]
+) -> list[tuple[date | None, str]]:
     out: list[tuple[date | None, str]] = []
     append = out.append
-    days: dict[float, date | None] = {}  # 90,000 rows share ~90 dates: parse each once
-    for index, cells in enumerate(grid):
-        if not index:
-            continue  # the header
-        # Nearly every row is the two cells we wrote: a date serial and a key. Read those
-        # straight; anything else (typed by hand, cleared, odd types) takes the long way.
+    for cells in body:
+        # Rows that are the two cells we wrote are read straight; anything else (typed
+        # by hand, cleared, odd types) takes the long way.
         try:
             date_cell, key_cell = cells
             number = date_cell["userEnteredValue"]["numberValue"]
@@ -364,18 +403,21 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
         text_cell(title, dict(HEADER_FORMAT, horizontalAlignment="LEFT"))
         for _, title, _, _ in COLUMNS
     ]
-    out.append(_update(sheet_id, 0, [header], "userEnteredValue,userEnteredFormat"))
+    out.append(_update(
+        sheet_id, 0, EncodedRows([json_value({"values": header})]),
+        "userEnteredValue,userEnteredFormat",
+    ))
     start = None
-    block: list[list[dict[str, Any]]] = []
-    shared: dict[HistoryValue, dict[str, Any]] = {}
+    block: list[str] = []
+    shared: dict[HistoryValue, str] = {}
     for index, cells in edit.writes:
         if start is None or index != start + len(block):
             if block and start is not None:
-                out.append(_update(sheet_id, start, block, "userEnteredValue"))
+                out.append(_update(sheet_id, start, EncodedRows(block), "userEnteredValue"))
             start, block = index, []
-        block.append(_row_cells(cells, shared))
+        block.append(_row_text(cells, shared))
     if block and start is not None:
-        out.append(_update(sheet_id, start, block, "userEnteredValue"))
+        out.append(_update(sheet_id, start, EncodedRows(block), "userEnteredValue"))
     # Formats by column over every data row: a few small requests, whatever the length.
     kinds = {"date": DATE_FORMAT, "int": INT_FORMAT, "percent": PERCENT_FORMAT}
     for index, (_, _, kind, width) in enumerate(COLUMNS):
@@ -402,30 +444,47 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def _row_cells(
-    values: Sequence[HistoryValue], shared: dict[HistoryValue, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """A history row's cells. The tab repeats the same day, labels and small counts on
-    every row, so the cell of each such value is built once per batch and shared (the
-    JSON is the same; nothing edits a cell once built). Floats and bools are built every
-    time: 0.0 and -0.0, or 1 and True, are equal keys but not the same JSON."""
-    cells: list[dict[str, Any]] = []
+_NUMBER_OPEN = '{"userEnteredValue": {"numberValue": '
+_STRING_OPEN = '{"userEnteredValue": {"stringValue": '
+
+
+def _cell_text(value: HistoryValue) -> str:
+    """One history cell: text as stringValue (never a formula), numbers as numbers, and
+    nothing at all for no value."""
+    if value is None or value == "":
+        return "{}"
+    if isinstance(value, str):
+        return _STRING_OPEN + json_string(str(value)) + "}}"
+    if value.__class__ is float and isfinite(value):
+        return _NUMBER_OPEN + float_text(value) + "}}"
+    return _NUMBER_OPEN + json_number(value) + "}}"
+
+
+def _row_text(values: Sequence[HistoryValue], shared: dict[HistoryValue, str]) -> str:
+    """A history row as the JSON text of ``{"values": [cells]}`` (see request_body). The
+    tab repeats the same day, labels and small counts on every row, so the text of each
+    such cell is made once per batch. Floats and bools are made every time: 0.0 and
+    -0.0, or 1 and True, are equal keys but not the same JSON."""
+    cells: list[str] = []
     append = cells.append
     for value in values:
         kind = value.__class__
-        if kind is float or kind is bool:
-            append(cell_of(value))
+        if kind is float:
+            # Inline: a history row is mostly rates.
+            append(_NUMBER_OPEN + float_text(value) + "}}" if isfinite(value)
+                   else _cell_text(value))
+            continue
+        if kind is bool:
+            append(_cell_text(value))
             continue
         cell = shared.get(value)
         if cell is None:
-            cell = shared[value] = cell_of(value)
+            cell = shared[value] = _cell_text(value)
         append(cell)
-    return cells
+    return '{"values": [' + ", ".join(cells) + "]}"
 
 
-def _update(
-    sheet_id: int, start_row: int, rows: list[list[dict[str, Any]]], fields: str
-) -> dict[str, Any]:
+def _update(sheet_id: int, start_row: int, rows: EncodedRows, fields: str) -> dict[str, Any]:
     return {
         "updateCells": {
             "range": {
@@ -435,7 +494,7 @@ def _update(
                 "startColumnIndex": 0,
                 "endColumnIndex": WIDTH,
             },
-            "rows": [{"values": cells} for cells in rows],
+            "rows": rows,
             "fields": fields,
         }
     }

@@ -14,10 +14,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from math import isfinite
 from typing import Any, Literal
 
 from sheets_sync.errors import ReportTooLarge
 from sheets_sync.pipeline.report import LABEL_KEYS, Report, Row
+from sheets_sync.pipeline.request_body import (
+    EncodedRows,
+    float_text,
+    int_text,
+    json_number,
+    json_string,
+    json_value,
+)
 
 HEADER_ROW = 2
 FIRST_DATA_ROW = 3
@@ -106,18 +115,6 @@ def chart_id_for(sheet_id: int) -> int:
     return (sheet_id * 31 + 7) % 2_000_000_000 + 1
 
 
-def cell_of(value: Any, fmt: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A history/plain cell: text as stringValue (never a formula), numbers as numbers."""
-    if value is None or value == "":
-        return _blank(fmt)
-    if isinstance(value, str):
-        return _text(value, fmt or {}) if fmt else {"userEnteredValue": {"stringValue": value}}
-    cell: dict[str, Any] = {"userEnteredValue": {"numberValue": value}}
-    if fmt:
-        cell["userEnteredFormat"] = fmt
-    return cell
-
-
 def text_cell(value: str, fmt: dict[str, Any]) -> dict[str, Any]:
     return _text(value, fmt)
 
@@ -144,14 +141,20 @@ def _row_format(background: dict[str, float] | None, *, bold: bool = False) -> d
     return fmt
 
 
+_VALUE_OPEN = '{"userEnteredValue": '
+_NUMBER_OPEN = '{"userEnteredValue": {"numberValue": '
+_STRING_OPEN = '{"userEnteredValue": {"stringValue": '
+
+
 def _value_cells(
-    text_columns: Sequence[bool], values: Sequence[Any], row_format: dict[str, Any],
-    blank: dict[str, Any],
-) -> list[dict[str, Any]]:
-    """One row's report cells. The hottest loop of a refresh (rows × columns), so it
-    builds each cell as a literal and reuses the row style's one ``blank`` cell."""
-    cells: list[dict[str, Any]] = []
+    text_columns: Sequence[bool], values: Sequence[Any], style: _RowStyle
+) -> list[str]:
+    """One row's report cells, as JSON text. The hottest loop of a refresh (rows ×
+    columns): each cell is the row style's prepared text around one encoded value, and
+    every empty cell is the style's one ``blank`` text (see request_body)."""
+    cells: list[str] = []
     append = cells.append
+    blank, close_text, close_number = style.blank_text, style.close_text, style.close_number
     for is_text, value in zip(text_columns, values, strict=True):
         if value is None or value == "":
             # A rate over zero emails sent is undefined: an empty cell, not 0%.
@@ -159,33 +162,50 @@ def _value_cells(
         elif is_text:
             # stringValue, never formulaValue: a campaign named "=IMPORTXML(...)" stays
             # text.
-            append({"userEnteredValue": {"stringValue": str(value)},
-                    "userEnteredFormat": row_format})
-        elif row_format:
-            # Number formats are applied per column block by ``_number_formats``.
-            append({"userEnteredValue": {"numberValue": value},
-                    "userEnteredFormat": row_format})
+            append(_STRING_OPEN + json_string(str(value)) + close_text)
         else:
-            append({"userEnteredValue": {"numberValue": value}})
+            # Number formats are applied per column block by ``_number_formats``; a
+            # plain row's number cell carries no format at all.
+            kind = value.__class__
+            if kind is float and isfinite(value):
+                number = float_text(value)
+            elif kind is int:
+                number = int_text(value)
+            else:
+                number = json_number(value)
+            append(_NUMBER_OPEN + number + close_number)
     return cells
 
 
 @dataclass(frozen=True)
 class _RowStyle:
-    """A row look (band, winner…): its format and its empty cells, built once per render
-    and shared by every cell of every row in that style (the JSON is the same whether a
-    dict is shared or copied, and nothing edits a cell once built)."""
+    """A row look (band, winner…): its format and its empty cells, and the JSON text
+    that closes each kind of cell in it, all made once per render and shared by every
+    cell of every row in that style."""
 
     fmt: dict[str, Any]
-    blank: dict[str, Any]
     note_fmt: dict[str, Any]
-    blank_note: dict[str, Any]
+    blank_text: str
+    blank_note_text: str
+    close_text: str  # after a stringValue: the format, even when it is empty
+    close_number: str  # after a numberValue: the format, when there is one
+    close_note: str  # after a note's value
 
     @classmethod
     def of(cls, background: dict[str, float] | None, *, bold: bool = False) -> _RowStyle:
         fmt = _row_format(background, bold=bold)
         note_fmt = dict(fmt, wrapStrategy="WRAP")
-        return cls(fmt, _blank(fmt), note_fmt, _blank(note_fmt))
+        fmt_text = json_value(fmt)
+        close_text = '}, "userEnteredFormat": ' + fmt_text + "}"
+        return cls(
+            fmt,
+            note_fmt,
+            blank_text=json_value(_blank(fmt)),
+            blank_note_text=json_value(_blank(note_fmt)),
+            close_text=close_text,
+            close_number=close_text if fmt else "}}",
+            close_note=', "userEnteredFormat": ' + json_value(note_fmt) + "}",
+        )
 
 
 class _RowRenderer:
@@ -211,27 +231,30 @@ class _RowRenderer:
             return self.leading
         return self.band if position % 2 else self.plain
 
-    def row(self, row: Row, position: int) -> dict[str, Any]:
+    def row(self, row: Row, position: int) -> str:
+        """One data row as the JSON text of ``{"values": [cells]}``."""
         style = self.style(row, position)
-        fmt = style.fmt
-        cells = _value_cells(self.text_columns, row.values, fmt, style.blank)
+        cells = _value_cells(self.text_columns, row.values, style)
         extras = self.extras
         if extras.notes is not None:
             key = extras.row_keys[position]
             value = extras.notes.get(key)
             # What the teammate typed, exactly as typed (text, number or their formula).
             cells.append(
-                {"userEnteredValue": dict(value), "userEnteredFormat": style.note_fmt}
-                if value else style.blank_note
+                _VALUE_OPEN + json_value(dict(value)) + style.close_note
+                if value else style.blank_note_text
             )
-            cells.append(_text(key, fmt))
+            cells.append(_STRING_OPEN + json_string(key) + style.close_text)
         if extras.chart is not None:
             label = (
                 " · ".join(p for p in (str(row.values[i]) for i in self.label_at) if p)
                 if row.kind != "total" else ""
             )
-            cells.append(_text(label, fmt) if label else style.blank)
-        return {"values": cells}
+            cells.append(
+                _STRING_OPEN + json_string(label) + style.close_text if label
+                else style.blank_text
+            )
+        return '{"values": [' + ", ".join(cells) + "]}"
 
 
 def _title_rows(report: Report, synced_at: datetime, width: int) -> list[dict[str, Any]]:
@@ -437,10 +460,14 @@ def render(
             "Pick fewer campaigns or a shorter date range."
         )
     frozen_cols = label_column_count(report)
-    body_rows = _title_rows(report, synced_at, cols) + [_header_row(report, extras)]
+    # The few rows above and below the data are built as dicts, the data rows as text.
+    head = _title_rows(report, synced_at, cols) + [_header_row(report, extras)]
     rows_of = _RowRenderer(report, extras).row
-    body_rows += [rows_of(row, i) for i, row in enumerate(report.all_rows)]
-    body_rows += _removed_rows(report, extras, cols)
+    body_rows = EncodedRows(
+        [json_value(r) for r in head]
+        + [rows_of(row, i) for i, row in enumerate(report.all_rows)]
+        + [json_value(r) for r in _removed_rows(report, extras, cols)]
+    )
     requests: list[dict[str, Any]] = [
         {
             "updateSheetProperties": {
