@@ -468,13 +468,12 @@ def _row_text(values: Sequence[HistoryValue], shared: dict[HistoryValue, str]) -
     cells: list[str] = []
     append = cells.append
     for value in values:
-        kind = value.__class__
-        if kind is float:
+        if isinstance(value, float):
             # Inline: a history row is mostly rates.
             append(_NUMBER_OPEN + float_text(value) + "}}" if isfinite(value)
                    else _cell_text(value))
             continue
-        if kind is bool:
+        if value.__class__ is bool:
             append(_cell_text(value))
             continue
         cell = shared.get(value)
