@@ -7,7 +7,9 @@ subjects, winner calls, notes, chart, and a history tab already holding
 ``--history-days`` days of rows) it times, with ``time.process_time``, what a refresh
 computes between "Instantly answered and the sheet was read" and "the body leaves for
 Google": the report (and the two history days' reports), the notes, the history plan,
-every request, and the JSON bytes requests encodes for gspread's ``batchUpdate``. The
+every request, and the JSON bytes requests encodes for gspread's ``batchUpdate`` (the
+two tabs' cells are written as JSON text while the requests are built, so "every request"
+holds most of the encoding and "JSON encoding" the splicing of the rest). The
 inputs are the golden test's scenarios (``tests/engine_scenarios.py``), so what is timed
 is exactly what the goldens pin. Figures are medians of ``--runs`` runs, after one
 warm-up; the per-step lines time each step on its own. Nothing here is a pass/fail test.

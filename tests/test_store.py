@@ -749,6 +749,79 @@ def test_enqueue_recovers_when_the_unique_index_fires(
         assert len(list(s.scalars(select(SyncRun)))) == 1
 
 
+def _three_connections(
+    session_factory: sessionmaker[Session], fernet: MultiFernet
+) -> tuple[int, int, int]:
+    """One with a finished run, one with a queued run, one with none."""
+    with session_scope(session_factory, write=True) as s:
+        user = make_user(s)
+        finished, queued, fresh = (make_connection(s, user, fernet) for _ in range(3))
+        s.flush()
+        done, _ = store.enqueue_run(s, finished, "manual")
+        store.enqueue_run(s, queued, "api")
+        done.status = "succeeded"
+        return finished.id, queued.id, fresh.id
+
+
+def _active_runs(session_factory: sessionmaker[Session]) -> list[tuple[int, str, int | None]]:
+    with session_scope(session_factory) as s:
+        return [
+            (r.connection_id, r.trigger, r.number)
+            for r in s.scalars(select(SyncRun).where(SyncRun.status == "queued")
+                               .order_by(SyncRun.connection_id))
+        ]
+
+
+def test_enqueue_runs_queues_each_due_connection_once_numbered_after_its_last_run(
+    session_factory: sessionmaker[Session], fernet: MultiFernet
+) -> None:
+    finished, queued, fresh = _three_connections(session_factory, fernet)
+    with session_scope(session_factory, write=True) as s:
+        assert store.enqueue_runs(s, [finished, queued, fresh, fresh], "schedule") == 2
+    assert _active_runs(session_factory) == [
+        (finished, "schedule", 2), (queued, "api", 1), (fresh, "schedule", 1)]
+    with session_scope(session_factory, write=True) as s:
+        assert store.enqueue_runs(s, [finished, queued, fresh], "schedule") == 0
+        assert store.enqueue_runs(s, [], "schedule") == 0
+    assert len(_active_runs(session_factory)) == 3
+
+
+def test_enqueue_runs_leaves_a_run_queued_meanwhile_alone(
+    session_factory: sessionmaker[Session], fernet: MultiFernet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulate losing the race: the check saw no active runs, the insert meets one."""
+    finished, queued, fresh = _three_connections(session_factory, fernet)
+    monkeypatch.setattr(runs, "_with_active_runs", lambda s, ids: set())
+    with session_scope(session_factory, write=True) as s:
+        s.get(Connection, fresh).name = "edited in the same transaction"  # type: ignore[union-attr]
+        assert store.enqueue_runs(s, [finished, queued, fresh], "schedule") == 2
+    assert _active_runs(session_factory) == [
+        (finished, "schedule", 2), (queued, "api", 1), (fresh, "schedule", 1)]
+    with session_scope(session_factory) as s:
+        assert s.get(Connection, fresh).name == "edited in the same transaction"  # type: ignore[union-attr]
+
+
+def test_the_scheduler_and_clicks_racing_still_queue_one_run_per_connection(
+    session_factory: sessionmaker[Session], fernet: MultiFernet
+) -> None:
+    with session_scope(session_factory, write=True) as s:
+        user = make_user(s)
+        ids = [make_connection(s, user, fernet).id for _ in range(6)]
+
+    def enqueue(i: int) -> int:
+        with session_scope(session_factory, write=True) as s:
+            if i % 2:
+                return store.enqueue_runs(s, ids, "schedule")
+            connection = s.get(Connection, ids[i])
+            assert connection is not None
+            return int(store.enqueue_run(s, connection, "manual")[1])
+
+    created = run_concurrently(4, enqueue)
+    active = _active_runs(session_factory)
+    assert sorted(cid for cid, _, _ in active) == ids
+    assert sum(created) == len(ids)
+
+
 def test_database_refuses_two_active_runs(
     session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
 ) -> None:

@@ -22,7 +22,6 @@ log = logging.getLogger("sheets_sync.scheduler")
 def enqueue_due(rt: Runtime, limit: int = 500) -> int:
     """Queue a scheduled run for each due connection and move its next_run_at on."""
     now = rt.clock()
-    queued = 0
     with rt.session_factory() as s, s.begin():
         # Reads the due connections, then queues runs and moves next_run_at on.
         take_write_lock(s)
@@ -35,10 +34,13 @@ def enqueue_due(rt: Runtime, limit: int = 500) -> int:
         )
         if s.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        for connection in s.scalars(query):
-            if connection.next_run_at is not None:
-                _run, created = store.enqueue_run(s, connection, "schedule")
-                queued += int(created)
+        due = list(s.scalars(query))
+        # A connection without a slot yet (its schedule was just switched on) gets one
+        # below and is queued when that comes.
+        queued = store.enqueue_runs(
+            s, [c.id for c in due if c.next_run_at is not None], "schedule"
+        )
+        for connection in due:
             store.schedule_next(connection, now)
     if queued:
         rt.notify_enqueued()

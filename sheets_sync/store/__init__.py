@@ -81,6 +81,9 @@ from sheets_sync.store.runs import (
     enqueue_run as enqueue_run,
 )
 from sheets_sync.store.runs import (
+    enqueue_runs as enqueue_runs,
+)
+from sheets_sync.store.runs import (
     expire_leases as expire_leases,
 )
 from sheets_sync.store.runs import (

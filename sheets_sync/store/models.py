@@ -295,7 +295,8 @@ class Connection(Base):
 
 # --- runs ------------------------------------------------------------------------------
 
-_ACTIVE_WHERE = text(f"status IN ({_sql_in(ACTIVE_RUN_STATUSES)})")
+# The rows the one-active-run index covers (an insert's ON CONFLICT names them too).
+ACTIVE_RUN_WHERE = text(f"status IN ({_sql_in(ACTIVE_RUN_STATUSES)})")
 
 
 class SyncRun(Base):
@@ -313,8 +314,8 @@ class SyncRun(Base):
             "uq_sync_runs_one_active_per_connection",
             "connection_id",
             unique=True,
-            sqlite_where=_ACTIVE_WHERE,
-            postgresql_where=_ACTIVE_WHERE,
+            sqlite_where=ACTIVE_RUN_WHERE,
+            postgresql_where=ACTIVE_RUN_WHERE,
         ),
         # Workers look for the oldest queued run.
         Index("ix_sync_runs_status_queued_at", "status", "queued_at"),

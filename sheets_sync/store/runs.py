@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,6 +17,7 @@ from sheets_sync.store.db import rowcount, take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import (
     ACTIVE_RUN_STATUSES,
+    ACTIVE_RUN_WHERE,
     FINISHED_RUN_STATUSES,
     RUN_TRIGGERS,
     Connection,
@@ -49,6 +52,69 @@ def enqueue_run(
         raise ValueError(f"trigger must be one of {RUN_TRIGGERS}")
     take_write_lock(s)
     return _enqueue(s, connection.id, trigger, attempt=1, now=now or _now())
+
+
+def enqueue_runs(
+    s: Session, connection_ids: Sequence[int], trigger: str, *, now: datetime | None = None
+) -> int:
+    """Queue a run for each of ``connection_ids`` that has none queued or running; how
+    many were queued. The scheduler's path: a slot's hundreds of due connections cost a
+    few statements in all, not six each.
+
+    Race-safe like ``enqueue_run``: the insert skips a connection whose active run another
+    transaction inserted meanwhile (the partial unique index again), and that run stands.
+    """
+    if trigger not in RUN_TRIGGERS:
+        raise ValueError(f"trigger must be one of {RUN_TRIGGERS}")
+    if not connection_ids:
+        return 0
+    take_write_lock(s)
+    now = now or _now()
+    active = _with_active_runs(s, connection_ids)
+    todo = [cid for cid in dict.fromkeys(connection_ids) if cid not in active]
+    if not todo:
+        return 0
+    # Numbered after each connection's newest run, as enqueue_run numbers them.
+    last_numbers: dict[int, int | None] = {
+        cid: number
+        for cid, number in s.execute(
+            select(SyncRun.connection_id, func.max(SyncRun.number))
+            .where(SyncRun.connection_id.in_(todo))
+            .group_by(SyncRun.connection_id)
+        )
+    }
+    maker = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    inserted = s.scalars(
+        maker(SyncRun)
+        .on_conflict_do_nothing(index_elements=["connection_id"], index_where=ACTIVE_RUN_WHERE)
+        .returning(SyncRun.connection_id),
+        [
+            {
+                "connection_id": cid,
+                "status": "queued",
+                "trigger": trigger,
+                "queued_at": now,
+                "attempt": 1,
+                "number": (last_numbers.get(cid) or 0) + 1,
+            }
+            for cid in todo
+        ],
+    ).all()
+    if inserted:
+        notify_run_queued(s)
+    return len(inserted)
+
+
+def _with_active_runs(s: Session, connection_ids: Sequence[int]) -> set[int]:
+    """Which of ``connection_ids`` have a run queued or running."""
+    return set(
+        s.scalars(
+            select(SyncRun.connection_id).where(
+                SyncRun.connection_id.in_(connection_ids),
+                SyncRun.status.in_(ACTIVE_RUN_STATUSES),
+            )
+        )
+    )
 
 
 def _find_active_run(s: Session, connection_id: int) -> SyncRun | None:
