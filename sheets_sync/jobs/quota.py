@@ -45,13 +45,11 @@ from typing import Any
 import requests
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from sheets_sync.errors import InstantlyRateLimited, SheetsQuotaExhausted
 from sheets_sync.pipeline.retry import parse_retry_after
-from sheets_sync.store.db import rowcount, take_write_lock
+from sheets_sync.store.db import insert_skipping_conflicts, rowcount, take_write_lock
 from sheets_sync.store.models import RateLimit, RateLimitGrant
 
 log = logging.getLogger("sheets_sync.quota")
@@ -381,12 +379,9 @@ class QuotaBudget:
         )
         blocked_until = s.scalar(query)
         if blocked_until is None:
-            dialect = s.get_bind().dialect.name
-            maker = pg_insert if dialect == "postgresql" else sqlite_insert
             s.execute(
-                maker(RateLimit)
+                insert_skipping_conflicts(s, RateLimit, index_elements=["name"])
                 .values(name=name, blocked_until=0.0)
-                .on_conflict_do_nothing(index_elements=["name"])
             )
             blocked_until = s.scalar(query)
         return float(blocked_until or 0.0)
@@ -406,12 +401,9 @@ class QuotaBudget:
             )
             if rowcount(result) == 1:
                 return True
-            dialect = s.get_bind().dialect.name
-            maker = pg_insert if dialect == "postgresql" else sqlite_insert
             created = s.execute(
-                maker(RateLimit)
+                insert_skipping_conflicts(s, RateLimit, index_elements=["name"])
                 .values(name=name, blocked_until=now + every)
-                .on_conflict_do_nothing(index_elements=["name"])
                 .returning(RateLimit.name)
             ).first()
             return created is not None

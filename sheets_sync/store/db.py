@@ -36,12 +36,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -293,6 +295,18 @@ def rowcount(result: Result[Any]) -> int:
     if not isinstance(result, CursorResult):
         raise TypeError(f"no row count on {type(result).__name__}: not an UPDATE or DELETE")
     return result.rowcount
+
+
+def insert_skipping_conflicts(
+    s: Session, entity: Any, *, index_elements: Sequence[str], index_where: Any = None
+) -> Any:
+    """An INSERT into ``entity`` that skips the rows a unique index already holds
+    (``ON CONFLICT … DO NOTHING``), built for the session's database: PostgreSQL and
+    SQLite each have their own construct for it."""
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert(entity).on_conflict_do_nothing(
+        index_elements=list(index_elements), index_where=index_where
+    )
 
 
 @contextmanager

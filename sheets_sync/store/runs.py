@@ -6,14 +6,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sheets_sync.errors import scrub
 from sheets_sync.store.connections import get_connection
-from sheets_sync.store.db import rowcount, take_write_lock
+from sheets_sync.store.db import insert_skipping_conflicts, rowcount, take_write_lock
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import (
     ACTIVE_RUN_STATUSES,
@@ -83,11 +81,10 @@ def enqueue_runs(
             .group_by(SyncRun.connection_id)
         )
     }
-    maker = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
     inserted = s.scalars(
-        maker(SyncRun)
-        .on_conflict_do_nothing(index_elements=["connection_id"], index_where=ACTIVE_RUN_WHERE)
-        .returning(SyncRun.connection_id),
+        insert_skipping_conflicts(
+            s, SyncRun, index_elements=["connection_id"], index_where=ACTIVE_RUN_WHERE
+        ).returning(SyncRun.connection_id),
         [
             {
                 "connection_id": cid,
