@@ -31,7 +31,9 @@ from sheets_sync.pipeline.notes import row_key
 from sheets_sync.pipeline.render import (
     HEADER_FORMAT,
     INT_FORMAT,
+    NUMBER_CELL_OPEN,
     PERCENT_FORMAT,
+    STRING_CELL_OPEN,
     column_properties,
     text_cell,
 )
@@ -444,20 +446,14 @@ def requests(edit: HistoryPlan, sheet_id: int) -> list[dict[str, Any]]:
     return out
 
 
-_NUMBER_OPEN = '{"userEnteredValue": {"numberValue": '
-_STRING_OPEN = '{"userEnteredValue": {"stringValue": '
-
-
 def _cell_text(value: HistoryValue) -> str:
     """One history cell: text as stringValue (never a formula), numbers as numbers, and
     nothing at all for no value."""
     if value is None or value == "":
         return "{}"
     if isinstance(value, str):
-        return _STRING_OPEN + json_string(str(value)) + "}}"
-    if value.__class__ is float and isfinite(value):
-        return _NUMBER_OPEN + float_text(value) + "}}"
-    return _NUMBER_OPEN + json_number(value) + "}}"
+        return STRING_CELL_OPEN + json_string(str(value)) + "}}"
+    return NUMBER_CELL_OPEN + json_number(value) + "}}"
 
 
 def _row_text(values: Sequence[HistoryValue], shared: dict[HistoryValue, str]) -> str:
@@ -470,7 +466,7 @@ def _row_text(values: Sequence[HistoryValue], shared: dict[HistoryValue, str]) -
     for value in values:
         if isinstance(value, float):
             # Inline: a history row is mostly rates.
-            append(_NUMBER_OPEN + float_text(value) + "}}" if isfinite(value)
+            append(NUMBER_CELL_OPEN + float_text(value) + "}}" if isfinite(value)
                    else _cell_text(value))
             continue
         if value.__class__ is bool:

@@ -141,9 +141,10 @@ def _row_format(background: dict[str, float] | None, *, bold: bool = False) -> d
     return fmt
 
 
+# How a cell's JSON text starts, for the rows written as text (here and in history.py).
 _VALUE_OPEN = '{"userEnteredValue": '
-_NUMBER_OPEN = '{"userEnteredValue": {"numberValue": '
-_STRING_OPEN = '{"userEnteredValue": {"stringValue": '
+NUMBER_CELL_OPEN = '{"userEnteredValue": {"numberValue": '
+STRING_CELL_OPEN = '{"userEnteredValue": {"stringValue": '
 
 
 def _value_cells(
@@ -162,7 +163,7 @@ def _value_cells(
         elif is_text:
             # stringValue, never formulaValue: a campaign named "=IMPORTXML(...)" stays
             # text.
-            append(_STRING_OPEN + json_string(str(value)) + close_text)
+            append(STRING_CELL_OPEN + json_string(str(value)) + close_text)
         else:
             # Number formats are applied per column block by ``_number_formats``; a
             # plain row's number cell carries no format at all.
@@ -173,18 +174,16 @@ def _value_cells(
                 number = int_text(value)
             else:
                 number = json_number(value)
-            append(_NUMBER_OPEN + number + close_number)
+            append(NUMBER_CELL_OPEN + number + close_number)
     return cells
 
 
 @dataclass(frozen=True)
 class _RowStyle:
-    """A row look (band, winner…): its format and its empty cells, and the JSON text
-    that closes each kind of cell in it, all made once per render and shared by every
-    cell of every row in that style."""
+    """A row look (band, winner…) as JSON text: its empty cells and what closes each
+    kind of cell in it (the format), made once per render and shared by every cell of
+    every row in that style."""
 
-    fmt: dict[str, Any]
-    note_fmt: dict[str, Any]
     blank_text: str
     blank_note_text: str
     close_text: str  # after a stringValue: the format, even when it is empty
@@ -198,8 +197,6 @@ class _RowStyle:
         fmt_text = json_value(fmt)
         close_text = '}, "userEnteredFormat": ' + fmt_text + "}"
         return cls(
-            fmt,
-            note_fmt,
             blank_text=json_value(_blank(fmt)),
             blank_note_text=json_value(_blank(note_fmt)),
             close_text=close_text,
@@ -244,14 +241,14 @@ class _RowRenderer:
                 _VALUE_OPEN + json_value(dict(value)) + style.close_note
                 if value else style.blank_note_text
             )
-            cells.append(_STRING_OPEN + json_string(key) + style.close_text)
+            cells.append(STRING_CELL_OPEN + json_string(key) + style.close_text)
         if extras.chart is not None:
             label = (
                 " · ".join(p for p in (str(row.values[i]) for i in self.label_at) if p)
                 if row.kind != "total" else ""
             )
             cells.append(
-                _STRING_OPEN + json_string(label) + style.close_text if label
+                STRING_CELL_OPEN + json_string(label) + style.close_text if label
                 else style.blank_text
             )
         return '{"values": [' + ", ".join(cells) + "]}"
