@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sheets_sync.store import db
 from sheets_sync.store.db import (
+    autocommit_statement,
     commit_without_waiting_for_flush,
+    is_transient_error,
     make_autocommit_session_factory,
     make_engine,
 )
@@ -79,3 +82,57 @@ def test_worker_commits_do_not_wait_for_the_flush(postgres_url):
     finally:
         engine.dispose()
         web.dispose()
+
+
+def test_a_quick_statement_commits_alone_and_leaves_the_next_unit_transactional(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE quick_probe (n integer)"))
+        row = autocommit_statement(
+            engine, "INSERT INTO quick_probe VALUES (%(n)s) RETURNING n", {"n": 7}
+        )
+        assert row == (7,)
+        assert autocommit_statement(engine, "DELETE FROM quick_probe WHERE n = 0", {}) is None
+        # The same pooled connection, handed to an ordinary unit: its rollback undoes.
+        with engine.connect() as conn:
+            conn.execute(text("INSERT INTO quick_probe VALUES (8)"))
+            conn.rollback()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT n FROM quick_probe")).scalars().all() == [7]
+    finally:
+        engine.dispose()
+
+
+def test_a_quick_statement_on_a_dropped_connection_fails_as_transient_and_is_not_reused(
+    postgres_url,
+):
+    engine = make_engine(postgres_url)
+    try:
+        pid = autocommit_statement(engine, "SELECT pg_backend_pid()", {})[0]
+        admin = make_engine(postgres_url)
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            conn.commit()
+        admin.dispose()
+        with pytest.raises(OperationalError) as failed:
+            autocommit_statement(engine, "SELECT pg_backend_pid()", {})
+        assert is_transient_error(failed.value)  # the caller may simply try again
+        assert autocommit_statement(engine, "SELECT pg_backend_pid()", {})[0] != pid
+    finally:
+        engine.dispose()
+
+
+def test_a_quick_statement_error_names_no_parameters(postgres_url):
+    engine = make_engine(postgres_url)
+    try:
+        with pytest.raises(ProgrammingError) as failed:
+            autocommit_statement(
+                engine, "SELECT * FROM no_such_table WHERE k = %(k)s", {"k": "secret-value-1"}
+            )
+        assert "no_such_table" in str(failed.value)
+        assert "secret-value-1" not in str(failed.value)
+        # The connection stays usable for the next statement.
+        assert autocommit_statement(engine, "SELECT 1", {}) == (1,)
+    finally:
+        engine.dispose()

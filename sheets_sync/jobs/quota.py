@@ -44,12 +44,17 @@ from typing import Any
 
 import requests
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from sheets_sync.errors import InstantlyRateLimited, SheetsQuotaExhausted
 from sheets_sync.pipeline.retry import parse_retry_after
-from sheets_sync.store.db import insert_skipping_conflicts, rowcount, take_write_lock
+from sheets_sync.store.db import (
+    autocommit_statement,
+    insert_skipping_conflicts,
+    rowcount,
+    take_write_lock,
+)
 from sheets_sync.store.models import RateLimit, RateLimitGrant
 
 log = logging.getLogger("sheets_sync.quota")
@@ -148,7 +153,8 @@ class QuotaBudget:
             # One autocommit statement (migration 0006's function): the budgets' locks are
             # held inside the server only.
             row = self._quick_statement(
-                "SELECT * FROM sheets_sync_take_permits(:names, :limits, :span, :now, :ahead)",
+                "SELECT * FROM sheets_sync_take_permits(%(names)s, %(limits)s, %(span)s, %(now)s, "
+                "%(ahead)s)",
                 {
                     "names": [name for name, _ in budgets],
                     "limits": [int(limit) for _, limit in budgets],
@@ -275,9 +281,9 @@ class QuotaBudget:
             # flush: a re-dating lost in a server crash leaves the permit dated later,
             # which only makes the budget stricter.
             self._quick_statement(
-                "UPDATE rate_limit_grants SET granted_at = coalesce(CAST(:now AS double "
+                "UPDATE rate_limit_grants SET granted_at = coalesce(CAST(%(now)s AS double "
                 "precision), extract(epoch from clock_timestamp())) FROM (SELECT set_config("
-                "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)",
+                "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(%(ids)s)",
                 {"now": self._injected_now(), "ids": ids},
             )
             return
@@ -297,7 +303,7 @@ class QuotaBudget:
             # One autocommit statement; a refund lost in a server crash wastes a permit.
             self._quick_statement(
                 "DELETE FROM rate_limit_grants USING (SELECT set_config("
-                "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(:ids)",
+                "'synchronous_commit', 'off', true)) AS quick WHERE id = ANY(%(ids)s)",
                 {"ids": ids},
             )
             return
@@ -364,10 +370,7 @@ class QuotaBudget:
     def _quick_statement(self, sql: str, params: dict[str, Any]) -> Any:
         """One autocommit statement on PostgreSQL (no BEGIN/COMMIT round trips); its
         first row, if it returns any. Locks it takes are held inside the server only."""
-        engine = self.session_factory.kw["bind"]
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            result = conn.execute(text(sql), params)
-            return result.first() if result.returns_rows else None
+        return autocommit_statement(self.session_factory.kw["bind"], sql, params)
 
     def _lock_row(self, s: Session, name: str) -> float:
         """Lock the budget's row for this transaction (creating it once); its

@@ -326,6 +326,40 @@ def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Ite
         session.close()
 
 
+def autocommit_statement(engine: Engine, sql: str, params: dict[str, Any]) -> Any:
+    """One statement in autocommit on a pooled connection, through the driver itself;
+    its first row, if it returns any. ``sql`` uses the driver's ``%(name)s`` markers.
+
+    For the statements every call of a sync makes (the rate budgets' permits): through
+    a SQLAlchemy ``Connection`` each cost about twice the driver's own CPU (measured by
+    benchmarks/worker_cpu.py). Errors are SQLAlchemy's, as from any other statement, and
+    a connection the server dropped is discarded, not handed out again."""
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None  # noqa: S101 - a checked-out connection has one
+        driver.autocommit = True
+        try:
+            with driver.cursor() as cursor:
+                try:
+                    cursor.execute(sql, params)
+                    return cursor.fetchone() if cursor.description else None
+                except engine.dialect.loaded_dbapi.Error as exc:
+                    dropped = engine.dialect.is_disconnect(exc, driver, cursor)
+                    if dropped:
+                        raw.invalidate(exc)
+                    raise DBAPIError.instance(
+                        sql, params, exc, engine.dialect.loaded_dbapi.Error,
+                        hide_parameters=True, connection_invalidated=dropped,
+                        dialect=engine.dialect,
+                    ) from exc
+        finally:
+            if not driver.closed:
+                driver.autocommit = False
+    finally:
+        raw.close()
+
+
 def is_transient_error(exc: BaseException) -> bool:
     """Whether the same transaction may succeed in a fresh session a moment later.
 
