@@ -93,6 +93,37 @@ def test_truncated_json_is_malformed(requests_mock, client):
         client.step_analytics()
 
 
+def test_a_body_that_is_not_json_is_asked_again_and_then_named(requests_mock, client, sleeps):
+    requests_mock.get(STEPS, [{"text": "<html>Bad gateway</html>"}] * 3)
+    with pytest.raises(InstantlyMalformedResponse) as err:
+        client.step_analytics()
+    assert "not valid JSON" in err.value.message
+    assert requests_mock.call_count == 3  # a body cut short in transit may come whole
+
+
+def test_json_of_the_wrong_shape_is_not_asked_again(requests_mock, client):
+    requests_mock.get(STEPS, json={"items": []})
+    with pytest.raises(InstantlyMalformedResponse):
+        client.step_analytics()
+    assert requests_mock.call_count == 1
+
+
+def test_a_name_cut_inside_an_emoji_or_not_utf8_is_read_as_it_always_was(requests_mock, client):
+    # A lone surrogate escape, which a text cut in the middle of an emoji leaves, is valid
+    # JSON to Python's parser but not to pydantic's; bytes that are not UTF-8 are replaced.
+    detail = load("campaign_detail.json")
+    body = json.dumps({**detail, "name": "Launch \ud83d"})  # written as the escape
+    assert "\\ud83d" in body
+    requests_mock.get(f"{BASE}/campaigns/{detail['id']}", text=body)
+    assert client.campaign(detail["id"]).name == "Launch \ud83d"
+    raw = json.dumps({**detail, "name": "Caf\u00e9"}).encode().replace(b"\\u00e9", b"\xe9")
+    requests_mock.get(
+        f"{BASE}/campaigns/{detail['id']}", content=raw,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert client.campaign(detail["id"]).name == "Caf\ufffd"
+
+
 def test_campaign_list_follows_the_cursor_to_the_end(requests_mock, client):
     page1, page2 = load("campaigns_page1.json"), load("campaigns_page2.json")
     requests_mock.get(BASE + "/campaigns", [{"json": page1}, {"json": page2}])
