@@ -167,6 +167,45 @@ def test_concurrent_upgrades_on_a_fresh_database(db_url: str) -> None:
         engine.dispose()
 
 
+def test_a_stored_last_table_moves_to_its_column_and_back(db_url: str) -> None:
+    """Tables synced before 0010 are still on their pages after the upgrade (and after a
+    downgrade); the options keep everything else."""
+    table = {"title": "Q4", "columns": [["Sent", "int"]], "rows": [[[300], "", "data"]]}
+    migrate.upgrade(db_url, "0009")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO users (id, email, password_hash, created_at) "
+                "VALUES (1, 'old@example.com', 'x', '2026-01-01 00:00:00')"
+            )
+            conn.execute(insert(Connection.__table__), [
+                {"id": cid, "user_id": 1, "name": "c", "instantly_api_key_encrypted": "x",
+                 "instantly_api_key_hint": "x", "spreadsheet_id": "s", "spreadsheet_url": "u",
+                 "campaign_ids": [], "date_range": {}, "options": options,
+                 "consecutive_failures": 0, "version": 1}
+                for cid, options in ((1, {"last_table": table, "last_sent": {"a": 1}}),
+                                     (2, {"last_sent": {"b": 2}}))
+            ])
+
+        def stored() -> list[tuple[Any, ...]]:
+            with engine.connect() as conn:
+                columns = {c["name"] for c in inspect(conn).get_columns("connections")}
+                picked = ["id", "options"] + (["last_table"] if "last_table" in columns else [])
+                rows = conn.execute(
+                    select(*(Connection.__table__.c[n] for n in picked)).order_by("id")
+                )
+                return [tuple(r) for r in rows]
+
+        migrate.upgrade(db_url)
+        assert stored() == [(1, {"last_sent": {"a": 1}}, table), (2, {"last_sent": {"b": 2}}, None)]
+        migrate.downgrade(db_url, "0009")
+        assert stored() == [(1, {"last_sent": {"a": 1}, "last_table": table}),
+                            (2, {"last_sent": {"b": 2}})]
+    finally:
+        engine.dispose()
+
+
 def test_datetimes_come_back_aware_utc(
     session_factory: sessionmaker[Session], owner_and_connection: tuple[int, int]
 ) -> None:

@@ -158,7 +158,7 @@ def test_a_tab_renamed_during_the_sync_is_where_the_next_sync_writes(
     assert after.options["tab_titles"] == before.options["tab_titles"]
     assert after.options["history_sheet_id"] == before.options["history_sheet_id"]
     # ...while what the sync owns is: the page shows the table it wrote.
-    assert after.options["last_table"]["synced_at"] != before.options["last_table"]["synced_at"]
+    assert after.last_table["synced_at"] != before.last_table["synced_at"]
     assert runs_of(rt, cid)[-1].rows_written == second.rows_written
 
     old_cells = fake_sheets.values(spreadsheet_id, TAB)
@@ -191,7 +191,7 @@ def test_a_feature_switched_off_during_the_sync_stays_off(
     assert features_of(after.options)["notes"] is True
     # The target did not change, so its id is still the one stored before.
     assert after.sheet_id == before.sheet_id == tab_id(fake_sheets, spreadsheet_id, TAB)
-    assert after.options["last_table"]["synced_at"] != before.options["last_table"]["synced_at"]
+    assert after.last_table["synced_at"] != before.last_table["synced_at"]
 
 
 def test_the_sync_does_not_move_the_version(rt, stored) -> None:
@@ -273,7 +273,7 @@ def test_an_edit_saved_while_the_success_is_recorded_is_not_overwritten(
     # The edit started from what the sync stored, so that survives too.
     assert after.sheet_id is not None
     assert after.options["tab_titles"] == {"main": TAB, "history": f"{TAB} history"}
-    assert "last_table" in after.options
+    assert after.last_table is not None and "last_table" not in after.options
     assert runs_of(pg_rt, cid)[-1].status == "succeeded"
 
 

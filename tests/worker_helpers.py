@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import undefer
 
 from sheets_sync import store
 from sheets_sync.jobs.runtime import Runtime
@@ -84,7 +85,8 @@ def runs_of(rt: Runtime, connection_id: int) -> list[SyncRun]:
 
 def connection(rt: Runtime, connection_id: int) -> Connection:
     with rt.session_factory() as s:
-        c = s.get(Connection, connection_id)
+        # Every column loaded: the test reads it after the session is gone.
+        c = s.get(Connection, connection_id, options=[undefer(Connection.last_table)])
         assert c is not None
         return c
 

@@ -205,7 +205,7 @@ def runs(connection_id: int) -> Any:
 
 def _last_table(connection: Connection) -> dict[str, Any] | None:
     """The table of the last successful refresh, formatted like the sheet, or None."""
-    stored = (connection.options or {}).get("last_table")
+    stored = connection.last_table
     if not isinstance(stored, dict):
         return None
     try:

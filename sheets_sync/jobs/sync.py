@@ -302,8 +302,8 @@ def _record_success(
         )
         if connection is None:
             return None
-        # Tab ids/titles for the next read and the last table for the page, merged into
-        # the options as they are now, so switches a person saved meanwhile stay.
+        # Tab ids/titles for the next read, merged into the options as they are now, so
+        # switches a person saved meanwhile stay.
         saved = dict(outcome.saved_options)
         if connection.version == version:
             # The tab was written either way: remember where it is.
@@ -316,6 +316,9 @@ def _record_success(
         if outcome.campaigns:
             options = _cache_campaigns(options, dict(outcome.campaigns), now)
         connection.options = options
+        if outcome.last_table is not None:
+            # Assigned, never read: the deferred column is not loaded for this.
+            connection.last_table = dict(outcome.last_table)
         if connection.service_account_email is None and account is not None:
             connection.service_account_email = account
         if not recorded:

@@ -116,6 +116,9 @@ class SyncOutcome:
     history_sheet_id: int | None = None
     # What the connection should remember for the next refresh (``Connection.options``).
     saved_options: Mapping[str, Any] = field(default_factory=dict)
+    # The table as the connection's page shows it (``last_table``), stored apart from the
+    # options (``Connection.last_table``).
+    last_table: Mapping[str, Any] | None = None
     # The step rows against Instantly's campaign overview, as the tab's info line says it.
     totals: totals_check.TotalsCheck | None = None
 
@@ -294,7 +297,7 @@ def run_sync(
         info = _write_planned(spec, report, sheets, now, check, history_rows=rows_by_day)
     else:
         info = _write_plain(spec, report, sheets, now, check)
-    saved: dict[str, Any] = {"last_table": last_table(report, now), "last_sent": memory}
+    saved: dict[str, Any] = {"last_sent": memory}
     if rows_by_day:
         saved["history_day"] = max(rows_by_day).isoformat()
     if "titles" in info:
@@ -313,6 +316,7 @@ def run_sync(
         report=report,
         history_sheet_id=info.get("history_sheet_id"),
         saved_options=saved,
+        last_table=last_table(report, now),
         totals=totals,
     )
 

@@ -273,6 +273,10 @@ class Connection(Base):
     service_account_email: Mapped[str | None] = mapped_column(String(320))
     # Per-connection feature switches, so a new option needs no migration.
     options: Mapped[dict[str, Any]] = mapped_column(MutableDict.as_mutable(JSON()), default=dict)
+    # The table of the last successful refresh, for the connection's page: most of what a
+    # sync stores. Apart from the options and loaded only when read, so a worker neither
+    # parses nor rewrites it with the options on every refresh (0010 moved it here).
+    last_table: Mapped[dict[str, Any] | None] = mapped_column(JSON(), deferred=True)
     # Bumped by every edit a person makes (store.update_connection, resume), never by a
     # sync's own bookkeeping: a finishing sync compares it with the version it started
     # from, so what it learnt about the old settings never lands on the new ones.
