@@ -40,11 +40,18 @@ def add_connections(
     spreadsheet_ids: Iterable[str],
     *,
     api_key: str,
-    schedule: str = "hourly",
+    schedule: str = "daily",
     due_at: dt.datetime | None = None,
     name: str = "Outbound",
 ) -> list[int]:
-    """Store one connection per spreadsheet; ``due_at`` overrides the computed next slot."""
+    """Store one connection per spreadsheet; ``due_at`` overrides the computed next slot.
+
+    A daily schedule's slot is put 12 hours from now, so a connection run once is not due
+    again while a test runs (an hourly one was, whenever a test crossed the full hour)."""
+    schedule_time = (
+        (dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)).strftime("%H:%M")
+        if schedule == "daily" else None
+    )
     ids: list[int] = []
     with rt.session_factory() as s, s.begin():
         take_write_lock(s)
@@ -59,6 +66,7 @@ def add_connections(
                 instantly_api_key=api_key,
                 spreadsheet_url=f"https://docs.google.com/spreadsheets/d/{ssid}/edit",
                 schedule=schedule,
+                schedule_time=schedule_time,
             )
             if due_at is not None:
                 connection.next_run_at = due_at
