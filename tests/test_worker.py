@@ -146,3 +146,33 @@ def test_worker_once_command(monkeypatch, settings, fake_sheets, fake_instantly,
     rt.engine.dispose()
     assert main(["worker", "--once"]) == 0
     assert "Ran 2 sync(s): 2 succeeded." in capsys.readouterr().out
+
+
+def test_runs_queued_one_after_another_do_not_each_rerun_the_housekeeping(
+    runtime, fake_sheets, fake_instantly
+) -> None:
+    # Every process listening is woken by every run queued anywhere: if each wake-up
+    # expired leases and queued due connections, a busy hour of clicks would multiply that
+    # work by the number of processes.
+    fake_instantly.add_workspace(KEY)
+    (cid,) = add_connections(runtime, make_user(runtime), books(fake_sheets, 1), api_key=KEY)
+    rounds: list[int] = []
+    worker = Worker(runtime, idle_poll=3600, before_claim=lambda: rounds.append(1))
+    worker.start()
+    try:
+        for _ in range(3):
+            with runtime.session_factory() as s, s.begin():
+                take_write_lock(s)
+                run, _ = store.enqueue_run(s, s.get(Connection, cid), "manual")
+                run_id = run.id
+            runtime.notify_enqueued()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with runtime.session_factory() as s:
+                    if s.get(SyncRun, run_id).status in ("succeeded", "failed"):
+                        break
+                time.sleep(0.02)
+    finally:
+        worker.stop()
+    assert [r.status for r in runs_of(runtime, cid)] == ["succeeded"] * 3
+    assert len(rounds) == 1

@@ -13,8 +13,8 @@ all processes (``sheets_sync.quota``): when the budget is spent, the backlog wai
 take (``scheduler.backlog``). The permit is handed to the sync's one write; an unused one
 is refunded.
 
-Housekeeping (every loop): expire leases, queue due connections (``before_claim``); at most
-once an hour across all workers: delete run history older than
+Housekeeping (once per poll interval per process): expire leases, queue due connections
+(``before_claim``); at most once an hour across all workers: delete run history older than
 ``SHEETS_SYNC_RUN_HISTORY_DAYS``.
 
 An idle worker looks at the queue every ``idle_poll`` seconds, and sooner when woken:
@@ -291,13 +291,15 @@ class Worker:
         return sum(self.outcomes.values()) - before
 
     def _housekeeping_due(self) -> bool:
-        """At most one thread of the process does housekeeping per poll interval (or
-        after a wake): 16 threads each expiring leases and queueing due connections on
-        every idle turn were most of an idle worker's database load, and they contended
-        for the same rows."""
+        """At most one thread of the process does housekeeping per poll interval: 16
+        threads each expiring leases and queueing due connections on every idle turn were
+        most of an idle worker's database load, and they contended for the same rows. A
+        wake-up (a run was queued) does not make it due: queueing a run neither expires a
+        lease nor brings a schedule's slot closer, and every process listening would
+        otherwise run it for every run queued anywhere."""
         with self._lock:
             now = time.monotonic()
-            if now - self._last_housekeeping < self.idle_poll and not self._wake.is_set():
+            if now - self._last_housekeeping < self.idle_poll:
                 return False
             self._last_housekeeping = now
             return True
