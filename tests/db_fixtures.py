@@ -26,6 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from sheets_sync.store import migrate
 from sheets_sync.store.db import make_engine, make_session_factory
+from tests.unavailable import unavailable
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 _pg_unreachable: str | None = None  # cached reason, so a dead server costs one timeout
@@ -66,9 +67,7 @@ def require_postgres() -> None:
         "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start, "
         "or set SHEETS_SYNC_TEST_POSTGRES_URL"
     )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    unavailable(message)
 
 
 @pytest.fixture

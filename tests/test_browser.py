@@ -17,6 +17,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from tests.plugin_fakes import INSTANTLY_KEY, SERVICE_ACCOUNT_EMAIL
+from tests.unavailable import unavailable
 from tests.web_helpers import sheet_url, workspace_with_campaign
 
 pytestmark = pytest.mark.browser
@@ -31,20 +32,14 @@ SCREENSHOTS = Path(
 WIDE, PHONE = {"width": 1280, "height": 900}, {"width": 390, "height": 844}
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: browser tests must run)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("Playwright is not installed; install it with: pip install playwright")
+        unavailable("Playwright is not installed; install it with: pip install playwright")
     if not CHROMIUM.exists():
-        _unavailable(
+        unavailable(
             "Chromium not found at /usr/bin/chromium; install it with: "
             "apt-get install chromium chromium-driver"
         )
