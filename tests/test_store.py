@@ -756,6 +756,39 @@ def test_enqueue_dedupes(
         assert store.last_run(s, connection).id == fresh.id  # type: ignore[union-attr]
 
 
+def test_a_claim_says_whether_it_took_its_account_s_last_queued_run(
+    session_factory: sessionmaker[Session], fernet: MultiFernet
+) -> None:
+    # A worker that knows it took the last run does not ask again (a permit, a claim
+    # and a refund) until a run is queued: the answer must be per account.
+    pool = ["first@pool.example", "second@pool.example"]
+    with session_scope(session_factory, write=True) as s:
+        user = make_user(s)
+        pinned = {
+            email: [make_connection(s, user, fernet, name=f"{email} {n}") for n in range(k)]
+            for email, k in ((pool[0], 2), (pool[1], 1))
+        }
+        for email, connections in pinned.items():
+            for connection in connections:
+                connection.service_account_email = email
+                store.enqueue_run(s, connection, "manual")
+
+    def claim(account: str) -> store.ClaimedRun | None:
+        with session_scope(session_factory) as s:
+            return store.claim_next_run_id(s, "w1", 60, account=account, pool=pool)
+
+    first, second = claim(pool[0]), claim(pool[0])
+    assert first is not None and first.more_queued
+    # The second account's queued run is not the first account's to take.
+    assert second is not None and not second.more_queued and second.id != first.id
+    assert claim(pool[0]) is None
+    only = claim(pool[1])
+    assert only is not None and not only.more_queued
+    with session_scope(session_factory) as s:
+        statuses = s.scalars(select(SyncRun.status)).all()
+    assert sorted(statuses) == ["running"] * 3
+
+
 def test_enqueue_recovers_when_the_unique_index_fires(
     session_factory: sessionmaker[Session],
     owner_and_connection: tuple[int, int],

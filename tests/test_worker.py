@@ -7,6 +7,8 @@ import datetime as dt
 import threading
 import time
 
+from sqlalchemy import event
+
 from sheets_sync import store
 from sheets_sync.cli.main import main
 from sheets_sync.jobs.scheduler import enqueue_due
@@ -14,7 +16,14 @@ from sheets_sync.jobs.worker import EmbeddedWorker, Worker, run_due
 from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.models import Connection, SyncRun
 from tests.plugin_fakes import SERVICE_ACCOUNT_EMAIL
-from tests.worker_helpers import add_connections, make_user, runs_by_status, runs_of
+from tests.worker_helpers import (
+    add_connections,
+    make_user,
+    queue_run,
+    runs_by_status,
+    runs_of,
+    wait_until_finished,
+)
 
 KEY = "worker-test-instantly-key-1a2b"
 
@@ -161,18 +170,75 @@ def test_runs_queued_one_after_another_do_not_each_rerun_the_housekeeping(
     worker.start()
     try:
         for _ in range(3):
-            with runtime.session_factory() as s, s.begin():
-                take_write_lock(s)
-                run, _ = store.enqueue_run(s, s.get(Connection, cid), "manual")
-                run_id = run.id
+            run_id = queue_run(runtime, cid)
             runtime.notify_enqueued()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                with runtime.session_factory() as s:
-                    if s.get(SyncRun, run_id).status in ("succeeded", "failed"):
-                        break
-                time.sleep(0.02)
+            wait_until_finished(runtime, run_id)
     finally:
         worker.stop()
     assert [r.status for r in runs_of(runtime, cid)] == ["succeeded"] * 3
     assert len(rounds) == 1
+
+
+def write_permits_asked(runtime, monkeypatch) -> list[str]:
+    """Records each time a worker asks the shared budget for a Sheets write permit."""
+    asked: list[str] = []
+    real = runtime.quota.try_acquire_all
+
+    def counting(budgets, **kwargs):
+        asked.extend(name for name, _ in budgets if name.startswith("sheets:write:"))
+        return real(budgets, **kwargs)
+
+    monkeypatch.setattr(runtime.quota, "try_acquire_all", counting)
+    return asked
+
+
+def test_a_worker_that_took_the_last_queued_run_does_not_ask_again_until_a_run_is_queued(
+    runtime, fake_sheets, fake_instantly, monkeypatch
+) -> None:
+    # Asking costs a permit, a claim and a refund on the busiest budget rows, after
+    # every click's run: the claim that took the last run already knew the queue was empty.
+    fake_instantly.add_workspace(KEY)
+    a, b = add_connections(runtime, make_user(runtime), books(fake_sheets, 2), api_key=KEY)
+    asked = write_permits_asked(runtime, monkeypatch)
+    worker = Worker(runtime, idle_poll=3600)
+    queue_run(runtime, a)
+    queue_run(runtime, b)
+    assert worker.work_one() and worker.work_one()
+    assert len(asked) == 2
+    assert not worker.work_one()
+    assert len(asked) == 2  # known empty: nothing asked
+    queue_run(runtime, a)
+    worker.wake()  # what the in-process hook or a NOTIFY does
+    assert worker.work_one()
+    assert len(asked) == 3
+    assert runs_by_status(runtime) == {"succeeded": 3}
+
+
+def test_a_run_queued_just_after_the_last_claim_is_not_left_waiting(
+    runtime, fake_sheets, fake_instantly, monkeypatch
+) -> None:
+    # The claim saw no other run, but one was queued (and its wake-up arrived) before the
+    # worker noted the queue as empty: noting it would leave that run for a poll interval.
+    fake_instantly.add_workspace(KEY)
+    a, b = add_connections(runtime, make_user(runtime), books(fake_sheets, 2), api_key=KEY)
+    worker = Worker(runtime, idle_poll=3600)
+    real_claim = store.claim_next_run_id
+    queued_after: list[int] = []
+
+    def claim_then_queue_another(s, *args, **kwargs):
+        claimed = real_claim(s, *args, **kwargs)
+
+        @event.listens_for(s, "after_commit", once=True)
+        def queue_another(_session) -> None:
+            if not queued_after:
+                queued_after.append(queue_run(runtime, b))
+                worker.wake()
+
+        return claimed
+
+    monkeypatch.setattr(store, "claim_next_run_id", claim_then_queue_another)
+    queue_run(runtime, a)
+    assert worker.work_one()
+    assert queued_after  # queued after the claim that took the then-last run
+    assert worker.work_one()
+    assert runs_by_status(runtime) == {"succeeded": 2}

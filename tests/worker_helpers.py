@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,27 @@ def add_connections(
                 connection.next_run_at = due_at
             ids.append(connection.id)
     return ids
+
+
+def queue_run(rt: Runtime, connection_id: int) -> int:
+    """Queue a manual run of the connection, as a Refresh click does; its id."""
+    with rt.session_factory() as s, s.begin():
+        take_write_lock(s)
+        run, _ = store.enqueue_run(s, s.get(Connection, connection_id), "manual")
+        return run.id
+
+
+def wait_until_finished(rt: Runtime, run_id: int, timeout: float = 30.0) -> str:
+    """Poll until the run has succeeded or failed; its status (AssertionError after
+    ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.session_factory() as s:
+            status = s.scalar(select(SyncRun.status).where(SyncRun.id == run_id))
+        if status in ("succeeded", "failed"):
+            return status
+        time.sleep(0.02)
+    raise AssertionError(f"run {run_id} did not finish within {timeout} s: {runs_by_status(rt)}")
 
 
 def runs_by_status(rt: Runtime) -> dict[str, int]:

@@ -85,6 +85,9 @@ class Worker:
         self._quota_wait = threading.local()
         self._last_prune = 0.0
         self._empty_until: dict[str, float] = {}
+        # Counts wake-ups: an emptiness found by a claim that started before the latest
+        # one is stale (the run that woke us may be just what that claim did not see).
+        self._wakes = 0
         self._last_housekeeping = -float("inf")
         self.outcomes: collections.Counter[str] = collections.Counter()
 
@@ -92,6 +95,7 @@ class Worker:
 
     def wake(self) -> None:
         with self._lock:
+            self._wakes += 1
             self._empty_until.clear()
         self._wake.set()
 
@@ -142,12 +146,14 @@ class Worker:
         and only a run of a connection pinned to that account is claimed. Each thread
         starts at another account, so busy accounts do not starve the others."""
         self._quota_wait.seconds = 0.0
+        with self._lock:
+            wakes = self._wakes
         quota = self.rt.quota
         emails = self.rt.service_account_emails if quota is not None else []
         if quota is None or not emails:
             # No budget, or no usable key at all: the sync fails with a setup message
             # before any write.
-            return self._claim(None, emails, None)
+            return self._claim(None, emails, None, wakes)
         limits = self.rt.sheets_limits
         start = self._rotation()
         waits: list[float] = []
@@ -169,7 +175,7 @@ class Worker:
             if not grant.granted:
                 waits.append(grant.wait)
                 continue
-            run_id = self._claim(email, emails, grant.ids)
+            run_id = self._claim(email, emails, grant.ids, wakes)
             if run_id is not None:
                 return run_id
         if waits:
@@ -182,43 +188,51 @@ class Worker:
         return turn
 
     def _claim(
-        self, email: str | None, pool: list[str], grant_ids: tuple[int, ...] | None
+        self,
+        email: str | None,
+        pool: list[str],
+        grant_ids: tuple[int, ...] | None,
+        wakes: int,
     ) -> int | None:
         quota = self.rt.quota
         try:
             # One statement (autocommit on PostgreSQL): the hot path of every thread.
             with self.rt.autocommit() as s, s.begin():
                 # No ``now`` from here: stamped inside the transaction, after the lock.
-                run_id = store.claim_next_run_id(
+                claimed = store.claim_next_run_id(
                     s, self.worker_id, self.lease_seconds, account=email, pool=pool
                 )
         except BaseException:
             if quota is not None and grant_ids:
                 quota.refund(grant_ids)
             raise
+        run_id = claimed.id if claimed is not None else None
         if quota is not None and grant_ids and email is not None:
             if run_id is None:
                 quota.refund(grant_ids)
             else:
                 quota.prepay(write_budget_name(email), grant_ids)
-        if run_id is None and email is not None:
-            self._note_empty(email)
+        if email is not None and (claimed is None or not claimed.more_queued):
+            # Taking the last run empties the queue as surely as finding none.
+            self._note_empty(email, wakes)
         return run_id
 
     # Without this, every idle thread of every process took a permit, found the queue
     # empty and refunded the permit each poll: three statements on the busiest budget
-    # rows, per thread. One thread's finding that an account has nothing queued now
-    # holds for the whole process until a run is queued (``wake``) or the poll interval
-    # passes, whichever comes first.
+    # rows, per thread, and once more after every run. One thread's finding that an
+    # account has nothing queued (no run, or the claim took the last one) now holds for
+    # the whole process until a run is queued (``wake``) or the poll interval passes,
+    # whichever comes first.
 
     def _known_empty(self, email: str) -> bool:
         with self._lock:
             until = self._empty_until.get(email)
         return until is not None and time.monotonic() < until
 
-    def _note_empty(self, email: str) -> None:
+    def _note_empty(self, email: str, wakes: int) -> None:
         with self._lock:
-            self._empty_until[email] = time.monotonic() + self.idle_poll
+            if self._wakes == wakes:  # else a run was queued since the claim began
+                self._empty_until[email] = time.monotonic() + self.idle_poll
 
     def work_one(self) -> bool:
         """Claim and carry out one run; False when the queue is empty or the Sheets

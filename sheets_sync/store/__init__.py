@@ -66,6 +66,9 @@ from sheets_sync.store.pinning import (
     pin_if_unpinned as pin_if_unpinned,
 )
 from sheets_sync.store.runs import (
+    ClaimedRun as ClaimedRun,
+)
+from sheets_sync.store.runs import (
     _find_active_run as _find_active_run,
 )
 from sheets_sync.store.runs import (

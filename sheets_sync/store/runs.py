@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    Select,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.util import AliasedClass
 
 from sheets_sync.errors import scrub
 from sheets_sync.store.connections import get_connection
@@ -178,13 +192,9 @@ def claim_next_run(
     lock first (``db.take_write_lock``), so the SELECT and the UPDATE see the same queue.
     """
     take_write_lock(s)
-    query = select(SyncRun.id).where(SyncRun.status == "queued")
-    if account is not None:
-        query = query.join(Connection, Connection.id == SyncRun.connection_id).where(
-            _served_by(account, pool)
-        )
     query = (
-        query.order_by(SyncRun.queued_at, SyncRun.id)
+        _queued_for(select(SyncRun.id), SyncRun, account, pool)
+        .order_by(SyncRun.queued_at, SyncRun.id)
         .limit(1)
         .with_for_update(skip_locked=True, of=SyncRun)
     )
@@ -199,6 +209,15 @@ def claim_next_run(
     return None
 
 
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run ``claim_next_run_id`` took, and whether the queue it came from (the same
+    account's) still held another run when it was taken."""
+
+    id: int
+    more_queued: bool
+
+
 def claim_next_run_id(
     s: Session,
     worker_id: str,
@@ -206,26 +225,27 @@ def claim_next_run_id(
     *,
     account: str | None = None,
     pool: Sequence[str] = (),
-) -> int | None:
+) -> ClaimedRun | None:
     """``claim_next_run`` in one statement (the workers' hot path): the conditional
     UPDATE picks its row with ``FOR UPDATE SKIP LOCKED`` in a subquery, so on PostgreSQL
     a claim is one round trip (run it in autocommit) and two workers never pick the same
-    run. The id of the claimed run, or None."""
+    run. The claimed run, or None.
+
+    The same statement says whether another run was queued for the account, as of the
+    statement's start: a worker that took the last one need not ask again (a permit, a
+    claim and a refund) until a run is queued. A run queued after that start is not
+    counted, and its NOTIFY (or ``Runtime.notify_enqueued``) arrives after it."""
     if not worker_id:
         raise ValueError("worker_id is required")
     take_write_lock(s)
     now = _now()  # after the lock (SQLite), like claim_run
-    candidate = select(SyncRun.id).where(SyncRun.status == "queued")
-    if account is not None:
-        candidate = candidate.join(Connection, Connection.id == SyncRun.connection_id).where(
-            _served_by(account, pool)
-        )
+    candidate = _queued_for(select(SyncRun.id), SyncRun, account, pool)
     candidate = (
         candidate.order_by(SyncRun.queued_at, SyncRun.id)
         .limit(1)
         .with_for_update(skip_locked=True, of=SyncRun)
     )
-    claimed = s.execute(
+    claim = (
         update(SyncRun)
         .where(SyncRun.id == candidate.scalar_subquery(), SyncRun.status == "queued")
         .values(
@@ -236,8 +256,41 @@ def claim_next_run_id(
         )
         .returning(SyncRun.id)
         .execution_options(synchronize_session=False)
-    ).scalar()
-    return int(claimed) if claimed is not None else None
+    )
+    other = aliased(SyncRun)
+
+    def more_than(run_id: Any) -> Exists:
+        return exists(
+            _queued_for(select(other.id), other, account, pool).where(other.id != run_id)
+        )
+
+    if s.get_bind().dialect.name == "postgresql":
+        # Still one statement: the claim as a CTE. Its sibling subquery reads the
+        # statement's snapshot, in which the claimed run still counts as queued.
+        claimed_cte = claim.cte("claimed")
+        row = s.execute(select(claimed_cte.c.id, more_than(claimed_cte.c.id))).first()
+        if row is None:
+            return None
+        return ClaimedRun(int(row[0]), bool(row[1]))
+    # SQLite has no UPDATE in a CTE; the write lock taken above keeps the queue still
+    # between the two statements.
+    claimed = s.execute(claim).scalar()
+    if claimed is None:
+        return None
+    return ClaimedRun(int(claimed), bool(s.scalar(select(more_than(claimed)))))
+
+
+def _queued_for(
+    query: Select[int], runs: type[SyncRun] | AliasedClass[SyncRun],
+    account: str | None, pool: Sequence[str],
+) -> Select[int]:
+    """``query`` narrowed to the queued runs of ``runs`` that ``account`` may write."""
+    query = query.where(runs.status == "queued")
+    if account is None:
+        return query
+    return query.join(Connection, Connection.id == runs.connection_id).where(
+        _served_by(account, pool)
+    )
 
 
 def _served_by(account: str, pool: Sequence[str]) -> ColumnElement[bool]:
