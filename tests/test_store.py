@@ -760,33 +760,42 @@ def test_a_claim_says_whether_it_took_its_account_s_last_queued_run(
     session_factory: sessionmaker[Session], fernet: MultiFernet
 ) -> None:
     # A worker that knows it took the last run does not ask again (a permit, a claim
-    # and a refund) until a run is queued: the answer must be per account.
+    # and a refund) until a run is queued: the answer must be per account. The primary
+    # account also takes unpinned connections and those of an account that left the pool
+    # (they fail without writing, and must not wait forever).
     pool = ["first@pool.example", "second@pool.example"]
+    pins = [pool[0], pool[0], None, "gone@pool.example", pool[1]]
     with session_scope(session_factory, write=True) as s:
         user = make_user(s)
-        pinned = {
-            email: [make_connection(s, user, fernet, name=f"{email} {n}") for n in range(k)]
-            for email, k in ((pool[0], 2), (pool[1], 1))
-        }
-        for email, connections in pinned.items():
-            for connection in connections:
-                connection.service_account_email = email
-                store.enqueue_run(s, connection, "manual")
+        for n, email in enumerate(pins):
+            connection = make_connection(s, user, fernet, name=f"Outbound {n}")
+            connection.service_account_email = email
+            store.enqueue_run(s, connection, "manual")
 
     def claim(account: str) -> store.ClaimedRun | None:
         with session_scope(session_factory) as s:
             return store.claim_next_run_id(s, "w1", 60, account=account, pool=pool)
 
-    first, second = claim(pool[0]), claim(pool[0])
-    assert first is not None and first.more_queued
-    # The second account's queued run is not the first account's to take.
-    assert second is not None and not second.more_queued and second.id != first.id
-    assert claim(pool[0]) is None
+    # The second account's run was queued last: it takes that one, and only that one.
     only = claim(pool[1])
     assert only is not None and not only.more_queued
+    assert claim(pool[1]) is None
+    primary = [claim(pool[0]) for _ in range(4)]
+    assert all(c is not None for c in primary)
+    assert [c.more_queued for c in primary if c] == [True, True, True, False]
+    assert claim(pool[0]) is None
     with session_scope(session_factory) as s:
-        statuses = s.scalars(select(SyncRun.status)).all()
-    assert sorted(statuses) == ["running"] * 3
+        taken = dict(
+            s.execute(
+                select(SyncRun.id, Connection.service_account_email).join(
+                    Connection, Connection.id == SyncRun.connection_id
+                )
+            ).all()
+        )
+    assert sorted(map(str, (taken[c.id] for c in primary if c))) == sorted(
+        map(str, pins[:4])
+    )
+    assert taken[only.id] == pool[1]
 
 
 def test_enqueue_recovers_when_the_unique_index_fires(
@@ -931,9 +940,12 @@ def test_concurrent_enqueues_create_one_run(
     assert sum(created for _, created in results) == 1
 
 
+@pytest.mark.parametrize("claim_next", ["claim_next_run", "claim_next_run_id"])
 def test_claim_race_has_exactly_one_winner(
-    session_factory: sessionmaker[Session], fernet: MultiFernet
+    session_factory: sessionmaker[Session], fernet: MultiFernet, claim_next: str
 ) -> None:
+    # claim_next_run_id is the workers' (one statement, written out for PostgreSQL).
+    claim_next_run = getattr(store, claim_next)
     with session_scope(session_factory) as s:
         user = make_user(s)
         connection_id = make_connection(s, user, fernet).id
@@ -947,7 +959,7 @@ def test_claim_race_has_exactly_one_winner(
 
         def claim(i: int, round_: int = round_) -> int | None:
             with session_scope(session_factory) as s:
-                claimed = store.claim_next_run(s, f"worker-{round_}-{i}", 60)
+                claimed = claim_next_run(s, f"worker-{round_}-{i}", 60)
                 return None if claimed is None else claimed.id
 
         results = run_concurrently(2, claim)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Exists,
     Select,
     delete,
     exists,
@@ -239,13 +238,24 @@ def claim_next_run_id(
         raise ValueError("worker_id is required")
     take_write_lock(s)
     now = _now()  # after the lock (SQLite), like claim_run
-    candidate = _queued_for(select(SyncRun.id), SyncRun, account, pool)
+    if s.get_bind().dialect.name == "postgresql":
+        row = s.connection().exec_driver_sql(
+            _pg_claim_sql(account, pool),
+            {
+                "worker_id": worker_id,
+                "now": now,
+                "lease_expires_at": now + timedelta(seconds=lease_seconds),
+                "account": account,
+                "pool": list(pool),
+            },
+        ).first()
+        return None if row is None else ClaimedRun(int(row[0]), bool(row[1]))
     candidate = (
-        candidate.order_by(SyncRun.queued_at, SyncRun.id)
+        _queued_for(select(SyncRun.id), SyncRun, account, pool)
+        .order_by(SyncRun.queued_at, SyncRun.id)
         .limit(1)
-        .with_for_update(skip_locked=True, of=SyncRun)
     )
-    claim = (
+    claimed = s.execute(
         update(SyncRun)
         .where(SyncRun.id == candidate.scalar_subquery(), SyncRun.status == "queued")
         .values(
@@ -256,28 +266,60 @@ def claim_next_run_id(
         )
         .returning(SyncRun.id)
         .execution_options(synchronize_session=False)
-    )
-    other = aliased(SyncRun)
-
-    def more_than(run_id: Any) -> Exists:
-        return exists(
-            _queued_for(select(other.id), other, account, pool).where(other.id != run_id)
-        )
-
-    if s.get_bind().dialect.name == "postgresql":
-        # Still one statement: the claim as a CTE. Its sibling subquery reads the
-        # statement's snapshot, in which the claimed run still counts as queued.
-        claimed_cte = claim.cte("claimed")
-        row = s.execute(select(claimed_cte.c.id, more_than(claimed_cte.c.id))).first()
-        if row is None:
-            return None
-        return ClaimedRun(int(row[0]), bool(row[1]))
-    # SQLite has no UPDATE in a CTE; the write lock taken above keeps the queue still
-    # between the two statements.
-    claimed = s.execute(claim).scalar()
+    ).scalar()
     if claimed is None:
         return None
-    return ClaimedRun(int(claimed), bool(s.scalar(select(more_than(claimed)))))
+    # SQLite has no UPDATE in a CTE; the write lock taken above keeps the queue still
+    # between the two statements.
+    other = aliased(SyncRun)
+    more = exists(
+        _queued_for(select(other.id), other, account, pool).where(other.id != claimed)
+    )
+    return ClaimedRun(int(claimed), bool(s.scalar(select(more))))
+
+
+# PostgreSQL's claim, written out: built with SQLAlchemy's expressions for every claim,
+# its two copies of the account's filter cost 3.5 ms of CPU (measured; the driver's
+# own share is 0.2 ms), on the path every run takes.
+_PG_CLAIM = """
+WITH claimed AS (
+    UPDATE sync_runs SET status = 'running', worker_id = %(worker_id)s, started_at = %(now)s,
+        lease_expires_at = %(lease_expires_at)s
+    WHERE sync_runs.status = 'queued' AND sync_runs.id = (
+        SELECT r.id FROM sync_runs r{join}
+        WHERE r.status = 'queued'{served}
+        ORDER BY r.queued_at, r.id LIMIT 1 FOR UPDATE OF r SKIP LOCKED)
+    RETURNING sync_runs.id)
+-- The sibling subquery reads the statement's snapshot, in which the claimed run still
+-- counts as queued.
+SELECT claimed.id, EXISTS (
+    SELECT 1 FROM sync_runs r{join}
+    WHERE r.status = 'queued'{served} AND r.id <> claimed.id)
+FROM claimed
+"""
+_PG_JOIN = " JOIN connections c ON c.id = r.connection_id"
+# As ``_served_by``: NULL <> ALL(pool) is not true, hence the IS NULL.
+_PG_SERVED_BY_PRIMARY = (
+    " AND (c.service_account_email = %(account)s OR c.service_account_email IS NULL"
+    " OR c.service_account_email <> ALL(%(pool)s))"
+)
+_PG_SERVED_BY_OTHER = " AND c.service_account_email = %(account)s"
+
+
+@functools.cache
+def _pg_claim_for(shape: str) -> str:
+    join, served = {
+        "any": ("", ""),
+        "primary": (_PG_JOIN, _PG_SERVED_BY_PRIMARY),
+        "other": (_PG_JOIN, _PG_SERVED_BY_OTHER),
+    }[shape]
+    return _PG_CLAIM.format(join=join, served=served)
+
+
+def _pg_claim_sql(account: str | None, pool: Sequence[str]) -> str:
+    if account is None:
+        return _pg_claim_for("any")
+    return _pg_claim_for("primary" if pool and account == pool[0] else "other")
 
 
 def _queued_for(
