@@ -16,7 +16,9 @@ system, every thread, from ``/proc/<pid>/stat``) before and after: HTTP, JSON, d
 and engine together, per refresh. Peak RSS is the worker's high-water mark (``VmHWM``
 in ``/proc/<pid>/status``) just before it is stopped: the child's ``ru_maxrss`` from
 ``os.wait4`` would also count this process's memory at the fork, before the exec. Each
-repeat starts a new worker; figures are medians.
+repeat starts a new worker; figures are medians. ``steal_percent`` is the share of the
+machine's CPU time the hypervisor gave to other guests during the timed refreshes (from
+``/proc/stat``): on a shared virtual machine, compare only runs that saw little of it.
 Needs PostgreSQL (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``). Nothing
 here is a pass/fail test.
 """
@@ -62,6 +64,13 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of every thread of ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests, all cores together, since boot: on
+    a shared virtual machine a run that saw much of it reads slower than it is."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / TICKS if len(fields) > 8 else 0.0
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -146,10 +155,12 @@ def one_worker(args, rt, settings, connection_id: int, tmp: Path, n: int) -> dic
         for _ in range(args.warmup):
             refresh(rt, connection_id, args.timeout)
         started_cpu, started = cpu_seconds(proc.pid), time.monotonic()
+        started_steal = steal_seconds()
         for _ in range(args.refreshes):
             refresh(rt, connection_id, args.timeout)
         cpu = cpu_seconds(proc.pid) - started_cpu
         elapsed = time.monotonic() - started
+        stolen = steal_seconds() - started_steal
         peak_kb = peak_rss_kb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -158,6 +169,8 @@ def one_worker(args, rt, settings, connection_id: int, tmp: Path, n: int) -> dic
         "cpu_ms_per_refresh": round(cpu * 1000 / args.refreshes, 1),
         "wall_ms_per_refresh": round(elapsed * 1000 / args.refreshes, 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        # Share of the machine's CPU time taken by other guests meanwhile.
+        "steal_percent": round(100 * stolen / (elapsed * (os.cpu_count() or 1)), 1),
     }
 
 
