@@ -99,6 +99,27 @@ def test_one_mail_on_first_failure_none_after_one_on_recovery(
     assert len(handler.messages) == 2, "nothing to say when all is well"
 
 
+def test_a_manual_refresh_that_works_ends_the_pause_and_the_streak(
+    alert_rt, conn, inbox, fake_instantly
+) -> None:
+    handler, _ = inbox
+    for _ in range(3):  # the key is unknown: a permanent error, paused after 3
+        run_scheduled(alert_rt, conn)
+    assert connection(alert_rt, conn).paused_reason
+    fake_instantly.add_workspace(KEY)  # fixed in Instantly; the owner clicks Refresh
+    with alert_rt.session_factory() as s, s.begin():
+        take_write_lock(s)
+        store.enqueue_run(s, s.get(type(connection(alert_rt, conn)), conn), "manual")
+    assert Worker(alert_rt).drain() == 1
+    c = connection(alert_rt, conn)
+    assert c.paused_reason is None and c.consecutive_failures == 0
+    assert c.failure_notified_at is None
+    # Scheduled again from its next slot, and the tab it wrote is remembered.
+    assert c.next_run_at is not None and c.next_run_at > dt.datetime.now(dt.UTC)
+    assert c.sheet_id is not None and c.last_table
+    assert [m["Subject"] for m in handler.messages][-1].endswith("refreshing again")
+
+
 def test_transient_failures_keep_the_schedule(alert_rt, conn, inbox, fake_instantly) -> None:
     handler, _ = inbox
     fake_instantly.add_workspace(KEY)

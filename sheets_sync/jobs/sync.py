@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, Update, bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
 from tenacity import (
     RetryCallState,
@@ -282,6 +282,32 @@ def _locked_connection(s: Session, connection_id: int) -> Connection | None:
     return s.get(Connection, connection_id, with_for_update={"key_share": True})
 
 
+# What recording a success reads of its connection (locked, as ``_locked_connection``
+# explains) and writes back, as statements built once. Loading the row as an ORM object
+# and writing it back through the unit of work took most of the CPU recording cost; the
+# whole row is loaded only when the owner is told it works again or a pause ends.
+_CONNECTIONS = cast(Table, Connection.__table__)
+_KEPT = ("options", "sheet_id", "service_account_email", "consecutive_failures",
+         "failure_notified_at")
+_RESULT_READ = (
+    select(*(_CONNECTIONS.c[name] for name in ("version", "paused_reason", *_KEPT)))
+    .where(_CONNECTIONS.c.id == bindparam("connection_id"))
+    .with_for_update(key_share=True)
+)
+
+
+def _keep_statement(names: tuple[str, ...]) -> Update:
+    return (
+        update(_CONNECTIONS)
+        .where(_CONNECTIONS.c.id == bindparam("connection_id"))
+        .values({n: bindparam(f"new_{n}", type_=_CONNECTIONS.c[n].type) for n in names})
+    )
+
+
+_KEEP = _keep_statement(_KEPT)
+_KEEP_WITH_TABLE = _keep_statement((*_KEPT, "last_table"))
+
+
 def _record_success(
     rt: Runtime,
     run_id: int,
@@ -297,7 +323,10 @@ def _record_success(
     transaction; the recovery e-mail to send, if any. A connection stored before the
     pool is pinned to the ``account`` that just wrote its sheet."""
     with rt.session_factory() as s, s.begin():
-        connection = _locked_connection(s, connection_id)
+        take_write_lock(s)
+        current = s.connection().execute(
+            _RESULT_READ, {"connection_id": connection_id}
+        ).first()
         recorded = store.finish_run(
             s,
             run_id,
@@ -307,36 +336,48 @@ def _record_success(
             sheet_url=outcome.sheet_url,
             drift=outcome.totals.text if outcome.totals else None,
         )
-        if connection is None:
+        if current is None:
             return None
         # Tab ids/titles for the next read, merged into the options as they are now, so
         # switches a person saved meanwhile stay.
         saved = dict(outcome.saved_options)
-        if connection.version == version:
+        sheet_id = current.sheet_id
+        if current.version == version:
             # The tab was written either way: remember where it is.
-            connection.sheet_id = outcome.sheet_id
+            sheet_id = outcome.sheet_id
         else:
             # Edited during the sync: where the old settings' tabs are says nothing about
             # the new ones (the edit reset sheet_id when the target changed).
             saved = {k: v for k, v in saved.items() if k not in TARGET_OPTIONS}
-        options = {**(connection.options or {}), **saved}
+        options = {**(current.options or {}), **saved}
         if outcome.campaigns:
             options = _cache_campaigns(options, dict(outcome.campaigns), now)
-        connection.options = options
+        kept: dict[str, Any] = {
+            "options": options,
+            "sheet_id": sheet_id,
+            "service_account_email": current.service_account_email or account,
+            # Not recorded: the lease ran out and another worker owns the run now.
+            "consecutive_failures": 0 if recorded else current.consecutive_failures,
+            "failure_notified_at": None if recorded else current.failure_notified_at,
+        }
         if outcome.last_table is not None:
-            # Assigned, never read: the deferred column is not loaded for this.
-            connection.last_table = dict(outcome.last_table)
-        if connection.service_account_email is None and account is not None:
-            connection.service_account_email = account
-        if not recorded:
+            kept["last_table"] = dict(outcome.last_table)
+        if not recorded or (current.failure_notified_at is None and current.paused_reason is None):
+            s.connection().execute(
+                _KEEP_WITH_TABLE if "last_table" in kept else _KEEP,
+                {"connection_id": connection_id, **{f"new_{k}": v for k, v in kept.items()}},
+            )
             return None
+        # The streak ends: the owner who was told of it hears it works again, and a
+        # manual Refresh that works ends the pause too.
+        connection = s.get(Connection, connection_id)  # locked above
+        assert connection is not None  # noqa: S101 - the row is locked in this transaction
         recovered = None
         if connection.failure_notified_at is not None:
             recovered = _alert(connection, run_id, None)
-        connection.consecutive_failures = 0
-        connection.failure_notified_at = None
+        for name, value in kept.items():
+            setattr(connection, name, value)
         if connection.paused_reason is not None:
-            # A manual Refresh that works fixes the pause too.
             connection.paused_reason = None
             schedule_next(connection, rt.clock())
         return recovered

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
+    Update,
+    bindparam,
     delete,
     exists,
     func,
@@ -393,6 +397,32 @@ def renew_lease(
     return rowcount(result) == 1
 
 
+_RUNS = cast(Table, SyncRun.__table__)
+
+
+def _finish_statement() -> Update:
+    # Built once: every run ends here, and built for each call (through the ORM) the
+    # statement cost about 1 ms of CPU.
+    runs = _RUNS
+    changed = ("status", "finished_at", "rows_written", "http_calls", "error_code",
+               "error_message", "sheet_url", "drift")
+    return (
+        update(runs)
+        .where(runs.c.id == bindparam("run_id"), runs.c.status == "running")
+        .values(
+            {
+                **{name: bindparam(f"new_{name}", type_=runs.c[name].type) for name in changed},
+                "lease_expires_at": None,
+            }
+        )
+    )
+
+
+_FINISH = _finish_statement()
+# Only while this worker still holds the run.
+_FINISH_OWN = _FINISH.where(_RUNS.c.worker_id == bindparam("holder"))
+
+
 def finish_run(
     s: Session,
     run_id: int,
@@ -422,24 +452,20 @@ def finish_run(
     if error_message is not None and len(error_message) > _MAX_ERROR_MESSAGE:
         error_message = error_message[: _MAX_ERROR_MESSAGE - 1] + "…"
     take_write_lock(s)
-    conditions = [SyncRun.id == run_id, SyncRun.status == "running"]
-    if worker_id is not None:
-        conditions.append(SyncRun.worker_id == worker_id)
-    result = s.execute(
-        update(SyncRun)
-        .where(*conditions)
-        .values(
-            status=status,
-            finished_at=now or _now(),
-            lease_expires_at=None,
-            rows_written=rows_written,
-            http_calls=http_calls,
-            error_code=error_code,
-            error_message=error_message,
-            sheet_url=sheet_url,
-            drift=drift,
-        )
-        .execution_options(synchronize_session=False)
+    result = s.connection().execute(
+        _FINISH if worker_id is None else _FINISH_OWN,
+        {
+            "run_id": run_id,
+            "holder": worker_id,
+            "new_status": status,
+            "new_finished_at": now or _now(),
+            "new_rows_written": rows_written,
+            "new_http_calls": http_calls,
+            "new_error_code": error_code,
+            "new_error_message": error_message,
+            "new_sheet_url": sheet_url,
+            "new_drift": drift,
+        },
     )
     if rowcount(result) != 1:
         return False
