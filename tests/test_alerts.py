@@ -17,7 +17,7 @@ from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.migrate import upgrade
 from sheets_sync.store.models import User
 from tests.smtp_helpers import free_port
-from tests.worker_helpers import add_connections, connection, make_user, runs_of
+from tests.worker_helpers import add_connections, connection, make_user, queue_run, runs_of
 
 KEY = "alert-test-instantly-key-SECRET-9f3c"
 
@@ -107,9 +107,7 @@ def test_a_manual_refresh_that_works_ends_the_pause_and_the_streak(
         run_scheduled(alert_rt, conn)
     assert connection(alert_rt, conn).paused_reason
     fake_instantly.add_workspace(KEY)  # fixed in Instantly; the owner clicks Refresh
-    with alert_rt.session_factory() as s, s.begin():
-        take_write_lock(s)
-        store.enqueue_run(s, s.get(type(connection(alert_rt, conn)), conn), "manual")
+    queue_run(alert_rt, conn)
     assert Worker(alert_rt).drain() == 1
     c = connection(alert_rt, conn)
     assert c.paused_reason is None and c.consecutive_failures == 0

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, Update, bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
 from tenacity import (
     RetryCallState,
@@ -34,7 +34,12 @@ from sheets_sync.jobs.runtime import Runtime
 from sheets_sync.pipeline.instantly_models import Campaign
 from sheets_sync.pipeline.refresh import Features, SyncOutcome, SyncSpec, run_sync
 from sheets_sync.store import schedule_next
-from sheets_sync.store.db import autocommit_statement, is_transient_error, take_write_lock
+from sheets_sync.store.db import (
+    autocommit_statement,
+    is_transient_error,
+    take_write_lock,
+    update_by_id,
+)
 from sheets_sync.store.models import Connection, SyncRun
 
 T = TypeVar("T")
@@ -286,26 +291,16 @@ def _locked_connection(s: Session, connection_id: int) -> Connection | None:
 # explains) and writes back, as statements built once. Loading the row as an ORM object
 # and writing it back through the unit of work took most of the CPU recording cost; the
 # whole row is loaded only when the owner is told it works again or a pause ends.
-_CONNECTIONS = cast(Table, Connection.__table__)
 _KEPT = ("options", "sheet_id", "service_account_email", "consecutive_failures",
          "failure_notified_at")
 _RESULT_READ = (
-    select(*(_CONNECTIONS.c[name] for name in ("version", "paused_reason", *_KEPT)))
-    .where(_CONNECTIONS.c.id == bindparam("connection_id"))
+    select(Connection.version, Connection.paused_reason,
+           *(getattr(Connection, name) for name in _KEPT))
+    .where(Connection.id == bindparam("connection_id"))
     .with_for_update(key_share=True)
 )
-
-
-def _keep_statement(names: tuple[str, ...]) -> Update:
-    return (
-        update(_CONNECTIONS)
-        .where(_CONNECTIONS.c.id == bindparam("connection_id"))
-        .values({n: bindparam(f"new_{n}", type_=_CONNECTIONS.c[n].type) for n in names})
-    )
-
-
-_KEEP = _keep_statement(_KEPT)
-_KEEP_WITH_TABLE = _keep_statement((*_KEPT, "last_table"))
+_KEEP = update_by_id(Connection, _KEPT)
+_KEEP_WITH_TABLE = update_by_id(Connection, (*_KEPT, "last_table"))
 
 
 def _record_success(
@@ -365,7 +360,7 @@ def _record_success(
         if not recorded or (current.failure_notified_at is None and current.paused_reason is None):
             s.connection().execute(
                 _KEEP_WITH_TABLE if "last_table" in kept else _KEEP,
-                {"connection_id": connection_id, **{f"new_{k}": v for k, v in kept.items()}},
+                {"row_id": connection_id, **{f"new_{k}": v for k, v in kept.items()}},
             )
             return None
         # The streak ends: the owner who was told of it hears it works again, and a

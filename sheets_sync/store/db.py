@@ -39,9 +39,19 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    Result,
+    Table,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -295,6 +305,19 @@ def rowcount(result: Result[Any]) -> int:
     if not isinstance(result, CursorResult):
         raise TypeError(f"no row count on {type(result).__name__}: not an UPDATE or DELETE")
     return result.rowcount
+
+
+def update_by_id(model: type[Any], names: Sequence[str]) -> Update:
+    """``UPDATE <model's table> SET <name> = :new_<name>, … WHERE id = :row_id``, to build
+    once for a statement every run sends: built for each call and run through the ORM,
+    such a statement cost about 1 ms of CPU. Run it on ``Session.connection()``; each
+    parameter has its column's type."""
+    table = cast(Table, model.__table__)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values({name: bindparam(f"new_{name}", type_=table.c[name].type) for name in names})
+    )
 
 
 def insert_skipping_conflicts(

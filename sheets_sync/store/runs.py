@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
 from sqlalchemy import (
     ColumnElement,
     Select,
-    Table,
-    Update,
     bindparam,
     delete,
     exists,
@@ -27,7 +24,12 @@ from sqlalchemy.orm.util import AliasedClass
 
 from sheets_sync.errors import scrub
 from sheets_sync.store.connections import get_connection
-from sheets_sync.store.db import insert_skipping_conflicts, rowcount, take_write_lock
+from sheets_sync.store.db import (
+    insert_skipping_conflicts,
+    rowcount,
+    take_write_lock,
+    update_by_id,
+)
 from sheets_sync.store.ids import NotFound, _now, _valid_id
 from sheets_sync.store.models import (
     ACTIVE_RUN_STATUSES,
@@ -397,30 +399,15 @@ def renew_lease(
     return rowcount(result) == 1
 
 
-_RUNS = cast(Table, SyncRun.__table__)
-
-
-def _finish_statement() -> Update:
-    # Built once: every run ends here, and built for each call (through the ORM) the
-    # statement cost about 1 ms of CPU.
-    runs = _RUNS
-    changed = ("status", "finished_at", "rows_written", "http_calls", "error_code",
-               "error_message", "sheet_url", "drift")
-    return (
-        update(runs)
-        .where(runs.c.id == bindparam("run_id"), runs.c.status == "running")
-        .values(
-            {
-                **{name: bindparam(f"new_{name}", type_=runs.c[name].type) for name in changed},
-                "lease_expires_at": None,
-            }
-        )
-    )
-
-
-_FINISH = _finish_statement()
+# Built once: every run ends here.
+_FINISH = (
+    update_by_id(SyncRun, ("status", "finished_at", "rows_written", "http_calls",
+                           "error_code", "error_message", "sheet_url", "drift"))
+    .where(SyncRun.status == "running")
+    .values(lease_expires_at=None)
+)
 # Only while this worker still holds the run.
-_FINISH_OWN = _FINISH.where(_RUNS.c.worker_id == bindparam("holder"))
+_FINISH_OWN = _FINISH.where(SyncRun.worker_id == bindparam("holder"))
 
 
 def finish_run(
@@ -455,7 +442,7 @@ def finish_run(
     result = s.connection().execute(
         _FINISH if worker_id is None else _FINISH_OWN,
         {
-            "run_id": run_id,
+            "row_id": run_id,
             "holder": worker_id,
             "new_status": status,
             "new_finished_at": now or _now(),
