@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import google.oauth2._client
 import pytest
@@ -20,6 +22,7 @@ from sheets_sync import store
 from sheets_sync.errors import SyncError
 from sheets_sync.jobs.runtime import Runtime
 from sheets_sync.jobs.worker import Worker
+from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.sheets_writer import make_sheets_client
 from sheets_sync.store.db import take_write_lock
 from sheets_sync.store.models import Connection, SyncRun
@@ -31,6 +34,7 @@ from tests.worker_helpers import add_connections, connection, make_user, runs_of
 KEY = "causes-test-instantly-key-7c1e"
 TRIES_AGAIN = ("will be tried again", "retry by themselves")
 SETUP_PROBLEM = "problem with how sheets-sync is set up, not with this connection"
+MEET_SECONDS = 10.0  # how long a call waits for its partner before the test fails
 
 
 @pytest.fixture
@@ -282,6 +286,45 @@ def test_three_failures_in_a_row_that_only_the_owner_can_fix_pause(
     assert c.paused_reason is not None
     assert c.paused_reason.startswith("3 refreshes in a row failed. Last error: ")
     assert last.error_message in c.paused_reason
+
+
+def test_a_connection_that_worked_sends_its_first_instantly_calls_together(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paying_workspace(world)
+    overview_sent = threading.Event()
+    first_waited: list[bool] = []
+    real_overview, real_steps = InstantlyClient.campaign_overview, InstantlyClient.step_analytics
+
+    def overview(self: InstantlyClient, *args: Any, **kwargs: Any) -> Any:
+        overview_sent.set()
+        return real_overview(self, *args, **kwargs)
+
+    def steps(self: InstantlyClient, *args: Any, **kwargs: Any) -> Any:
+        if not first_waited:
+            # The refresh's first call: sent alone, the overview would not be in flight.
+            first_waited.append(overview_sent.wait(MEET_SECONDS))
+        return real_steps(self, *args, **kwargs)
+
+    monkeypatch.setattr(InstantlyClient, "campaign_overview", overview)
+    monkeypatch.setattr(InstantlyClient, "step_analytics", steps)
+    assert run_scheduled(world).status == "succeeded"
+    assert first_waited == [True]
+
+
+def test_after_a_failed_refresh_the_next_asks_instantly_one_call_before_the_rest(
+    world: World,
+) -> None:
+    key_unknown(world)
+    assert run_scheduled(world).error_code == "instantly_key_rejected"
+    before = world.instantly.count()
+    second = run_scheduled(world)
+    assert second.error_code == "instantly_key_rejected"
+    assert world.instantly.count() - before == second.http_calls == 1
+
+    paying_workspace(world)  # the owner fixes it: the probe works, the rest follow
+    assert run_scheduled(world).status == "succeeded"
+    assert connection(world.rt, world.cid).consecutive_failures == 0
 
 
 def test_a_token_endpoint_500_is_retried_within_the_run(world: World) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -166,6 +167,53 @@ def test_a_rejected_key_costs_one_call_and_no_google_call(
     with pytest.raises(InstantlyKeyRejected):
         run_sync(spec_for(spreadsheet_id, [cid, other]), instantly=wrong, sheets=sheets, now=NOW)
     assert fake_instantly.count() == 1  # the first call alone; the rest were never sent
+    assert fake_sheets.count() == 0
+
+
+class FirstMeetsOverviewClient(InstantlyClient):
+    """The real client, whose first call of a refresh (the campaign's details) waits (up
+    to ``WAIT``) for the overview to be in flight: sent alone first, it would fail."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.meet = threading.Barrier(2, timeout=WAIT)
+
+    def campaign(self, *args, **kwargs):
+        self.meet.wait()
+        return super().campaign(*args, **kwargs)
+
+    def campaign_overview(self, *args, **kwargs):
+        self.meet.wait()
+        return super().campaign_overview(*args, **kwargs)
+
+
+def test_a_refresh_whose_key_worked_last_time_sends_its_first_call_with_the_rest(
+    fake_instantly, fake_sheets, spreadsheet_id, sheets, workspace, fast_retry
+):
+    cid = seeded(workspace)
+    client = FirstMeetsOverviewClient(
+        INSTANTLY_KEY, base_url=fake_instantly.url, timeout=(2, 5), retry=fast_retry
+    )
+    spec = replace(spec_for(spreadsheet_id, [cid]), first_call_alone=False)
+    out = run_sync(spec, instantly=client, sheets=sheets, now=NOW)
+    assert out.instantly_calls == 5
+    rows = fake_sheets.values(spreadsheet_id, TAB)
+    assert rows[0][0] == "Instantly step analytics: Q4"  # the campaign's details, used
+    assert [row[3] for row in rows if row[0] == "Step 1"] == [300, 280]  # Sent
+
+
+def test_a_rejected_key_sent_with_the_rest_is_the_error_raised_and_google_is_not_called(
+    fake_instantly, fake_sheets, spreadsheet_id, sheets, workspace, fast_retry
+):
+    cid = seeded(workspace)
+    wrong = InstantlyClient(
+        "not-the-key-0000", base_url=fake_instantly.url, timeout=(2, 5), retry=fast_retry
+    )
+    fake_sheets.reset_calls()
+    spec = replace(spec_for(spreadsheet_id, [cid, workspace.add_campaign("Q1")]),
+                   first_call_alone=False)
+    with pytest.raises(InstantlyKeyRejected):
+        run_sync(spec, instantly=wrong, sheets=sheets, now=NOW)
     assert fake_sheets.count() == 0
 
 

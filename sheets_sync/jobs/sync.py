@@ -120,6 +120,9 @@ def spec_for(connection: Connection, now: datetime) -> SyncSpec:
         tab_titles=dict(titles) if isinstance(titles, dict) else {},
         last_sent=dict(options.get("last_sent") or {}),
         history_last_day=_history_day(options) if connection.sheet_id is not None else None,
+        # Its key was checked when saved; after a failed refresh (a revoked key, an
+        # outage) the next one probes with one call before spending the rest.
+        first_call_alone=bool(connection.consecutive_failures),
     )
 
 

@@ -2,11 +2,15 @@
 
 The calls of a refresh, in the order a failure is reported (``overlap.side_by_side``):
 
-1. the first call alone: the first campaign's details (when not known from an earlier
-   refresh) or its step analytics (all campaigns combined: their step analytics). A bad
-   key, a lapsed plan or an outage fails it, and the refresh stops there: the other
-   calls are not spent on a workspace that refuses them (each takes a permit from the
-   workspace's rate budget, and a struggling Instantly gets one caller, not ten);
+1. the first call alone (``first_call_alone``): the first campaign's details (when not
+   known from an earlier refresh) or its step analytics (all campaigns combined: their
+   step analytics). A bad key, a lapsed plan or an outage fails it, and the refresh
+   stops there: the other calls are not spent on a workspace that refuses them (each
+   takes a permit from the workspace's rate budget, and a struggling Instantly gets one
+   caller, not ten). A refresh whose key and workspace worked last time skips this
+   round and sends the first call with round 2: one wait on Instantly fewer, and a
+   failure then costs the calls of one round at most once, before the next refresh
+   probes alone again;
 2. side by side: every other campaign's details and step analytics, each campaign's
    subsequence list, the campaign overview (for the totals check) and each history
    day's step analytics;
@@ -60,6 +64,7 @@ def fetch(
     subsequences: bool,
     history_days: Sequence[date],
     now: datetime,
+    first_call_alone: bool = True,
 ) -> Fetched:
     dates = resolve(dict(date_range or {}), now.astimezone(UTC).date())
     ids = list(dict.fromkeys(campaign_ids))
@@ -88,8 +93,13 @@ def fetch(
                 end=datetime.combine(day, time(23, 59, 59, 999000), UTC),
             )
     keys = list(calls)
-    first = calls[keys[0]]()
-    got = dict(zip(keys, [first, *side_by_side([calls[k] for k in keys[1:]])], strict=True))
+    if first_call_alone:
+        first = calls[keys[0]]()
+        answers = [first, *side_by_side([calls[k] for k in keys[1:]])]
+    else:
+        # Still the first failure in order is the one raised, as one by one.
+        answers = side_by_side([calls[k] for k in keys])
+    got = dict(zip(keys, answers, strict=True))
 
     campaigns = {cid: known_campaigns.get(cid) or got["campaign", cid] for cid in ids}
     lists: dict[str, list[Subsequence]] = {

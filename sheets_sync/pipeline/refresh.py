@@ -100,6 +100,10 @@ class SyncSpec:
     # The newest day the history tab was written for (``saved_options["history_day"]``):
     # the days since then are fetched again, day by day.
     history_last_day: date | None = None
+    # Ask Instantly one call first, alone, before the rest (``fetch``): for a key or a
+    # workspace not known to work right now. A connection whose last refresh worked
+    # sends its first calls together.
+    first_call_alone: bool = True
 
 
 @dataclass(frozen=True)
@@ -275,6 +279,7 @@ def run_sync(
             if features.history else []
         ),
         now=now,
+        first_call_alone=spec.first_call_alone,
     )
     sections, campaigns, dates = fetched.sections, fetched.campaigns, fetched.dates
     memory = sent_memory(spec, sections, dates)
