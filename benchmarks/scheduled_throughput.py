@@ -300,6 +300,10 @@ def main() -> int:
                         help="seconds to watch a worker under the default budget")
     parser.add_argument("--processes", default="1,4")
     parser.add_argument("--workdir", default=None, help="where worker logs go (kept if set)")
+    parser.add_argument("--close-connections", action="store_true",
+                        help="the fakes close every connection after one answer (as the "
+                             "tests' fakes do) instead of keeping it open as Google and "
+                             "Instantly do")
     parser.add_argument("--postgres", default=os.environ.get(
         "SHEETS_SYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
@@ -310,9 +314,9 @@ def main() -> int:
         sheets = FakeSheetsServer(
             reads_per_minute=GENEROUS, writes_per_minute=GENEROUS,
             project_reads_per_minute=GENEROUS, project_writes_per_minute=GENEROUS,
-            latency=args.latency,
+            latency=args.latency, keep_alive=not args.close_connections,
         ).start()
-        instantly = FakeInstantlyServer().start()
+        instantly = FakeInstantlyServer(keep_alive=not args.close_connections).start()
         instantly.latency = args.latency
         for key in API_KEYS:
             ws = instantly.add_workspace(key)

@@ -44,6 +44,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.fakes.keep_alive import keep_alive
+
 __all__ = [
     "API_PREFIX",
     "BASE_METRICS",
@@ -691,7 +693,9 @@ class FakeInstantlyServer:
        have been a 200 (they wait for one, so they compose with ``fail_next``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        # Connections left open between requests, as Instantly's are (``keep_alive.py``).
+        self.keep_alive = keep_alive
         # One re-entrant lock guards all state: workspaces, faults, call log. Requests are
         # tiny, so serialising them costs nothing and rules out torn reads.
         self._lock = threading.RLock()
@@ -714,8 +718,9 @@ class FakeInstantlyServer:
         if self._server is not None:
             raise RuntimeError("FakeInstantlyServer is already running")
         self._stopping.clear()
+        handler = keep_alive(_QuietHandler) if self.keep_alive else _QuietHandler
         server = make_server(
-            "127.0.0.1", 0, self._wsgi_app, threaded=True, request_handler=_QuietHandler
+            "127.0.0.1", 0, self._wsgi_app, threaded=True, request_handler=handler
         )
         thread = threading.Thread(
             target=server.serve_forever,

@@ -49,6 +49,8 @@ from google.auth import jwt
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.fakes.keep_alive import keep_alive
+
 from . import discovery
 from .sheets_cells import (
     RENDERED_CELL_FIELDS,
@@ -273,7 +275,10 @@ class FakeSheetsServer:
         project_writes_per_minute: int = 300,
         latency: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        keep_alive: bool = False,
     ) -> None:
+        # Connections left open between requests, as Google's are (``keep_alive.py``).
+        self.keep_alive = keep_alive
         self.reads_per_minute = reads_per_minute
         self.writes_per_minute = writes_per_minute
         self.project_reads_per_minute = project_reads_per_minute
@@ -301,8 +306,9 @@ class FakeSheetsServer:
         if self._server is not None:
             return self
         discovery.methods()  # parse the discovery doc before the first request races it
+        handler = keep_alive(_QuietHandler) if self.keep_alive else _QuietHandler
         self._server = make_server(
-            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler
+            "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=handler
         )
         # A short poll interval: shutdown() waits for the loop to notice, and the default
         # 0.5 s would be paid by every test that starts its own server.

@@ -1,0 +1,101 @@
+"""Connections kept open between requests, as Google's and Instantly's servers keep them.
+
+werkzeug's development server closes the connection after every response: Python's
+http.server cannot tell where an unread request body ends, so it could not find the next
+request line. A benchmark run against it pays a TCP connect (and the fake a new thread)
+on every call, which the product never pays in production: it keeps one session per
+worker thread precisely so its connections stay open.
+
+``keep_alive(handler)`` is ``handler`` that reads what the application left unread of a
+request body (its Content-Length is known) and then leaves the connection open for the
+next request. A chunked request body, or a client asking to close, still closes it; an
+idle connection is closed after ``IDLE_SECONDS``, as servers do. Benchmarks turn it on
+(``keep_alive=True`` on the fakes); the tests run with werkzeug's closing behaviour.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler
+
+IDLE_SECONDS = 30.0
+
+
+class _CountingInput(io.RawIOBase):
+    """The request body as the application reads it, never past its Content-Length."""
+
+    def __init__(self, raw: Any, length: int) -> None:
+        self._raw = raw
+        self.left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)[: self.left]
+        if not len(view):
+            return 0
+        n = self._raw.readinto(view)
+        self.left -= n or 0
+        return n or 0
+
+    def drain(self) -> None:
+        while self.left and self.read(min(self.left, 65536)):
+            pass
+
+
+class _NothingMore:
+    """Stands in for the connection's input once the request is read: werkzeug reads
+    whatever else arrives after each response and throws it away, which on a kept
+    connection would be the next request."""
+
+    def read(self, _size: int = -1) -> bytes:
+        return b""
+
+
+def keep_alive(handler: type[WSGIRequestHandler]) -> type[WSGIRequestHandler]:
+    class KeepAlive(handler):  # type: ignore[misc, valid-type]
+        timeout = IDLE_SECONDS
+        _body: _CountingInput | None = None
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out as separate small writes; on a connection that
+            # stays open, Nagle's algorithm would hold the body back for the client's
+            # delayed ACK (40 ms), which closing the connection used to flush.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def run_wsgi(self) -> None:
+            length = self.headers.get("Content-Length") or "0"
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            if chunked or not length.isdigit():
+                self._body = None  # werkzeug's way: read it all, then close
+                super().run_wsgi()
+                return
+            real, self._body = self.rfile, _CountingInput(self.rfile, int(length))
+            self.rfile = _NothingMore()  # type: ignore[assignment]
+            try:
+                super().run_wsgi()
+            finally:
+                self.rfile = real
+            if not self.close_connection:
+                self._body.drain()
+
+        def make_environ(self) -> dict[str, Any]:
+            environ = super().make_environ()
+            if self._body is not None:
+                environ["wsgi.input"] = self._body
+            return environ
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if keyword.lower() == "connection" and value.lower() == "close" and (
+                self._body is not None
+            ):
+                return  # werkzeug's blanket close; the connection stays open
+            super().send_header(keyword, value)
+
+    KeepAlive.__name__ = KeepAlive.__qualname__ = f"KeepAlive{handler.__name__}"
+    return KeepAlive
