@@ -105,9 +105,9 @@ def test_one_call_or_none_needs_no_thread():
 # -- a refresh ------------------------------------------------------------------------
 
 
-class MeetingClient(InstantlyClient):
-    """The real client, whose overview and per-day calls each wait (up to ``WAIT``) for
-    the other to be in flight too: one by one, the refresh would fail."""
+class OverviewMeetsClient(InstantlyClient):
+    """The real client, whose overview call waits (up to ``WAIT``) for one other call of
+    the refresh, named by the subclass, to be in flight too."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -116,6 +116,10 @@ class MeetingClient(InstantlyClient):
     def campaign_overview(self, *args, **kwargs):
         self.meet.wait()
         return super().campaign_overview(*args, **kwargs)
+
+
+class MeetingClient(OverviewMeetsClient):
+    """The overview and the per-day call meet: one by one, the refresh would fail."""
 
     def step_analytics(self, campaign_id=None, **kwargs):
         if kwargs.get("start") == dt.datetime.combine(DAY, dt.time.min, dt.UTC):
@@ -170,21 +174,13 @@ def test_a_rejected_key_costs_one_call_and_no_google_call(
     assert fake_sheets.count() == 0
 
 
-class FirstMeetsOverviewClient(InstantlyClient):
-    """The real client, whose first call of a refresh (the campaign's details) waits (up
-    to ``WAIT``) for the overview to be in flight: sent alone first, it would fail."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.meet = threading.Barrier(2, timeout=WAIT)
+class FirstMeetsOverviewClient(OverviewMeetsClient):
+    """The refresh's first call (the campaign's details) and the overview meet: sent
+    alone first, the first call would fail."""
 
     def campaign(self, *args, **kwargs):
         self.meet.wait()
         return super().campaign(*args, **kwargs)
-
-    def campaign_overview(self, *args, **kwargs):
-        self.meet.wait()
-        return super().campaign_overview(*args, **kwargs)
 
 
 def test_a_refresh_whose_key_worked_last_time_sends_its_first_call_with_the_rest(
