@@ -44,7 +44,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.keep_alive import keep_alive
+from tests.fakes.keep_alive import keeping_connections_open
 
 __all__ = [
     "API_PREFIX",
@@ -718,7 +718,9 @@ class FakeInstantlyServer:
         if self._server is not None:
             raise RuntimeError("FakeInstantlyServer is already running")
         self._stopping.clear()
-        handler = keep_alive(_QuietHandler) if self.keep_alive else _QuietHandler
+        handler = (
+            keeping_connections_open(_QuietHandler) if self.keep_alive else _QuietHandler
+        )
         server = make_server(
             "127.0.0.1", 0, self._wsgi_app, threaded=True, request_handler=handler
         )

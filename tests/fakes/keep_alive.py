@@ -6,11 +6,12 @@ request line. A benchmark run against it pays a TCP connect (and the fake a new 
 on every call, which the product never pays in production: it keeps one session per
 worker thread precisely so its connections stay open.
 
-``keep_alive(handler)`` is ``handler`` that reads what the application left unread of a
-request body (its Content-Length is known) and then leaves the connection open for the
-next request. A chunked request body, or a client asking to close, still closes it; an
-idle connection is closed after ``IDLE_SECONDS``, as servers do. Benchmarks turn it on
-(``keep_alive=True`` on the fakes); the tests run with werkzeug's closing behaviour.
+``keeping_connections_open(handler)`` is ``handler`` that reads what the application
+left unread of a request body (its Content-Length is known) and then leaves the
+connection open for the next request. A chunked request body, or a client asking to
+close, still closes it; an idle connection is closed after ``IDLE_SECONDS``, as servers
+do. Benchmarks turn it on (``keep_alive=True`` on the fakes); the tests run with
+werkzeug's closing behaviour.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class _NothingMore:
         return b""
 
 
-def keep_alive(handler: type[WSGIRequestHandler]) -> type[WSGIRequestHandler]:
+def keeping_connections_open(
+    handler: type[WSGIRequestHandler],
+) -> type[WSGIRequestHandler]:
     class KeepAlive(handler):  # type: ignore[misc, valid-type]
         timeout = IDLE_SECONDS
         _body: _CountingInput | None = None

@@ -49,7 +49,7 @@ from google.auth import jwt
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.keep_alive import keep_alive
+from tests.fakes.keep_alive import keeping_connections_open
 
 from . import discovery
 from .sheets_cells import (
@@ -306,7 +306,9 @@ class FakeSheetsServer:
         if self._server is not None:
             return self
         discovery.methods()  # parse the discovery doc before the first request races it
-        handler = keep_alive(_QuietHandler) if self.keep_alive else _QuietHandler
+        handler = (
+            keeping_connections_open(_QuietHandler) if self.keep_alive else _QuietHandler
+        )
         self._server = make_server(
             "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=handler
         )
