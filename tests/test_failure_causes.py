@@ -294,6 +294,9 @@ def test_a_connection_that_worked_sends_its_first_instantly_calls_together(
     paying_workspace(world)
     overview_sent = threading.Event()
     first_waited: list[bool] = []
+    # The step analytics of the range and of the history day run side by side: only the
+    # first to arrive waits, the other finds it counted.
+    first_arrival = threading.Lock()
     real_overview, real_steps = InstantlyClient.campaign_overview, InstantlyClient.step_analytics
 
     def overview(self: InstantlyClient, *args: Any, **kwargs: Any) -> Any:
@@ -301,9 +304,11 @@ def test_a_connection_that_worked_sends_its_first_instantly_calls_together(
         return real_overview(self, *args, **kwargs)
 
     def steps(self: InstantlyClient, *args: Any, **kwargs: Any) -> Any:
-        if not first_waited:
-            # The refresh's first call: sent alone, the overview would not be in flight.
-            first_waited.append(overview_sent.wait(MEET_SECONDS))
+        with first_arrival:
+            if not first_waited:
+                # The refresh's first call: sent alone, the overview would not be in
+                # flight.
+                first_waited.append(overview_sent.wait(MEET_SECONDS))
         return real_steps(self, *args, **kwargs)
 
     monkeypatch.setattr(InstantlyClient, "campaign_overview", overview)
