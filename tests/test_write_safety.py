@@ -1,8 +1,9 @@
 """Writes that are safe to send twice: lost responses, hangs and late applies.
 
 Real gspread and google-auth against the Sheets fake, which can apply a batch and then
-lose its answer (``when="after"``), or hold a batch and apply it after the client gave up
-(``status=0`` with a ``delay``). Each case is checked twice: the failure before Google
+lose its answer (``when="after"``), close the connection with no answer at all
+(``DROP``), or hold a batch and apply it after the client gave up (``status=0`` with a
+``delay``). Each case is checked twice: the failure before Google
 applied the write, and after. What must hold: the tab ends exactly as one clean refresh
 writes it, and no history row inside the horizon is lost or doubled.
 """
@@ -16,6 +17,7 @@ import pytest
 from sheets_sync.errors import InstantlyEmptyAnswer, SheetsWriteUnconfirmed
 from sheets_sync.pipeline.refresh import Features
 from sheets_sync.pipeline.sheets_writer import make_sheets_client
+from tests.fakes.sheets_api import DROP
 from tests.test_engine_features import HISTORY, TAB, Syncer, campaign
 
 START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
@@ -75,6 +77,8 @@ def wait_for_writes(fake_sheets, count):
         pytest.param(dict(status=500, when="after"), id="500-after-apply"),
         pytest.param(dict(status=503, delay=HANG), id="hang-then-503-not-applied"),
         pytest.param(dict(status=0, when="after", delay=HANG), id="apply-then-hang"),
+        pytest.param(dict(status=DROP), id="connection-dropped-not-applied"),
+        pytest.param(dict(status=DROP, when="after"), id="applied-then-connection-dropped"),
     ],
 )
 def test_a_lost_write_is_checked_not_resent_blind(
@@ -147,27 +151,35 @@ def test_an_unconfirmed_write_that_cannot_be_checked_says_the_outcome_is_unknown
     )
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+LOST_ANSWERS = [
+    pytest.param(503, "before", id="503-not-applied"),
+    pytest.param(503, "after", id="503-after-apply"),
+    pytest.param(DROP, "before", id="connection-dropped-not-applied"),
+    pytest.param(DROP, "after", id="applied-then-connection-dropped"),
+]
+
+
+@pytest.mark.parametrize(("status", "when"), LOST_ANSWERS)
 def test_a_first_sync_whose_answer_is_lost_creates_one_tab(
-    fake_sheets, spreadsheet_id, instantly, quick_sheets, workspace, when
+    fake_sheets, spreadsheet_id, instantly, quick_sheets, workspace, status, when
 ):
     """The plain tab (no read): its addSheet must not be sent twice, nor fail the run."""
     cid = campaign(workspace, "Q4", [(0, 0, 100, 10)])
     sync = Syncer(instantly, quick_sheets, spreadsheet_id, Features())
-    fake_sheets.fail_next("write", 503, when=when)
+    fake_sheets.fail_next("write", status, when=when)
     out = sync([cid])
     assert fake_sheets.sheet_titles(spreadsheet_id).count(TAB) == 1
     assert out.tab_created
     assert fake_sheets.values(spreadsheet_id, TAB)[3][:2] == ["Step 1", "A"]
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize(("status", "when"), LOST_ANSWERS)
 def test_a_first_sync_with_features_whose_answer_is_lost_creates_each_tab_once(
-    fake_sheets, spreadsheet_id, instantly, quick_sheets, workspace, when
+    fake_sheets, spreadsheet_id, instantly, quick_sheets, workspace, status, when
 ):
     cid = campaign(workspace, "Q4", [(0, 0, 100, 10)])
     sync = Syncer(instantly, quick_sheets, spreadsheet_id)
-    fake_sheets.fail_next("write", 503, when=when)
+    fake_sheets.fail_next("write", status, when=when)
     out = sync([cid])
     titles = fake_sheets.sheet_titles(spreadsheet_id)
     assert titles.count(TAB) == 1 and titles.count(HISTORY) == 1

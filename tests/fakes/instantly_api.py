@@ -32,9 +32,10 @@ import datetime as dt
 import json
 import logging
 import re
+import socket
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Literal
@@ -146,6 +147,8 @@ _OVERVIEW_SOURCES: Final[dict[str, str | None]] = {
 _FAIL: Final = frozenset({"fail"})
 _BODY: Final = frozenset({"truncate", "malform"})
 _DELAY: Final = frozenset({"delay"})
+_DROP: Final = frozenset({"drop"})
+DROPPED: Final = -1  # the call log's status for a call whose connection was dropped
 
 
 def _utc_iso(moment: dt.datetime) -> str:
@@ -271,7 +274,7 @@ class Call:
 
 @dataclass
 class _Fault:
-    kind: Literal["fail", "truncate", "malform", "delay"]
+    kind: Literal["fail", "truncate", "malform", "delay", "drop"]
     remaining: int
     path_contains: str | None
     status: int = 200
@@ -691,6 +694,8 @@ class FakeInstantlyServer:
     5. Routing to the six endpoints; anything else is Fastify's 404 route-not-found.
     6. ``truncate_next`` / ``malform_next``: replace the body of a response that would
        have been a 200 (they wait for one, so they compose with ``fail_next``).
+    7. ``drop_next``: decided on arrival like a delay; instead of the answer, the
+       connection is closed (logged with status ``DROPPED``).
     """
 
     def __init__(self, *, keep_alive: bool = False) -> None:
@@ -708,6 +713,7 @@ class FakeInstantlyServer:
         #: front of an API may (``Call.cookie`` shows whether a client sends it back).
         self.set_cookies: bool = False
         self._server: BaseWSGIServer | None = None
+        self._close_idle: Callable[[], int] = lambda: 0
         self._thread: threading.Thread | None = None
         # Set by stop() so pending delays end at once instead of holding a thread.
         self._stopping = threading.Event()
@@ -721,6 +727,7 @@ class FakeInstantlyServer:
         handler = (
             keeping_connections_open(_QuietHandler) if self.keep_alive else _QuietHandler
         )
+        self._close_idle = getattr(handler, "close_idle", lambda: 0)
         server = make_server(
             "127.0.0.1", 0, self._wsgi_app, threaded=True, request_handler=handler
         )
@@ -853,6 +860,16 @@ class FakeInstantlyServer:
             raise ValueError("seconds must be >= 0")
         self._add_fault(_Fault("delay", count, path_contains, seconds=seconds))
 
+    def drop_next(self, count: int = 1, path_contains: str | None = None) -> None:
+        """Close the connection of the next ``count`` matching calls without a byte of
+        answer, as a restarting server or a load balancer does (RemoteDisconnected)."""
+        self._add_fault(_Fault("drop", count, path_contains))
+
+    def close_idle_connections(self) -> int:
+        """Close the connections kept open for a next request (with ``keep_alive``), as a
+        server's idle timeout does: a client's pooled connection goes stale."""
+        return int(self._close_idle())
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
@@ -900,6 +917,7 @@ class FakeInstantlyServer:
         key = _bearer_token(request.headers.get("Authorization"))
         with self._lock:
             delay_fault = self._take_fault(_DELAY, request.path)
+            dropped = self._take_fault(_DROP, request.path) is not None
             response = self._respond(request, key)
             self._calls.append(
                 Call(
@@ -908,7 +926,7 @@ class FakeInstantlyServer:
                     query=request.args.to_dict(),
                     api_key_hint=key[-4:] if key else None,
                     user_agent=request.headers.get("User-Agent"),
-                    status=response.status_code,
+                    status=DROPPED if dropped else response.status_code,
                     cookie=request.headers.get("Cookie"),
                 )
             )
@@ -918,6 +936,11 @@ class FakeInstantlyServer:
         delay = self.latency + (delay_fault.seconds if delay_fault else 0.0)
         if delay > 0:
             self._stopping.wait(delay)
+        if dropped:
+            # FIN without a byte of answer; werkzeug treats the error raised here as a
+            # client that went away and closes its side quietly.
+            environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+            raise ConnectionAbortedError("fake: connection dropped")
         return response(environ, start_response)
 
     def _respond(self, request: Request, key: str | None) -> Response:

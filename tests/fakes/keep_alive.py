@@ -10,14 +10,16 @@ worker thread precisely so its connections stay open.
 left unread of a request body (its Content-Length is known) and then leaves the
 connection open for the next request. A chunked request body, or a client asking to
 close, still closes it; an idle connection is closed after ``IDLE_SECONDS``, as servers
-do. Benchmarks turn it on (``keep_alive=True`` on the fakes); the tests run with
-werkzeug's closing behaviour.
+do, or at once by ``close_idle()`` (a test's way to make a client's pooled connection go
+stale). Benchmarks turn it on (``keep_alive=True`` on the fakes); the tests run with
+werkzeug's closing behaviour, except those about kept connections.
 """
 
 from __future__ import annotations
 
 import io
 import socket
+import threading
 from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
@@ -63,6 +65,9 @@ def keeping_connections_open(
     class KeepAlive(handler):  # type: ignore[misc, valid-type]
         timeout = IDLE_SECONDS
         _body: _CountingInput | None = None
+        # Each open connection, and whether a request on it is being answered.
+        _open: dict[socket.socket, bool] = {}
+        _open_changed = threading.Condition()
 
         def setup(self) -> None:
             super().setup()
@@ -70,8 +75,45 @@ def keeping_connections_open(
             # stays open, Nagle's algorithm would hold the body back for the client's
             # delayed ACK (40 ms), which closing the connection used to flush.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._mark(busy=False)
+
+        def finish(self) -> None:
+            with self._open_changed:
+                self._open.pop(self.connection, None)
+                self._open_changed.notify_all()
+            super().finish()
+
+        def _mark(self, *, busy: bool) -> None:
+            with self._open_changed:
+                self._open[self.connection] = busy
+                self._open_changed.notify_all()
+
+        @classmethod
+        def close_idle(cls, timeout: float = 5.0) -> int:
+            """Close every open connection once no request on it is being answered, as a
+            server's idle timeout does, and wait until their handlers are gone. Returns
+            how many. (A client has its answer slightly before the handler is done.)"""
+            with cls._open_changed:
+                cls._open_changed.wait_for(lambda: not any(cls._open.values()), timeout)
+                idle = list(cls._open)
+                for sock in idle:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass  # the client closed it first
+                cls._open_changed.wait_for(
+                    lambda: not any(sock in cls._open for sock in idle), timeout
+                )
+            return len(idle)
 
         def run_wsgi(self) -> None:
+            self._mark(busy=True)
+            try:
+                self._answer_keeping_open()
+            finally:
+                self._mark(busy=False)
+
+        def _answer_keeping_open(self) -> None:
             length = self.headers.get("Content-Length") or "0"
             chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
             if chunked or not length.isdigit():
@@ -92,6 +134,11 @@ def keeping_connections_open(
             if self._body is not None:
                 environ["wsgi.input"] = self._body
             return environ
+
+        def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+            if format.startswith("Request timed out"):
+                return  # a connection idle for IDLE_SECONDS, closed as intended
+            super().log_error(format, *args)
 
         def send_header(self, keyword: str, value: str) -> None:
             if keyword.lower() == "connection" and value.lower() == "close" and (

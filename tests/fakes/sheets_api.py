@@ -22,7 +22,8 @@ What it models, beyond storing cells:
   ``values.update`` / ``values.clear``, which the plain-gspread baseline of
   ``benchmarks/engine_calls.py`` uses. Any other method is validated, then refused with
   a loud ``fake: method ... not implemented``;
-* fault injection (``fail_next``), latency, and a call log for assertions.
+* fault injection (``fail_next``, including ``DROP``: the connection closed with no
+  answer), latency, and a call log for assertions.
 
 Routes come from the discovery document too, matched against the raw request path so an
 encoded ``%3A`` inside a range never collides with the ``:append`` / ``:clear`` verbs.
@@ -35,6 +36,7 @@ import functools
 import json
 import random
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -216,6 +218,16 @@ class _Token:
     expires_at: float
 
 
+# ``fail_next`` status: close the connection without answering, as a server that restarts
+# or a load balancer that drops an idle connection does. The client sees the connection
+# end with no response at all (RemoteDisconnected), before or after the call applied.
+DROP = -1
+
+
+class _Dropped(Exception):
+    """Raised through the WSGI app to make the fake close the connection unanswered."""
+
+
 @dataclass
 class _Fault:
     kind: str
@@ -299,6 +311,7 @@ class FakeSheetsServer:
         )
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._close_idle: Callable[[], int] = lambda: 0
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -309,6 +322,7 @@ class FakeSheetsServer:
         handler = (
             keeping_connections_open(_QuietHandler) if self.keep_alive else _QuietHandler
         )
+        self._close_idle = getattr(handler, "close_idle", lambda: 0)
         self._server = make_server(
             "127.0.0.1", 0, self._wsgi, threaded=True, request_handler=handler
         )
@@ -330,6 +344,11 @@ class FakeSheetsServer:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
+
+    def close_idle_connections(self) -> int:
+        """Close the connections kept open for a next request (with ``keep_alive``), as
+        Google's front end does with idle ones: a client's pooled connection goes stale."""
+        return int(self._close_idle())
 
     def __enter__(self) -> FakeSheetsServer:
         return self.start()
@@ -377,11 +396,14 @@ class FakeSheetsServer:
         gave up on. ``when="after"``: the call is applied, then answered with ``status``
         (0 = its real reply) after ``delay`` seconds: a response lost on the way back.
         ``skip``: the first ``skip`` matching calls go through untouched.
+        ``status=DROP``: the connection is closed with no answer (``when`` as above).
         """
         if kind not in ("read", "write", "any", "token"):
             raise ValueError(f"unknown fault kind {kind!r}")
         if when not in ("before", "after"):
             raise ValueError(f"unknown fault timing {when!r}")
+        if status == DROP and kind == "token":
+            raise ValueError("DROP is for API calls; a token failure answers with a status")
         if status == 0 and not delay and when == "before":
             raise ValueError("status 0 (the real reply) needs a delay or when='after'")
         with self._lock:
@@ -576,7 +598,13 @@ class FakeSheetsServer:
         if raw_path == "/token" and request.method == "POST":
             response = self._token(request)
         else:
-            response = self._api(request, raw_path)
+            try:
+                response = self._api(request, raw_path)
+            except _Dropped:
+                # FIN without a byte of answer; werkzeug treats the error raised here as
+                # a client that went away and closes its side quietly.
+                environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+                raise ConnectionAbortedError("fake: connection dropped") from None
         return response(environ, start_response)
 
     def _log(self, request: Request, kind: str, ssid: str | None, status: int,
@@ -688,7 +716,9 @@ class FakeSheetsServer:
             time.sleep(fault.delay)  # outside the lock: other callers go on meanwhile
         with self._lock:
             email: str | None = None
-            if fault is not None and fault.when == "before" and fault.status:
+            if fault is not None and fault.when == "before" and fault.status == DROP:
+                response = Response(status=500)  # never sent: the connection is dropped
+            elif fault is not None and fault.when == "before" and fault.status:
                 response = self._fault_response(fault, access)
             else:
                 try:
@@ -703,11 +733,15 @@ class FakeSheetsServer:
                     if error.code == 401:
                         headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
                     response = _json_response(error.body(), error.code, headers)
-                if fault is not None and fault.when == "after" and fault.status:
+                if fault is not None and fault.when == "after" and fault.status not in (0, DROP):
                     response = self._fault_response(fault, access)
-            self._log(request, kind, ssid, response.status_code, email, body)
+            dropped = fault is not None and fault.status == DROP
+            self._log(request, kind, ssid, DROP if dropped else response.status_code, email,
+                      body)
         if fault is not None and fault.when == "after" and fault.delay:
             time.sleep(fault.delay)
+        if dropped:
+            raise _Dropped
         return response
 
     def _route(self, verb: str, raw_path: str) -> tuple[discovery.Method | None, dict[str, str]]:

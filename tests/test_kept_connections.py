@@ -1,0 +1,138 @@
+"""Connections kept open between calls, as Google keeps them, going stale or breaking.
+
+The product's sessions keep each connection open for the next call, and Google's front
+end closes idle connections on its own schedule, or drops one mid-call when a server
+restarts; so does Instantly's. Both fakes here keep connections open (``keep_alive``)
+and can close the idle ones at once (``close_idle_connections``) or drop one during a
+call (``DROP``, ``drop_next``). Real gspread, google-auth and requests throughout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from sheets_sync.pipeline.refresh import Features
+from sheets_sync.pipeline.sheets_writer import make_sheets_client
+from tests.fakes.instantly_api import DROPPED, FakeInstantlyServer
+from tests.fakes.sheets_api import DROP, FakeSheetsServer, make_service_account_info
+from tests.test_engine_features import TAB, Syncer, campaign
+from tests.worker_helpers import SERVICE_ACCOUNT_EMAIL
+
+START = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def fake_instantly() -> Iterator[FakeInstantlyServer]:
+    """Instantly's fake for this module's ``instantly`` client, keeping connections open."""
+    with FakeInstantlyServer(keep_alive=True) as server:
+        yield server
+
+
+@pytest.fixture
+def kept_open() -> Iterator[FakeSheetsServer]:
+    server = FakeSheetsServer(
+        reads_per_minute=100_000, writes_per_minute=100_000, keep_alive=True
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def primed(kept_open, tmp_path, fast_retry, instantly, workspace):
+    """Two days of refreshes through one client: its pooled connections are open."""
+    info = make_service_account_info(kept_open.token_uri, SERVICE_ACCOUNT_EMAIL)
+    kept_open.register_service_account(info)
+    key_file = tmp_path / "service-account.json"
+    key_file.write_text(json.dumps(info))
+    ssid = kept_open.create_spreadsheet(shared_with=(SERVICE_ACCOUNT_EMAIL,))
+    sheets = make_sheets_client(
+        key_file, api_url=kept_open.url, timeout=(2, 5), retry=fast_retry
+    )
+    cid = campaign(workspace, "Q4", [(0, 0, 100, 10), (0, 1, 100, 5)])
+    sync = Syncer(instantly, sheets, ssid, Features.all_on(history_days=3))
+    for day in range(2):
+        sync([cid], now=START + dt.timedelta(days=day))
+    kept_open.reset_calls()
+    return ssid, cid, sync
+
+
+@pytest.mark.parametrize("closed", ["before the refresh", "between the read and the write"])
+def test_a_connection_google_closed_while_idle_is_not_used(kept_open, primed, closed):
+    ssid, cid, sync = primed
+    closed_now: list[int] = []
+
+    def close_idle() -> None:
+        closed_now.append(kept_open.close_idle_connections())
+
+    if closed == "before the refresh":
+        close_idle()
+    out = sync([cid], now=START + dt.timedelta(days=2),
+               before_write=close_idle if closed != "before the refresh" else None)
+
+    assert closed_now[0] >= 1  # the client had a connection open
+    # Seen as closed and replaced, not sent on and lost: one read, one write, no re-read.
+    assert [c.kind for c in kept_open.calls if c.kind != "token"] == ["get", "batchUpdate"]
+    assert "2026-11-22" in kept_open.values(ssid, TAB)[1][0]
+    assert out.rows_written == 3
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_kept_connection_dropped_during_the_write_is_checked_not_resent_blind(
+    kept_open, primed, when
+):
+    ssid, cid, sync = primed
+    kept_open.fail_next("write", DROP, when=when)
+
+    out = sync([cid], now=START + dt.timedelta(days=2))
+
+    # Applied before the drop: the re-read shows it, nothing is sent again. Not applied:
+    # planned again from the re-read and sent once more.
+    expected = ["get", "batchUpdate", "get"] + (["batchUpdate"] if when == "before" else [])
+    assert [c.kind for c in kept_open.calls if c.kind != "token"] == expected
+    assert "2026-11-22" in kept_open.values(ssid, TAB)[1][0]
+    assert out.rows_written == 3
+
+
+def test_a_kept_connection_dropped_during_the_read_is_read_again(kept_open, primed):
+    ssid, cid, sync = primed
+    kept_open.fail_next("read", DROP)
+
+    sync([cid], now=START + dt.timedelta(days=2))
+
+    assert [c.kind for c in kept_open.calls if c.kind != "token"] == [
+        "get", "get", "batchUpdate"
+    ]
+    assert "2026-11-22" in kept_open.values(ssid, TAB)[1][0]
+
+
+# --- Instantly: reads, safe to ask again ---------------------------------------------
+
+
+def test_a_connection_instantly_closed_while_idle_is_replaced_not_sent_on(
+    fake_instantly, instantly, workspace
+):
+    cid = campaign(workspace, "Q4", [(0, 0, 100, 10)])
+    instantly.step_analytics(cid)
+    assert fake_instantly.close_idle_connections() >= 1
+    sent_before = instantly.calls
+
+    stats = instantly.step_analytics(cid)
+
+    assert [(s.step, s.variant, s.sent) for s in stats] == [(0, 0, 100)]
+    assert instantly.calls - sent_before == 1  # no send lost on the closed connection
+
+
+def test_a_connection_instantly_drops_mid_call_is_asked_again(
+    fake_instantly, instantly, workspace
+):
+    cid = campaign(workspace, "Q4", [(0, 0, 100, 10)])
+    fake_instantly.drop_next(path_contains="/analytics/steps")
+
+    stats = instantly.step_analytics(cid)
+
+    assert [(s.step, s.variant, s.sent) for s in stats] == [(0, 0, 100)]
+    assert [c.status for c in fake_instantly.calls] == [DROPPED, 200]
