@@ -1,12 +1,13 @@
 """Whole worker process CPU per steady refresh, and its peak RSS.
 
-    python benchmarks/worker_cpu.py [--refreshes 40] [--repeat 3] [--postgres URL]
+    python benchmarks/worker_cpu.py [--refreshes 40] [--repeat 3] [--without-notes]
+        [--postgres URL]
 
 A real ``sheets-sync worker`` process (``python -m sheets_sync.cli.main worker``, one
 thread) refreshes one stored connection of 100 report rows with every feature on
 (subjects, winner calls, notes, history, chart, two subsequences, opportunities) against
 the Instantly and Sheets fakes of ``tests/fakes``, which run in this process, so their
-CPU is not counted. The quotas are lifted (their bookkeeping still runs) and the
+CPU is not counted (``--without-notes``: the same with notes off). The quotas are lifted (their bookkeeping still runs) and the
 database is a fresh PostgreSQL schema, as in production with several workers.
 
 After three warm-up refreshes (the first sync, and two that reach the steady state),
@@ -204,6 +205,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--without-notes", action="store_true",
+                        help="every feature but notes (the refresh reads one cell of the "
+                             "table, not all of it)")
     parser.add_argument("--close-connections", action="store_true",
                         help="the fakes close every connection after one answer (as the "
                              "tests' fakes do) instead of keeping it open as Google and "
@@ -243,6 +247,7 @@ def main() -> int:
                     spreadsheet_url=f"https://docs.google.com/spreadsheets/d/{book}/edit",
                     campaign_ids=[CAMPAIGN_ID], include_opportunities=True,
                     date_range={"preset": "last_30_days"},
+                    options={"features": {"notes": False}} if args.without_notes else None,
                 )
                 connection_id = connection.id
             results = []
@@ -256,7 +261,8 @@ def main() -> int:
         schema.drop()
         sheets.stop()
         instantly.stop()
-    print(f"\nworker CPU per steady refresh ({rows} report rows, every feature on, "
+    features = "every feature but notes" if args.without_notes else "every feature on"
+    print(f"\nworker CPU per steady refresh ({rows} report rows, {features}, "
           f"{args.refreshes} refreshes, median of {args.repeat}): "
           f"{statistics.median(r['cpu_ms_per_refresh'] for r in results):.1f} ms "
           f"({statistics.median(r['refresh_per_reference'] for r in results):.2f} × the "

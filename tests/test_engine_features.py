@@ -355,6 +355,30 @@ def test_a_deleted_chart_comes_back(fake_sheets, spreadsheet_id, instantly, shee
     assert [c["chartId"] for c in fake_sheets.charts(spreadsheet_id, TAB)] == [chart_id]
 
 
+def test_without_notes_the_read_asks_for_one_cell_of_the_table_not_all_of_it(
+    fake_sheets, spreadsheet_id, instantly, sheets, workspace
+):
+    """Only notes need the table's cells; the chart and the write's guard come with the
+    tab. A big table's refresh then downloads a few hundred bytes, not the table."""
+    cid = campaign(workspace, "Q4", [(0, 0, 100, 10), (0, 1, 100, 5)])
+    sync = Syncer(instantly, sheets, spreadsheet_id, Features.all_on(notes=False))
+    sync([cid])
+    fake_sheets.reset_calls()
+    sync([cid])
+    [read] = [c for c in fake_sheets.calls if c.kind == "get"]
+    assert read.query["ranges"] == [f"'{TAB}'!A1", f"'{HISTORY}'!A:B"]
+    # With notes on, the whole table is read: the Notes column can be anywhere in it.
+    sync.features = Features.all_on()
+    sync([cid])
+    fake_sheets.reset_calls()
+    sync([cid])
+    [read] = [c for c in fake_sheets.calls if c.kind == "get"]
+    assert read.query["ranges"] == [f"'{TAB}'", f"'{HISTORY}'!A:B"]
+    assert [c["chartId"] for c in fake_sheets.charts(spreadsheet_id, TAB)] == [
+        chart_id_for(sync.sheet_id)
+    ]
+
+
 def test_a_renamed_tab_is_found_again_and_keeps_its_notes(
     fake_sheets, spreadsheet_id, instantly, sheets, workspace
 ):

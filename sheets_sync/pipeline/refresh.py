@@ -427,8 +427,11 @@ def plan_requests(
 
 def _wanted(spec: SyncSpec, known: dict[str, tuple[int, str]] | None) -> list[TabWanted]:
     """The tabs the read asks for: by the ids a lost write planned, else as stored."""
+    # Only notes need the main tab's cells (the chart and the revision come with the tab
+    # whatever the range): without them one cell is asked for, not the whole table.
+    main_cells = "" if spec.features.notes else "A1"
     if known is not None:
-        return [TabWanted(name, title, sheet_id, "A:B" if name == "history" else "")
+        return [TabWanted(name, title, sheet_id, "A:B" if name == "history" else main_cells)
                 for name, (sheet_id, title) in known.items()]
     stored = spec.sheet_id is not None
     wanted = [
@@ -436,6 +439,7 @@ def _wanted(spec: SyncSpec, known: dict[str, tuple[int, str]] | None) -> list[Ta
             "main",
             (spec.tab_titles.get("main") if stored else None) or spec.worksheet_title,
             spec.sheet_id,
+            main_cells,
         )
     ]
     if spec.features.history:
