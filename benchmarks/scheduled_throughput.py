@@ -6,10 +6,14 @@
 The Instantly and Sheets fakes from ``tests/fakes`` run in this process, each adding
 ``--latency`` seconds to every HTTP call, with a generous Google quota. For 1 and for 4
 ``sheets-sync worker`` processes (``python -m sheets_sync.cli worker``) it measures the
-time from start until every due connection is synced, the peak RSS of a worker process
-(VmHWM from /proc), HTTP calls per sync, 429s seen and double runs (a spreadsheet written
-twice, or a connection run twice: must be 0), the workers' CPU seconds (/proc), and what
-the workers' database sessions were doing, sampled from ``pg_stat_activity`` every 0.1 s
+time from the moment the connections fall due, with the workers already started and
+listening, until every one is synced (``seconds``: a scheduled round as production
+runs it), and separately the workers' start-up (``start_up_seconds``: from starting the
+processes until each listens for runs; earlier figures counted both), the peak RSS of a
+worker process (VmHWM from /proc), HTTP calls per sync, 429s seen and double runs (a
+spreadsheet written twice, or a connection run twice: must be 0), the CPU seconds of the
+workers, of the fakes and of PostgreSQL (/proc), and what the workers' database sessions
+were doing, sampled from ``pg_stat_activity`` every 0.1 s
 (average sessions waiting on a lock, on the WAL, or idle inside a transaction, labelled
 with that transaction's last statement). Then, with the default budget of 60 Sheets
 writes a minute, it asks the scheduler how long the same backlog takes
@@ -38,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, func, select  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 from sheets_sync.config import Settings  # noqa: E402
@@ -109,6 +113,26 @@ class WaitSampler:
                 if v / max(1, self.samples) >= 0.05}
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU of this machine's PostgreSQL server so far: every live ``postgres`` process,
+    plus the reaped backends' time that the kernel adds to their parent's children's
+    time (/proc). Only differences between two readings mean anything."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if name != "postgres":
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        if fields[1] == "1" or Path(f"/proc/{fields[1]}/comm").read_text().strip() != "postgres":
+            total += (int(fields[13]) + int(fields[14])) / tick  # the postmaster's reaped
+    return total
+
+
 def vm_hwm_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -161,8 +185,9 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
     try:
         settings, rt, books, user_id, due = seed(args, schema, sheets, instantly, sa_file, tmp,
                                                  "Bench")
+        later = due + dt.timedelta(days=1)  # not due while the workers start
         for n, key in enumerate(API_KEYS):
-            add_connections(rt, user_id, books[n :: len(API_KEYS)], api_key=key, due_at=due)
+            add_connections(rt, user_id, books[n :: len(API_KEYS)], api_key=key, due_at=later)
         not_again_soon(rt)
         sheets.reset_calls()
         instantly.reset_calls()
@@ -174,13 +199,18 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             SHEETS_SYNC_SHEETS_PROJECT_READS_PER_MINUTE=str(GENEROUS),
             SHEETS_SYNC_INSTANTLY_REQUESTS_PER_MINUTE=str(GENEROUS),
         )
-        started = time.monotonic()
-        cpu_started = time.process_time()
+        launched = time.monotonic()
         procs = [
             start_worker(env, "--concurrency", str(args.concurrency), "--poll", "0.2",
                          log_path=tmp / f"worker-{processes}-{i}.log")
             for i in range(processes)
         ]
+        start_up = wait_until_listening(schema.url, processes, launched + args.timeout)
+        workers_cpu_at_start = sum(cpu_seconds(p.pid) for p in procs)
+        started = time.monotonic()
+        cpu_started = time.process_time()
+        postgres_started = postgres_cpu_seconds()
+        fall_due(rt, due)
         peak_kb = 0
         done = 0
         sampler = WaitSampler(schema.url)
@@ -199,7 +229,8 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
         fakes_cpu = time.process_time() - cpu_started
         peak_kb = max([peak_kb, *(vm_hwm_kb(p.pid) for p in procs)])
         time.sleep(0.5)  # a double run would show up now
-        workers_cpu = sum(cpu_seconds(p.pid) for p in procs)
+        workers_cpu = sum(cpu_seconds(p.pid) for p in procs) - workers_cpu_at_start
+        postgres_cpu = postgres_cpu_seconds() - postgres_started
         waits = sampler.report()
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -223,6 +254,8 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             "processes": processes,
             "synced": succeeded,
             "seconds": round(elapsed, 2),
+            "start_up_seconds": round(start_up, 2),
+            "workers_start_up_cpu_seconds": round(workers_cpu_at_start, 1),
             "syncs_per_second": round(succeeded / elapsed, 1) if elapsed else 0.0,
             "peak_rss_mb": round(peak_kb / 1024, 1),
             "http_calls_per_sync": round(
@@ -237,10 +270,42 @@ def scenario(args: argparse.Namespace, sheets: FakeSheetsServer, instantly: Fake
             # CPU of this process (the fakes, mostly): the fakes share one core-bound GIL.
             "fakes_cpu_seconds": round(fakes_cpu, 1),
             "workers_cpu_seconds": round(workers_cpu, 1),
+            # The database server's CPU over the same span (every session, not only the
+            # workers': this process's progress queries and the sampler count too).
+            "postgres_cpu_seconds": round(postgres_cpu, 1),
             "db_sessions": waits,
         }
     finally:
         schema.drop()
+
+
+def wait_until_listening(url: str, processes: int, deadline: float) -> float:
+    """Seconds until ``processes`` workers hold their LISTEN connection: imported,
+    connected and ready for runs."""
+    engine = create_engine(url, poolclass=NullPool)
+    began = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                listening = conn.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"
+                ))
+            if (listening or 0) >= processes:
+                return time.monotonic() - began
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
+    raise TimeoutError(f"{processes} workers did not start listening")
+
+
+def fall_due(rt, due: dt.datetime) -> None:
+    """Every connection falls due at once, as a busy hour's schedules do."""
+    from sqlalchemy import update
+
+    from sheets_sync.store.models import Connection
+
+    with rt.session_factory() as s, s.begin():
+        s.execute(update(Connection).values(next_run_at=due))
 
 
 def not_again_soon(rt) -> None:

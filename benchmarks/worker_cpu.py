@@ -7,8 +7,9 @@ A real ``sheets-sync worker`` process (``python -m sheets_sync.cli.main worker``
 thread) refreshes one stored connection of 100 report rows with every feature on
 (subjects, winner calls, notes, history, chart, two subsequences, opportunities) against
 the Instantly and Sheets fakes of ``tests/fakes``, which run in this process, so their
-CPU is not counted (``--without-notes``: the same with notes off). The quotas are lifted (their bookkeeping still runs) and the
-database is a fresh PostgreSQL schema, as in production with several workers.
+CPU is not counted (``--without-notes``: the same with notes off). The quotas are lifted
+(their bookkeeping still runs) and the database is a fresh PostgreSQL schema, as in
+production with several workers.
 
 After three warm-up refreshes (the first sync, and two that reach the steady state),
 this process queues ``--refreshes`` runs one after another (each queued once the last
