@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import logging
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,7 +44,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.keep_alive import keeping_connections_open
+from tests.fakes.keep_alive import drop_connection, keeping_connections_open
 
 __all__ = [
     "API_PREFIX",
@@ -937,10 +936,7 @@ class FakeInstantlyServer:
         if delay > 0:
             self._stopping.wait(delay)
         if dropped:
-            # FIN without a byte of answer; werkzeug treats the error raised here as a
-            # client that went away and closes its side quietly.
-            environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
-            raise ConnectionAbortedError("fake: connection dropped")
+            drop_connection(environ)
         return response(environ, start_response)
 
     def _respond(self, request: Request, key: str | None) -> Response:

@@ -20,11 +20,19 @@ from __future__ import annotations
 import io
 import socket
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from werkzeug.serving import WSGIRequestHandler
 
 IDLE_SECONDS = 30.0
+
+
+def drop_connection(environ: dict[str, Any]) -> NoReturn:
+    """End the request's connection without a byte of answer, as a restarting server or
+    a load balancer does: the client sees RemoteDisconnected. Raise it from a WSGI app;
+    werkzeug takes the error for a client that went away and closes its side quietly."""
+    environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+    raise ConnectionAbortedError("fake: connection dropped")
 
 
 class _CountingInput(io.RawIOBase):

@@ -36,7 +36,6 @@ import functools
 import json
 import random
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -51,7 +50,7 @@ from google.auth import jwt
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.keep_alive import keeping_connections_open
+from tests.fakes.keep_alive import drop_connection, keeping_connections_open
 
 from . import discovery
 from .sheets_cells import (
@@ -601,10 +600,7 @@ class FakeSheetsServer:
             try:
                 response = self._api(request, raw_path)
             except _Dropped:
-                # FIN without a byte of answer; werkzeug treats the error raised here as
-                # a client that went away and closes its side quietly.
-                environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
-                raise ConnectionAbortedError("fake: connection dropped") from None
+                drop_connection(environ)
         return response(environ, start_response)
 
     def _log(self, request: Request, kind: str, ssid: str | None, status: int,
