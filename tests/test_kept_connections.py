@@ -4,21 +4,28 @@ The product's sessions keep each connection open for the next call, and Google's
 end closes idle connections on its own schedule, or drops one mid-call when a server
 restarts; so does Instantly's. Both fakes here keep connections open (``keep_alive``)
 and can close the idle ones at once (``close_idle_connections``) or drop one during a
-call (``DROP``, ``drop_next``). Real gspread, google-auth and requests throughout.
+call (``DROP``, ``drop_next``). Real gspread, google-auth and requests throughout. Last,
+every connection the product keeps has TCP keepalive probes on (``tcp_keepalive``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
 
+from sheets_sync.config import Settings
+from sheets_sync.jobs.runtime import build_runtime
+from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.refresh import Features
 from sheets_sync.pipeline.sheets_writer import make_sheets_client
+from sheets_sync.store.migrate import upgrade
 from tests.fakes.instantly_api import DROPPED, FakeInstantlyServer
 from tests.fakes.sheets_api import DROP, FakeSheetsServer, make_service_account_info
+from tests.plugin_fakes import INSTANTLY_KEY
 from tests.test_engine_features import TAB, Syncer, campaign
 from tests.worker_helpers import SERVICE_ACCOUNT_EMAIL
 
@@ -42,12 +49,17 @@ def kept_open() -> Iterator[FakeSheetsServer]:
 
 
 @pytest.fixture
-def primed(kept_open, tmp_path, fast_retry, instantly, workspace):
-    """Two days of refreshes through one client: its pooled connections are open."""
+def key_file(kept_open, tmp_path):
     info = make_service_account_info(kept_open.token_uri, SERVICE_ACCOUNT_EMAIL)
     kept_open.register_service_account(info)
-    key_file = tmp_path / "service-account.json"
-    key_file.write_text(json.dumps(info))
+    path = tmp_path / "service-account.json"
+    path.write_text(json.dumps(info))
+    return path
+
+
+@pytest.fixture
+def primed(kept_open, key_file, fast_retry, instantly, workspace):
+    """Two days of refreshes through one client: its pooled connections are open."""
     ssid = kept_open.create_spreadsheet(shared_with=(SERVICE_ACCOUNT_EMAIL,))
     sheets = make_sheets_client(
         key_file, api_url=kept_open.url, timeout=(2, 5), retry=fast_retry
@@ -136,3 +148,58 @@ def test_a_connection_instantly_drops_mid_call_is_asked_again(
 
     assert [(s.step, s.variant, s.sent) for s in stats] == [(0, 0, 100)]
     assert [c.status for c in fake_instantly.calls] == [DROPPED, 200]
+
+
+# --- keepalive probes on connections kept for the next refresh -----------------------
+
+
+def _kept_sockets(session, url):
+    manager = session.get_adapter(url).poolmanager
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    return [
+        c.sock for key in manager.pools.keys() if key.key_port == port
+        for c in list(manager.pools[key].pool.queue) if c is not None and c.sock is not None
+    ]
+
+
+def _probes(sock):
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    )
+
+
+def test_every_connection_kept_for_the_next_refresh_is_probed_while_idle(
+    kept_open, key_file, fake_instantly, workspace, tmp_path, fast_retry
+):
+    """A gateway that forgets an idle connection without a word cannot be staged on
+    loopback: the next request on it would vanish, and the refresh would wait out its read
+    timeout. What protects it is the kernel probing idle connections (which keeps such
+    entries alive, and fails a dead connection before reuse), so every connection the
+    product keeps, in a worker (with budgets) and in a one-off command, must have it."""
+    cid = workspace.add_campaign("Q4")
+    ssid = kept_open.create_spreadsheet(shared_with=(SERVICE_ACCOUNT_EMAIL,))
+    settings = Settings(
+        data_dir=tmp_path / "instance", instantly_api_url=fake_instantly.url,
+        sheets_api_url=kept_open.url, google_application_credentials=key_file,
+    )
+    upgrade(settings.resolved_database_url)
+    rt = build_runtime(settings, retry=fast_retry)
+    assert rt.quota is not None  # the worker's transports: permits before every call
+    try:
+        worker_sheets, worker_instantly = rt.sheets(), rt.instantly(INSTANTLY_KEY)
+        one_off_sheets = make_sheets_client(key_file, api_url=kept_open.url, retry=fast_retry)
+        one_off_instantly = InstantlyClient(
+            INSTANTLY_KEY, base_url=fake_instantly.url, retry=fast_retry
+        )
+        kept = []
+        for sheets in (worker_sheets, one_off_sheets):
+            sheets.check_access(ssid)
+            kept += _kept_sockets(sheets._session, kept_open.url)
+        for instantly in (worker_instantly, one_off_instantly):
+            instantly.step_analytics(cid)
+            kept += _kept_sockets(instantly._session, fake_instantly.url)
+        assert len(kept) == 4  # each client kept its connection open
+        assert {_probes(sock) for sock in kept} == {(1, 60)}
+    finally:
+        rt.engine.dispose()

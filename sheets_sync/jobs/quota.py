@@ -43,12 +43,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
+from requests.adapters import DEFAULT_POOLSIZE
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from sheets_sync.errors import InstantlyRateLimited, SheetsQuotaExhausted
 from sheets_sync.pipeline.retry import parse_retry_after
+from sheets_sync.pipeline.tcp_keepalive import KeepAliveAdapter
 from sheets_sync.store.db import (
     autocommit_statement,
     insert_skipping_conflicts,
@@ -433,9 +434,10 @@ def backlog_eta(pending: int, limit: int, window: float, *, wait_now: float = 0.
 # --- hooking the HTTP clients ------------------------------------------------------------
 
 
-class BudgetAdapter(HTTPAdapter):
+class BudgetAdapter(KeepAliveAdapter):
     """A requests transport that takes permits before each call (from every budget the
-    call spends from, all at once) and turns a 429 into a cooldown for every worker."""
+    call spends from, all at once) and turns a 429 into a cooldown for every worker; its
+    connections are probed while idle like every other of ours (``tcp_keepalive``)."""
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from sheets_sync.pipeline.sheets_writer import (
     load_credentials,
     make_sheets_client,
 )
+from sheets_sync.pipeline.tcp_keepalive import KeepAliveAdapter
 from sheets_sync.store.db import make_autocommit_session_factory, make_engine, make_session_factory
 from sheets_sync.store.models import Connection
 from sheets_sync.store.pinning import least_loaded_account
@@ -116,7 +117,7 @@ class Runtime:
                 pool_maxsize=INSTANTLY_CONNECTIONS,
             )
         else:
-            adapter = HTTPAdapter(pool_maxsize=INSTANTLY_CONNECTIONS)
+            adapter = KeepAliveAdapter(pool_maxsize=INSTANTLY_CONNECTIONS)
         session = keep_no_cookies(requests.Session())
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -45,6 +45,7 @@ from sheets_sync.pipeline.instantly_models import (
     SubsequencePage,
 )
 from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
+from sheets_sync.pipeline.tcp_keepalive import probe_idle_connections
 
 CAMPAIGN = TypeAdapter(Campaign)
 CAMPAIGN_PAGE = TypeAdapter(CampaignPage)
@@ -147,7 +148,7 @@ class InstantlyClient:
         # per thread, for its kept-alive connections): the key travels with each request,
         # never in the session.
         self._session = keep_no_cookies(
-            settle_environment(session or requests.Session(), self._base)
+            settle_environment(session or probe_idle_connections(requests.Session()), self._base)
         )
         # Each call is prepared with these and handed to ``Session.send``: ``Session.get``
         # would merge the session's settings into every call again (0.45 ms of CPU per

@@ -49,6 +49,7 @@ from sheets_sync.pipeline.http_environment import keep_no_cookies, settle_enviro
 from sheets_sync.pipeline.request_body import batch_update_body
 from sheets_sync.pipeline.retry import RetryPolicy, call_with_retry, parse_retry_after
 from sheets_sync.pipeline.revision import Revision
+from sheets_sync.pipeline.tcp_keepalive import probe_idle_connections
 
 SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
 _GOOGLE_ROOT = DEFAULT_SHEETS_API_URL
@@ -219,7 +220,7 @@ class SheetsClient:
         self._credentials = credentials
         self._session = _RebasedSession(credentials, api_url, self._count_call)
         # Cached and reused for refreshes of other customers' sheets (``Runtime``).
-        keep_no_cookies(settle_environment(self._session, api_url))
+        keep_no_cookies(settle_environment(probe_idle_connections(self._session), api_url))
         self._client = gspread.Client(auth=credentials, session=self._session)
         self._client.set_timeout(timeout)
         self._retry = retry or RetryPolicy()
