@@ -22,6 +22,7 @@ from sheets_sync.jobs.runtime import build_runtime
 from sheets_sync.pipeline.instantly import InstantlyClient
 from sheets_sync.pipeline.refresh import Features
 from sheets_sync.pipeline.sheets_writer import make_sheets_client
+from sheets_sync.pipeline.tcp_keepalive import accepted_options
 from sheets_sync.store.migrate import upgrade
 from tests.fakes.instantly_api import DROPPED, FakeInstantlyServer
 from tests.fakes.sheets_api import DROP, FakeSheetsServer, make_service_account_info
@@ -203,3 +204,27 @@ def test_every_connection_kept_for_the_next_refresh_is_probed_while_idle(
         assert {_probes(sock) for sock in kept} == {(1, 60)}
     finally:
         rt.engine.dispose()
+
+
+class _RefusingKeepCount:
+    """A socket of a platform (a sandbox, say) that refuses to set the probe count."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def setsockopt(self, level, option, value):
+        if option == socket.TCP_KEEPCNT:
+            raise OSError(92, "Protocol not available")
+
+
+def test_an_option_the_platform_refuses_is_left_out_instead_of_failing_every_call():
+    wanted = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4),
+    ]
+    assert accepted_options(wanted, _RefusingKeepCount) == wanted[:2]
+    assert accepted_options(wanted) == wanted  # this machine takes them all

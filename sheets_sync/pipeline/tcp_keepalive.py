@@ -13,6 +13,7 @@ finds it closed before reuse and opens a new one.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -24,8 +25,11 @@ PROBE_INTERVAL_SECONDS = 15
 PROBES = 4  # unanswered probes before the kernel gives the connection up
 
 
-def _keepalive_options() -> list[tuple[int, int, int]]:
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+Option = tuple[int, int, int]  # (level, option, value) as urllib3 takes them
+
+
+def _wanted_options() -> list[Option]:
+    wanted = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     # Linux names; macOS has TCP_KEEPALIVE for the idle time and the rest since 10.x.
     for name, value in (
         ("TCP_KEEPIDLE", IDLE_SECONDS),
@@ -33,11 +37,28 @@ def _keepalive_options() -> list[tuple[int, int, int]]:
         ("TCP_KEEPCNT", PROBES),
     ):
         if hasattr(socket, name):
-            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
-    return options
+            wanted.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return wanted
 
 
-SOCKET_OPTIONS = [*HTTPConnection.default_socket_options, *_keepalive_options()]
+def accepted_options(
+    wanted: list[Option], make_socket: Callable[[], socket.socket] = socket.socket
+) -> list[Option]:
+    """The options of ``wanted`` that this platform's sockets accept. urllib3 sets them on
+    every new connection and fails the call if one is refused (a sandbox may refuse
+    some), so a refused one is left out rather than break every call."""
+    accepted = []
+    with make_socket() as probe:
+        for level, option, value in wanted:
+            try:
+                probe.setsockopt(level, option, value)
+            except OSError:
+                continue
+            accepted.append((level, option, value))
+    return accepted
+
+
+SOCKET_OPTIONS = [*HTTPConnection.default_socket_options, *accepted_options(_wanted_options())]
 
 
 class KeepAliveAdapter(HTTPAdapter):
