@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from sheets_sync.store import db
@@ -55,6 +56,34 @@ def test_a_dead_idle_connection_is_replaced_before_use(postgres_url, monkeypatch
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
     finally:
         engine.dispose()
+
+
+def _libpq_keepalives(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        params = conn.connection.dbapi_connection.info.get_parameters()
+    return {k: v for k, v in params.items() if k.startswith("keepalives") or k == "connect_timeout"}
+
+
+def test_pooled_connections_probe_a_silent_peer_and_give_up_on_an_unreachable_server(
+    postgres_url,
+):
+    """A NAT between a worker and the database that forgets an idle pooled connection
+    cannot be staged here; what guards against it is libpq's keepalive probes (the ping
+    before reusing an idle connection then fails at once, not after many minutes), and
+    a connect timeout. A URL that says otherwise is obeyed."""
+    engine = make_engine(postgres_url)
+    try:
+        assert _libpq_keepalives(engine) == {
+            "connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
+            "keepalives_interval": "10", "keepalives_count": "3",
+        }
+    finally:
+        engine.dispose()
+    own = make_engine(str(make_url(postgres_url).update_query_dict({"keepalives_idle": "5"})))
+    try:
+        assert _libpq_keepalives(own)["keepalives_idle"] == "5"
+    finally:
+        own.dispose()
 
 
 def test_reads_in_autocommit_send_no_begin(postgres_url):

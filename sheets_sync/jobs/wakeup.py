@@ -23,23 +23,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from sheets_sync.store.db import POSTGRES_CONNECT_DEFAULTS
 from sheets_sync.store.runs import RUNS_CHANNEL
 
 log = logging.getLogger("sheets_sync.wakeup")
-
-
-# libpq settings for the listen connection unless the URL sets them: give up on an
-# unreachable server instead of hanging, and notice a silently dead peer within about
-# a minute (an idle LISTEN connection sends nothing that would reveal it otherwise).
-_LISTEN_CONNECT_DEFAULTS: dict[str, Any] = {
-    "connect_timeout": 10,
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
-
-
 
 
 class QueueListener:
@@ -149,7 +136,10 @@ class QueueListener:
         # The pool's own connect arguments (host, credentials, search_path options...),
         # for a connection of its own outside the pool: it stays in LISTEN for good.
         cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
-        params = {**_LISTEN_CONNECT_DEFAULTS, **cparams, "autocommit": True}
+        # The pool's connect_args are not among them: the same libpq defaults (give up on
+        # an unreachable server, notice a silently dead peer: an idle LISTEN connection
+        # sends nothing that would reveal it otherwise), unless the URL sets its own.
+        params = {**POSTGRES_CONNECT_DEFAULTS, **cparams, "autocommit": True}
         return psycopg.connect(*cargs, **params)
 
     def _wake(self) -> None:

@@ -70,6 +70,21 @@ SQLITE_BEGIN_OPTION = "sheets_sync_sqlite_begin"
 _BEGUN_AS = "sheets_sync_sqlite_begun_as"
 
 
+# libpq settings for every PostgreSQL connection unless the URL sets them: give up on an
+# unreachable server after 10 s instead of hanging, and have the kernel probe a connection
+# idle for 30 s. The probes keep a NAT or firewall between a worker and the database from
+# silently forgetting a pooled connection, and a dead one fails them within about a
+# minute, so the ping before reusing an idle connection fails at once instead of
+# waiting out TCP's retransmissions (many minutes).
+POSTGRES_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     """Create an engine with the settings this application relies on.
 
@@ -84,7 +99,13 @@ def make_engine(url: str, *, sqlite_foreign_keys: bool = True) -> Engine:
     # while staying far enough below PostgreSQL's default 100 connections for several
     # workers (each also holds one LISTEN connection outside the pool, see
     # sheets_sync.wakeup).
-    engine = create_engine(url, pool_size=10, max_overflow=10, hide_parameters=True)
+    connect_args = {
+        name: value for name, value in POSTGRES_CONNECT_DEFAULTS.items()
+        if name not in parsed.query  # the URL's own say wins
+    }
+    engine = create_engine(
+        url, pool_size=10, max_overflow=10, hide_parameters=True, connect_args=connect_args
+    )
     _ping_idle_connections(engine)
     return engine
 
