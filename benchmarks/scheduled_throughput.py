@@ -42,14 +42,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, func, select, text, update  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 from sheets_sync.config import Settings  # noqa: E402
 from sheets_sync.jobs.runtime import build_runtime  # noqa: E402
 from sheets_sync.jobs.scheduler import backlog, enqueue_due  # noqa: E402
 from sheets_sync.store.migrate import upgrade  # noqa: E402
-from sheets_sync.store.models import SyncRun  # noqa: E402
+from sheets_sync.store.models import Connection, SyncRun  # noqa: E402
 from tests.fakes.instantly_api import FakeInstantlyServer  # noqa: E402
 from tests.fakes.sheets_api import FakeSheetsServer, make_service_account_info  # noqa: E402
 from tests.worker_helpers import (  # noqa: E402
@@ -64,10 +64,15 @@ API_KEYS = [f"bench-instantly-key-{n:02d}" for n in range(10)]
 GENEROUS = 1_000_000
 
 
+def _stat_fields(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process, from /proc (clock ticks)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat_fields(pid)
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
@@ -115,22 +120,22 @@ class WaitSampler:
 
 def postgres_cpu_seconds() -> float:
     """CPU of this machine's PostgreSQL server so far: every live ``postgres`` process,
-    plus the reaped backends' time that the kernel adds to their parent's children's
-    time (/proc). Only differences between two readings mean anything."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    plus the reaped backends' time, which the kernel adds to their parent's (the
+    postmaster's) children's time (/proc). Only differences between two readings mean
+    anything."""
+    stats: dict[str, list[str]] = {}
+    for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            text = stat.read_text()
+            if comm.read_text().strip() == "postgres":
+                stats[comm.parent.name] = _stat_fields(comm.parent.name)
         except OSError:
-            continue
-        name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
-        if name != "postgres":
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-        if fields[1] == "1" or Path(f"/proc/{fields[1]}/comm").read_text().strip() != "postgres":
-            total += (int(fields[13]) + int(fields[14])) / tick  # the postmaster's reaped
-    return total
+            continue  # the process ended meanwhile
+    ticks = 0
+    for fields in stats.values():
+        ticks += int(fields[11]) + int(fields[12])
+        if fields[1] not in stats:  # its parent is no postgres process: the postmaster
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def vm_hwm_kb(pid: int) -> int:
@@ -300,10 +305,6 @@ def wait_until_listening(url: str, processes: int, deadline: float) -> float:
 
 def fall_due(rt, due: dt.datetime) -> None:
     """Every connection falls due at once, as a busy hour's schedules do."""
-    from sqlalchemy import update
-
-    from sheets_sync.store.models import Connection
-
     with rt.session_factory() as s, s.begin():
         s.execute(update(Connection).values(next_run_at=due))
 
@@ -311,10 +312,6 @@ def fall_due(rt, due: dt.datetime) -> None:
 def not_again_soon(rt) -> None:
     """Daily at a time 12 hours away: a connection synced during the run is not due
     again before it ends (an hourly schedule crossing the hour would run some twice)."""
-    from sqlalchemy import update
-
-    from sheets_sync.store.models import Connection
-
     at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)).strftime("%H:%M")
     with rt.session_factory() as s, s.begin():
         s.execute(update(Connection).values(schedule="daily", schedule_time=at, timezone="UTC"))

@@ -42,11 +42,10 @@ def fake_instantly() -> Iterator[FakeInstantlyServer]:
 
 @pytest.fixture
 def kept_open() -> Iterator[FakeSheetsServer]:
-    server = FakeSheetsServer(
+    with FakeSheetsServer(
         reads_per_minute=100_000, writes_per_minute=100_000, keep_alive=True
-    ).start()
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 @pytest.fixture
